@@ -1,0 +1,407 @@
+//! Reading and validating the YAML file. Every error names the key (as a dotted path) and the problem.
+
+use super::*;
+use std::net::SocketAddr;
+use url::Url;
+
+/// What is wrong with a configuration, and where. `Display` gives the one line `check-config` prints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError { key: key.into(), message: message.into() }
+}
+
+/// Loads and validates a configuration file.
+pub fn load(path: &str) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| err(path, format!("cannot read file: {e}")))?;
+    load_str(&text)
+}
+
+/// Parses and validates configuration text.
+pub fn load_str(text: &str) -> Result<Config, ConfigError> {
+    let deserializer = serde_yaml::Deserializer::from_str(text);
+    let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let key = e.path().to_string();
+        let key = if key == "." { "(top level)".to_string() } else { key };
+        err(key, one_line(&e.into_inner().to_string()))
+    })?;
+    validate(&config)?;
+    Ok(config)
+}
+
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn validate(config: &Config) -> Result<(), ConfigError> {
+    validate_server(&config.server)?;
+    validate_store(&config.store)?;
+    validate_tokens(&config.tokens)?;
+    validate_signing(&config.signing)?;
+    let hours = config.session.default_login_timeout_hours;
+    if !(1..=120).contains(&hours) {
+        return Err(err("session.default_login_timeout_hours", format!("{hours} is outside IB's 1 to 120 hours")));
+    }
+    validate_platforms(&config.platforms)?;
+    validate_upstream(&config.upstream)?;
+    validate_oauth(&config.oauth)?;
+    validate_cors(&config.cors)?;
+    if config.rate_limits.backend == RateLimitBackend::Redis && config.store.backend != StoreBackend::Redis {
+        return Err(err("rate_limits.backend", "`redis` needs store.backend: redis"));
+    }
+    if config.logging.level.trim().is_empty() {
+        return Err(err("logging.level", "must not be empty"));
+    }
+    Ok(())
+}
+
+fn socket_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| err(key, format!("`{value}` is not an address like 0.0.0.0:8080")))
+}
+
+fn file_exists(key: &str, path: &str) -> Result<(), ConfigError> {
+    if std::path::Path::new(path).is_file() {
+        Ok(())
+    } else {
+        Err(err(key, format!("file {path} does not exist")))
+    }
+}
+
+fn validate_server(server: &ServerConfig) -> Result<(), ConfigError> {
+    if server.listen.is_empty() && server.tls.is_none() {
+        return Err(err("server.listen", "at least one listen address is needed"));
+    }
+    for (i, addr) in server.listen.iter().enumerate() {
+        socket_addr(&format!("server.listen[{i}]"), addr)?;
+    }
+    if let Some(tls) = &server.tls {
+        if tls.listen.is_empty() {
+            return Err(err("server.tls.listen", "at least one TLS listen address is needed"));
+        }
+        for (i, addr) in tls.listen.iter().enumerate() {
+            socket_addr(&format!("server.tls.listen[{i}]"), addr)?;
+        }
+        file_exists("server.tls.cert_file", &tls.cert_file)?;
+        file_exists("server.tls.key_file", &tls.key_file)?;
+    }
+    socket_addr("server.admin_listen", &server.admin_listen)?;
+    let url = Url::parse(&server.public_url)
+        .map_err(|e| err("server.public_url", format!("`{}` is not a URL: {e}", server.public_url)))?;
+    if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
+        return Err(err("server.public_url", "must be an absolute http(s) URL"));
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err(err("server.public_url", "must not carry a query, fragment or user name"));
+    }
+    if server.threads == 0 {
+        return Err(err("server.threads", "must be at least 1"));
+    }
+    if server.max_form_body_bytes < 1024 {
+        return Err(err("server.max_form_body_bytes", "must be at least 1024"));
+    }
+    Ok(())
+}
+
+fn validate_store(store: &StoreConfig) -> Result<(), ConfigError> {
+    if store.memory.max_sessions == 0 {
+        return Err(err("store.memory.max_sessions", "must be at least 1"));
+    }
+    if store.memory.max_records == 0 {
+        return Err(err("store.memory.max_records", "must be at least 1"));
+    }
+    let redis = &store.redis;
+    if redis.key_prefix.is_empty() || redis.key_prefix.contains(['{', '}', ' ']) {
+        return Err(err("store.redis.key_prefix", "must be non-empty, without braces or spaces"));
+    }
+    if store.backend != StoreBackend::Redis {
+        return Ok(());
+    }
+    if redis.urls.is_empty() {
+        return Err(err("store.redis.urls", "store.backend is redis but no URL is given"));
+    }
+    for (i, raw) in redis.urls.iter().enumerate() {
+        let key = format!("store.redis.urls[{i}]");
+        let url = Url::parse(raw).map_err(|e| err(&key, format!("not a URL: {e}")))?;
+        if !matches!(url.scheme(), "redis" | "rediss") {
+            return Err(err(key, "scheme must be redis:// or rediss://"));
+        }
+        if url.password().is_some() {
+            return Err(err(key, "put the password in store.redis.password (a file or env secret), not in the URL"));
+        }
+    }
+    if redis.mode == RedisMode::Standalone && redis.urls.len() != 1 {
+        return Err(err("store.redis.urls", "standalone mode takes exactly one URL"));
+    }
+    if redis.mode == RedisMode::Sentinel && redis.sentinel_master.is_empty() {
+        return Err(err("store.redis.sentinel_master", "must name the monitored master"));
+    }
+    if let Some(password) = &redis.password {
+        password.resolve().map_err(|e| err("store.redis.password", e))?;
+    }
+    if redis.connect_timeout_ms == 0 || redis.command_timeout_ms == 0 {
+        return Err(err("store.redis.command_timeout_ms", "timeouts must be positive"));
+    }
+    Ok(())
+}
+
+fn validate_tokens(tokens: &TokenConfig) -> Result<(), ConfigError> {
+    let positive = [
+        ("tokens.access_token_ttl_seconds", tokens.access_token_ttl_seconds),
+        ("tokens.refresh_token_ttl_seconds", tokens.refresh_token_ttl_seconds),
+        ("tokens.authorization_code_ttl_seconds", tokens.authorization_code_ttl_seconds),
+        ("tokens.login_attempt_ttl_seconds", tokens.login_attempt_ttl_seconds),
+    ];
+    for (key, value) in positive {
+        if value == 0 {
+            return Err(err(key, "must be positive"));
+        }
+    }
+    if tokens.authorization_code_ttl_seconds > 600 {
+        return Err(err("tokens.authorization_code_ttl_seconds", "RFC 6749 §4.1.2: at most 600 seconds"));
+    }
+    if tokens.refresh_grace_seconds > 60 {
+        return Err(err("tokens.refresh_grace_seconds", "at most 60 seconds (a longer window weakens reuse detection)"));
+    }
+    if tokens.leeway_seconds > 300 {
+        return Err(err("tokens.leeway_seconds", "at most 300 seconds"));
+    }
+    Ok(())
+}
+
+fn validate_signing(signing: &SigningConfig) -> Result<(), ConfigError> {
+    if let Some(current) = &signing.current {
+        if current.kid.is_empty() {
+            return Err(err("signing.current.kid", "must not be empty"));
+        }
+        current.private_key.resolve().map_err(|e| err("signing.current.private_key", e))?;
+    }
+    for (i, previous) in signing.previous.iter().enumerate() {
+        let key = format!("signing.previous[{i}]");
+        if previous.kid.is_empty() {
+            return Err(err(format!("{key}.kid"), "must not be empty"));
+        }
+        let clashes_with_current = signing.current.as_ref().is_some_and(|c| c.kid == previous.kid);
+        let repeated = signing.previous[..i].iter().any(|p| p.kid == previous.kid);
+        if clashes_with_current || repeated {
+            return Err(err(format!("{key}.kid"), format!("kid `{}` is used twice", previous.kid)));
+        }
+        previous.public_key.resolve().map_err(|e| err(format!("{key}.public_key"), e))?;
+    }
+    Ok(())
+}
+
+fn validate_platforms(platforms: &PlatformConfig) -> Result<(), ConfigError> {
+    if platforms.allowed_host_suffixes.is_empty() {
+        return Err(err("platforms.allowed_host_suffixes", "at least one suffix is needed"));
+    }
+    for (i, suffix) in platforms.allowed_host_suffixes.iter().enumerate() {
+        let bare = suffix.trim_start_matches('.');
+        let valid = !bare.is_empty()
+            && bare.contains('.')
+            && bare.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+        if !valid {
+            return Err(err(
+                format!("platforms.allowed_host_suffixes[{i}]"),
+                format!("`{suffix}` is not a lowercase domain like .intelligencebank.com"),
+            ));
+        }
+    }
+    if let Some(ca) = &platforms.extra_ca_file {
+        file_exists("platforms.extra_ca_file", ca)?;
+    }
+    Ok(())
+}
+
+fn validate_upstream(upstream: &UpstreamConfig) -> Result<(), ConfigError> {
+    let positive = [
+        ("upstream.connect_timeout_ms", upstream.connect_timeout_ms),
+        ("upstream.read_timeout_ms", upstream.read_timeout_ms),
+        ("upstream.write_timeout_ms", upstream.write_timeout_ms),
+        ("upstream.idle_timeout_seconds", upstream.idle_timeout_seconds),
+        ("upstream.pool_size", upstream.pool_size as u64),
+        ("upstream.dns_cache_ttl_seconds", upstream.dns_cache_ttl_seconds),
+    ];
+    for (key, value) in positive {
+        if value == 0 {
+            return Err(err(key, "must be positive"));
+        }
+    }
+    Ok(())
+}
+
+fn validate_oauth(oauth: &OAuthConfig) -> Result<(), ConfigError> {
+    if oauth.scopes_supported.is_empty() {
+        return Err(err("oauth.scopes_supported", "at least one scope is needed"));
+    }
+    for (i, client) in oauth.clients.iter().enumerate() {
+        let key = format!("oauth.clients[{i}]");
+        if client.client_id.is_empty() || client.client_id.len() > 128 {
+            return Err(err(format!("{key}.client_id"), "must be 1 to 128 characters"));
+        }
+        if oauth.clients[..i].iter().any(|c| c.client_id == client.client_id) {
+            return Err(err(format!("{key}.client_id"), format!("`{}` is defined twice", client.client_id)));
+        }
+        if client.redirect_uris.is_empty() && client.redirect_uri_patterns.is_empty() {
+            return Err(err(format!("{key}.redirect_uris"), "a client needs at least one redirect URI or pattern"));
+        }
+        for (j, uri) in client.redirect_uris.iter().enumerate() {
+            check_redirect_uri(uri).map_err(|m| err(format!("{key}.redirect_uris[{j}]"), m))?;
+        }
+        for (j, pattern) in client.redirect_uri_patterns.iter().enumerate() {
+            check_redirect_pattern(pattern).map_err(|m| err(format!("{key}.redirect_uri_patterns[{j}]"), m))?;
+        }
+        if let Some(unknown) = client.scopes.iter().find(|s| !oauth.scopes_supported.contains(s)) {
+            return Err(err(format!("{key}.scopes"), format!("`{unknown}` is not in oauth.scopes_supported")));
+        }
+        if let Some(secret) = &client.client_secret {
+            let resolved = secret.resolve().map_err(|e| err(format!("{key}.client_secret"), e))?;
+            if resolved.expose().len() < 16 {
+                return Err(err(format!("{key}.client_secret"), "must be at least 16 characters"));
+            }
+        }
+    }
+    if oauth.registration.client_ttl_seconds == 0 {
+        return Err(err("oauth.registration.client_ttl_seconds", "must be positive"));
+    }
+    Ok(())
+}
+
+/// A redirect URI must be absolute, without fragment, and https unless it points at the loopback interface.
+pub(crate) fn check_redirect_uri(uri: &str) -> Result<(), String> {
+    let url = Url::parse(uri).map_err(|e| format!("`{uri}` is not an absolute URL: {e}"))?;
+    if url.fragment().is_some() {
+        return Err("must not contain a fragment".into());
+    }
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]")) => Ok(()),
+        _ => Err("must be https, or http on localhost/127.0.0.1/[::1]".into()),
+    }
+}
+
+fn check_redirect_pattern(pattern: &str) -> Result<(), String> {
+    let misplaced = || "`{port}` may only stand in the port position, e.g. http://127.0.0.1:{port}/callback".to_string();
+    if pattern.matches("{port}").count() != 1 {
+        return Err("a pattern has exactly one `{port}` wildcard".into());
+    }
+    let (before, after) = pattern.split_once("{port}").ok_or_else(misplaced)?;
+    let host = before.split_once("://").map(|(_, rest)| rest).ok_or_else(misplaced)?;
+    let host = host.strip_suffix(':').ok_or_else(misplaced)?;
+    if host.is_empty() || host.contains(['/', '@', ':']) || !(after.is_empty() || after.starts_with('/')) {
+        return Err(misplaced());
+    }
+    check_redirect_uri(&pattern.replace("{port}", "1"))
+}
+
+fn validate_cors(cors: &CorsConfig) -> Result<(), ConfigError> {
+    let wildcard = cors.allowed_origins.iter().any(|o| o == "*");
+    if wildcard && cors.allow_credentials {
+        return Err(err("cors.allow_credentials", "cannot be true while allowed_origins contains `*`"));
+    }
+    for (i, origin) in cors.allowed_origins.iter().enumerate().filter(|(_, o)| *o != "*") {
+        let parsed = Url::parse(origin).ok();
+        let is_origin = parsed.is_some_and(|u| u.host_str().is_some() && u.path() == "/" && !origin.ends_with('/'));
+        if !is_origin {
+            return Err(err(format!("cors.allowed_origins[{i}]"), format!("`{origin}` is not an origin like https://app.example.com")));
+        }
+    }
+    for (i, method) in cors.allowed_methods.iter().enumerate() {
+        if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(err(format!("cors.allowed_methods[{i}]"), format!("`{method}` is not an HTTP method")));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "server:\n  public_url: https://auth.example.com\n";
+
+    #[test]
+    fn minimal_file_takes_every_default() {
+        let config = load_str(MINIMAL).unwrap();
+        assert_eq!(config.store.backend, StoreBackend::Memory);
+        assert_eq!(config.signing.algorithm, SigningAlgorithm::EdDSA);
+        assert_eq!(config.rate_limits.per_session_per_minute, 600);
+        assert_eq!(config.oauth.clients[0].client_id, "mcp-public-client");
+        assert_eq!(config.session.near_expiry_margin_seconds, 300);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = load_str("server:\n  public_url: https://a.example\n  lisen: []\n").unwrap_err();
+        assert_eq!(e.key, "server");
+        assert!(e.message.contains("lisen"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_named_with_its_path() {
+        let e = load_str("server:\n  public_url: https://a.example\ntokens:\n  max_refresh_count: lots\n").unwrap_err();
+        assert_eq!(e.key, "tokens.max_refresh_count");
+    }
+
+    #[test]
+    fn missing_required_key_is_reported() {
+        let e = load_str("server:\n  listen: ['0.0.0.0:1']\n").unwrap_err();
+        assert!(e.to_string().contains("public_url"), "{e}");
+    }
+
+    #[test]
+    fn redis_backend_without_url_is_refused() {
+        let e = load_str(&format!("{MINIMAL}store:\n  backend: redis\n")).unwrap_err();
+        assert_eq!(e.key, "store.redis.urls");
+    }
+
+    #[test]
+    fn credentials_with_wildcard_origin_are_refused() {
+        let e = load_str(&format!("{MINIMAL}cors:\n  allow_credentials: true\n")).unwrap_err();
+        assert_eq!(e.key, "cors.allow_credentials");
+    }
+
+    #[test]
+    fn login_timeout_default_outside_ib_range_is_refused() {
+        let e = load_str(&format!("{MINIMAL}session:\n  default_login_timeout_hours: 121\n")).unwrap_err();
+        assert_eq!(e.key, "session.default_login_timeout_hours");
+    }
+
+    #[test]
+    fn redirect_patterns_only_wildcard_the_port() {
+        assert!(check_redirect_pattern("http://127.0.0.1:{port}/callback").is_ok());
+        assert!(check_redirect_pattern("http://{port}.example.com/callback").is_err());
+        assert!(check_redirect_pattern("https://example.com/{port}").is_err());
+        assert!(check_redirect_pattern("http://evil.com:{port}/callback").is_err());
+    }
+
+    #[test]
+    fn redirect_uri_must_be_https_or_loopback() {
+        assert!(check_redirect_uri("https://app.example.com/cb").is_ok());
+        assert!(check_redirect_uri("http://localhost:3000/cb").is_ok());
+        assert!(check_redirect_uri("http://app.example.com/cb").is_err());
+        assert!(check_redirect_uri("https://app.example.com/cb#x").is_err());
+        assert!(check_redirect_uri("/relative").is_err());
+    }
+
+    #[test]
+    fn secret_from_missing_env_names_the_key() {
+        let text = format!(
+            "{MINIMAL}store:\n  backend: redis\n  redis:\n    urls: [redis://127.0.0.1:6379]\n    password: {{env: IBGW_NOPE_UNSET}}\n"
+        );
+        let e = load_str(&text).unwrap_err();
+        assert_eq!(e.key, "store.redis.password");
+        assert!(e.message.contains("IBGW_NOPE_UNSET"));
+    }
+}

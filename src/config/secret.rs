@@ -1,0 +1,94 @@
+//! Secrets in the configuration: inline, from a file, or from an environment variable.
+//!
+//! A resolved [`Secret`] never prints its value (`Debug` shows `Secret(***)`), and the memory is zeroed on drop.
+
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+/// How a secret is given in YAML: `key: "inline"`, `key: {file: /run/secrets/x}` or `key: {env: VAR}`.
+#[derive(Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SecretSource {
+    Inline(String),
+    File { file: String },
+    Env { env: String },
+}
+
+impl std::fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretSource::Inline(_) => f.write_str("Inline(***)"),
+            SecretSource::File { file } => write!(f, "File({file})"),
+            SecretSource::Env { env } => write!(f, "Env({env})"),
+        }
+    }
+}
+
+impl SecretSource {
+    /// Reads the secret; the error says where it looked, never what it found.
+    pub fn resolve(&self) -> Result<Secret, String> {
+        let value = match self {
+            SecretSource::Inline(value) => value.clone(),
+            SecretSource::File { file } => {
+                let text =
+                    std::fs::read_to_string(file).map_err(|e| format!("cannot read secret file {file}: {e}"))?;
+                // A trailing newline from `echo x > file` is not part of the secret.
+                text.trim_end_matches(['\n', '\r']).to_string()
+            }
+            SecretSource::Env { env } => {
+                std::env::var(env).map_err(|_| format!("environment variable {env} is not set"))?
+            }
+        };
+        if value.is_empty() {
+            return Err("secret is empty".into());
+        }
+        Ok(Secret(Zeroizing::new(value)))
+    }
+}
+
+/// A resolved secret value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Zeroizing<String>);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(Zeroizing::new(value.into()))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_contains_the_value() {
+        let secret = SecretSource::Inline("hunter2".into()).resolve().unwrap();
+        assert!(!format!("{secret:?}").contains("hunter2"));
+        assert!(!format!("{:?}", SecretSource::Inline("hunter2".into())).contains("hunter2"));
+    }
+
+    #[test]
+    fn file_secret_drops_the_trailing_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        std::fs::write(&path, "abc\n").unwrap();
+        let source = SecretSource::File { file: path.display().to_string() };
+        assert_eq!(source.resolve().unwrap().expose(), "abc");
+    }
+
+    #[test]
+    fn missing_env_secret_names_the_variable() {
+        let err = SecretSource::Env { env: "IBGW_TEST_SURELY_UNSET".into() }.resolve().unwrap_err();
+        assert!(err.contains("IBGW_TEST_SURELY_UNSET"));
+    }
+}

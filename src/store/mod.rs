@@ -1,0 +1,167 @@
+//! The token store: sessions, refresh-token rotation, authorization codes and short-lived records.
+//!
+//! One trait, [`TokenStore`], with two implementations that behave identically (the conformance suite in
+//! `tests/store_conformance.rs` runs against both): [`memory::MemoryStore`], the embedded default, and
+//! [`redis::RedisStore`] for several gateway instances (standalone, Sentinel or Cluster). The store keeps
+//! only hashes of tokens and codes; it never logs a token, a code or an IB `sid`.
+//!
+//! Operations that must be atomic across instances are one call each: creating a session, rotating a refresh
+//! token (rule check, `refresh_count` + 1, old token retired, successor stored), ending a session with all its
+//! tokens, redeeming a code exactly once.
+
+pub mod memory;
+pub mod redis;
+
+use async_trait::async_trait;
+use std::sync::Arc;
+
+use crate::config::{Config, StoreBackend};
+use crate::session::{Limits, Session, SessionId, SessionState, SessionStatus};
+use crate::tokens::TokenHash;
+
+/// How long a session's record stays after `sid_expiry`, so a late client is told `Session has expired`
+/// instead of a generic invalid token.
+pub const EXPIRED_SESSION_TAIL_SECONDS: u64 = 3_600;
+
+/// Why the store could not answer. None of these is the client's fault: the gateway answers
+/// 503 `temporarily_unavailable`, never 401.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store is full ({0})")]
+    CapacityExceeded(&'static str),
+    #[error("store record is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// A refresh-token rotation, prepared by the caller: the successor token is generated (and sealed with the
+/// presented token, for the grace window) before the store decides atomically whether it takes effect.
+#[derive(Debug, Clone)]
+pub struct RotateRequest<'a> {
+    pub session_id: &'a SessionId,
+    pub presented: TokenHash,
+    pub successor: TokenHash,
+    /// The successor, encrypted under a key derived from the presented token (see `tokens::seal_successor`).
+    pub sealed_successor: &'a str,
+    /// The client presenting the token; a token is bound to the client it was issued to.
+    pub client_id: &'a str,
+    pub now: u64,
+    pub limits: Limits,
+    pub grace_seconds: u64,
+    pub refresh_ttl: u64,
+}
+
+/// What a rotation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotateOutcome {
+    /// The presented token was current: it is retired and the successor is current. The session is as stored
+    /// afterwards (`refresh_count` incremented).
+    Rotated(Session),
+    /// The presented token was rotated less than `grace_seconds` ago: the same successor again, still sealed.
+    Repeated { session: Session, sealed_successor: String },
+    /// The session rules refuse a refresh (`Expired`, `RefreshLimitExceeded`, `Revoked`, `UpstreamRejected`).
+    /// Nothing changed.
+    Refused(SessionStatus),
+    /// A retired token came back after the grace window: the whole session is now revoked (RFC 9700 §4.14).
+    ReuseDetected,
+    /// Unknown token, token of another client, expired refresh token, or no such session. Nothing changed.
+    Invalid,
+}
+
+/// What redeeming an authorization code found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodeRedemption {
+    /// First use: here is what was stored with the code. It is now spent.
+    Redeemed(Vec<u8>),
+    /// Already used; the session it issued (to be revoked, RFC 6749 §4.1.2).
+    Replayed(SessionId),
+    /// Never issued, or expired.
+    Unknown,
+}
+
+/// Short-lived records that are neither sessions nor codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RecordKind {
+    /// A started IB login, keyed by the poll token's hash.
+    LoginAttempt,
+    /// A dynamically registered client, keyed by its client id.
+    Client,
+}
+
+impl RecordKind {
+    pub fn key_part(self) -> &'static str {
+        match self {
+            RecordKind::LoginAttempt => "login",
+            RecordKind::Client => "client",
+        }
+    }
+}
+
+#[async_trait]
+pub trait TokenStore: Send + Sync {
+    /// `memory` or `redis`, for metrics and logs.
+    fn backend(&self) -> &'static str;
+
+    /// Stores a new session whose current refresh token has the hash `refresh`, valid until
+    /// `refresh_expires_at`. The session's record lives until `sid_expiry` plus a short tail.
+    async fn create_session(
+        &self,
+        session: &Session,
+        refresh: &TokenHash,
+        refresh_expires_at: u64,
+        now: u64,
+    ) -> Result<(), StoreError>;
+
+    async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError>;
+
+    /// Rotates a refresh token atomically; see [`RotateOutcome`].
+    async fn rotate_refresh(&self, request: &RotateRequest<'_>) -> Result<RotateOutcome, StoreError>;
+
+    /// Ends a session and every token of it (`Revoked` or `UpstreamRejected`). Returns whether an active
+    /// session was ended; ending an ended or unknown session changes nothing.
+    async fn end_session(&self, id: &SessionId, state: SessionState) -> Result<bool, StoreError>;
+
+    /// Stores what an authorization code grants, for `ttl` seconds.
+    async fn put_code(&self, code: &TokenHash, grant: &[u8], ttl: u64) -> Result<(), StoreError>;
+
+    /// Spends a code exactly once. On first use it records `issued` (the session the caller is about to create)
+    /// for `replay_window` seconds, so a replay can name the session to revoke.
+    async fn redeem_code(
+        &self,
+        code: &TokenHash,
+        issued: &SessionId,
+        replay_window: u64,
+    ) -> Result<CodeRedemption, StoreError>;
+
+    async fn put_record(&self, kind: RecordKind, key: &str, value: &[u8], ttl: u64) -> Result<(), StoreError>;
+
+    async fn get_record(&self, kind: RecordKind, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Reads and deletes a record in one step: of two concurrent takers, one gets it.
+    async fn take_record(&self, kind: RecordKind, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Sessions currently stored (exact for memory; for Redis, see the implementation).
+    async fn session_count(&self) -> Result<u64, StoreError>;
+
+    /// Is the store reachable?
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Builds the store the configuration names.
+pub async fn from_config(config: &Config) -> Result<Arc<dyn TokenStore>, StoreError> {
+    Ok(match config.store.backend {
+        StoreBackend::Memory => Arc::new(memory::MemoryStore::new(&config.store.memory)),
+        StoreBackend::Redis => Arc::new(redis::RedisStore::connect(&config.store.redis).await?),
+    })
+}
+
+/// Seconds a session's record is kept from `now`.
+pub(crate) fn session_record_ttl(session: &Session, now: u64) -> u64 {
+    (session.sid_expiry + EXPIRED_SESSION_TAIL_SECONDS).saturating_sub(now).max(1)
+}
+
+/// The current Unix time in seconds.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}

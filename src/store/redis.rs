@@ -1,0 +1,427 @@
+//! The shared store: Redis standalone, Sentinel or Cluster, for several gateway instances.
+//!
+//! Layout (`P` = `store.redis.key_prefix`):
+//! - `P:s:{<session id>}` — one hash per session: grant JSON, `sid_created_at`, `sid_expiry`, `refresh_count`,
+//!   state, the current refresh-token hash, the last rotation (for the grace window) and `u:<hash>` for every
+//!   retired token. All of a session's state is in one key, so each operation is one script on one slot.
+//! - `P:c:<code hash>` — an authorization code (`F:<grant>`), then its spent marker (`S:<session id>`).
+//! - `P:login:<key>`, `P:client:<key>` — login attempts and registered clients.
+//! - `P:sessions` — sorted set of session ids by `sid_expiry`, only for the session-count estimate.
+//!
+//! Every key has a TTL. Atomic operations are Lua scripts (`src/store/lua/`), sent by SHA and loaded on
+//! `NOSCRIPT`. A lost connection or a restarted server gives [`StoreError::Unavailable`] and the connection
+//! is re-established in the background (ConnectionManager, the cluster client, or a Sentinel re-query).
+
+use async_trait::async_trait;
+use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use ::redis::cluster_async::ClusterConnection;
+use ::redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+use ::redis::{Cmd, Pipeline, RedisFuture, Script, Value};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use super::*;
+use crate::config::{RedisConfig, RedisMode};
+use crate::session::SessionGrant;
+
+static CREATE_SESSION: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/create_session.lua")));
+static ROTATE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/rotate.lua")));
+static END_SESSION: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/end_session.lua")));
+static REDEEM_CODE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/redeem_code.lua")));
+
+/// One connection type for the three deployment modes; cheap to clone.
+#[derive(Clone)]
+pub(crate) enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+    Sentinel(Arc<SentinelConnection>),
+}
+
+/// The master as the sentinels name it, re-resolved after a connection error or a `READONLY` reply
+/// (the old master was demoted in a failover).
+pub(crate) struct SentinelConnection {
+    sentinels: tokio::sync::Mutex<SentinelClient>,
+    current: parking_lot::Mutex<Option<ConnectionManager>>,
+    manager_config: ConnectionManagerConfig,
+}
+
+impl SentinelConnection {
+    async fn master(&self) -> ::redis::RedisResult<ConnectionManager> {
+        if let Some(manager) = self.current.lock().clone() {
+            return Ok(manager);
+        }
+        let client = self.sentinels.lock().await.async_get_client().await?;
+        let manager = ConnectionManager::new_with_config(client, self.manager_config.clone()).await?;
+        *self.current.lock() = Some(manager.clone());
+        Ok(manager)
+    }
+
+    fn forget_master_after(&self, error: &::redis::RedisError) {
+        if error.is_io_error() || error.is_connection_dropped() || error.code() == Some("READONLY") {
+            *self.current.lock() = None;
+        }
+    }
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Single(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c) => c.req_packed_command(cmd),
+            Connection::Sentinel(s) => Box::pin(async move {
+                let result = s.master().await?.req_packed_command(cmd).await;
+                if let Err(e) = &result {
+                    s.forget_master_after(e);
+                }
+                result
+            }),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Connection::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+            Connection::Sentinel(s) => Box::pin(async move {
+                let result = s.master().await?.req_packed_commands(cmd, offset, count).await;
+                if let Err(e) = &result {
+                    s.forget_master_after(e);
+                }
+                result
+            }),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        0
+    }
+}
+
+pub struct RedisStore {
+    connection: Connection,
+    prefix: String,
+}
+
+fn unavailable(error: ::redis::RedisError) -> StoreError {
+    // The error text names the failure (refused, timed out, ...) and never a command's arguments.
+    StoreError::Unavailable(error.to_string())
+}
+
+fn url_with_credentials(raw: &str, config: &RedisConfig, password: Option<&str>) -> Result<String, StoreError> {
+    let mut url = url::Url::parse(raw).map_err(|e| StoreError::Unavailable(format!("bad Redis URL: {e}")))?;
+    if let Some(username) = &config.username {
+        let _ = url.set_username(username);
+    }
+    if let Some(password) = password {
+        let _ = url.set_password(Some(password));
+    }
+    Ok(url.to_string())
+}
+
+impl RedisStore {
+    /// Connects as configured. Fails when no server answers, so a misconfigured gateway does not start.
+    pub async fn connect(config: &RedisConfig) -> Result<Self, StoreError> {
+        let password = match &config.password {
+            Some(source) => Some(source.resolve().map_err(StoreError::Unavailable)?),
+            None => None,
+        };
+        let password = password.as_ref().map(|p| p.expose());
+        let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
+        let response_timeout = Duration::from_millis(config.command_timeout_ms);
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(Some(response_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(2));
+        let connection = match config.mode {
+            RedisMode::Standalone => {
+                let url = url_with_credentials(&config.urls[0], config, password)?;
+                let client = ::redis::Client::open(url).map_err(unavailable)?;
+                let manager = ConnectionManager::new_with_config(client, manager_config).await.map_err(unavailable)?;
+                Connection::Single(manager)
+            }
+            RedisMode::Cluster => {
+                let urls = config
+                    .urls
+                    .iter()
+                    .map(|u| url_with_credentials(u, config, password))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let client = ::redis::cluster::ClusterClient::builder(urls)
+                    .connection_timeout(connect_timeout)
+                    .response_timeout(response_timeout)
+                    .build()
+                    .map_err(unavailable)?;
+                Connection::Cluster(client.get_async_connection().await.map_err(unavailable)?)
+            }
+            RedisMode::Sentinel => {
+                let mut node = ::redis::RedisConnectionInfo::default();
+                if let Some(username) = &config.username {
+                    node = node.set_username(username);
+                }
+                if let Some(password) = password {
+                    node = node.set_password(password);
+                }
+                let node_info = SentinelNodeConnectionInfo::default().set_redis_connection_info(node);
+                let sentinels = SentinelClient::build(
+                    config.urls.clone(),
+                    config.sentinel_master.clone(),
+                    Some(node_info),
+                    SentinelServerType::Master,
+                )
+                .map_err(unavailable)?;
+                let sentinel = SentinelConnection {
+                    sentinels: tokio::sync::Mutex::new(sentinels),
+                    current: parking_lot::Mutex::new(None),
+                    manager_config,
+                };
+                sentinel.master().await.map_err(unavailable)?;
+                Connection::Sentinel(Arc::new(sentinel))
+            }
+        };
+        let store = RedisStore { connection, prefix: config.key_prefix.clone() };
+        store.ping().await?;
+        Ok(store)
+    }
+
+    fn session_key(&self, id: &SessionId) -> String {
+        format!("{}:s:{{{}}}", self.prefix, id.as_str())
+    }
+
+    fn code_key(&self, code: &TokenHash) -> String {
+        format!("{}:c:{}", self.prefix, code.encoded())
+    }
+
+    fn record_key(&self, kind: RecordKind, key: &str) -> String {
+        format!("{}:{}:{}", self.prefix, kind.key_part(), key)
+    }
+
+    fn index_key(&self) -> String {
+        format!("{}:sessions", self.prefix)
+    }
+
+    fn connection(&self) -> Connection {
+        self.connection.clone()
+    }
+}
+
+/// Rebuilds a session from the fields `g ca ex rc lr st` (in that order).
+fn session_from_fields(id: &SessionId, fields: &[Vec<u8>]) -> Result<Option<Session>, StoreError> {
+    if fields.len() < 6 || fields[0].is_empty() {
+        return Ok(None);
+    }
+    let corrupt = |what: &str| StoreError::Corrupt(format!("session field {what}"));
+    let text = |i: usize| std::str::from_utf8(&fields[i]).map_err(|_| corrupt("encoding"));
+    let number = |i: usize, what: &str| text(i)?.parse::<u64>().map_err(|_| corrupt(what));
+    let grant: SessionGrant = serde_json::from_slice(&fields[0]).map_err(|_| corrupt("grant"))?;
+    let last_refresh_at = match text(4)? {
+        "" => None,
+        _ => Some(number(4, "last_refresh_at")?),
+    };
+    Ok(Some(Session {
+        id: id.clone(),
+        grant: Arc::new(grant),
+        sid_created_at: number(1, "sid_created_at")?,
+        sid_expiry: number(2, "sid_expiry")?,
+        refresh_count: u32::try_from(number(3, "refresh_count")?).map_err(|_| corrupt("refresh_count"))?,
+        last_refresh_at,
+        state: SessionState::parse(text(5)?).ok_or_else(|| corrupt("state"))?,
+    }))
+}
+
+fn status_from_refusal(reason: &[u8]) -> Result<SessionStatus, StoreError> {
+    Ok(match reason {
+        b"revoked" => SessionStatus::Revoked,
+        b"upstream_rejected" => SessionStatus::UpstreamRejected,
+        b"expired" => SessionStatus::Expired,
+        b"refresh_limit_exceeded" => SessionStatus::RefreshLimitExceeded,
+        _ => return Err(StoreError::Corrupt("rotation refusal reason".into())),
+    })
+}
+
+#[async_trait]
+impl TokenStore for RedisStore {
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn create_session(
+        &self,
+        session: &Session,
+        refresh: &TokenHash,
+        refresh_expires_at: u64,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let grant = serde_json::to_string(session.grant.as_ref())
+            .map_err(|e| StoreError::Corrupt(format!("cannot encode grant: {e}")))?;
+        let ttl = session_record_ttl(session, now);
+        let mut connection = self.connection();
+        let created: i64 = CREATE_SESSION
+            .key(self.session_key(&session.id))
+            .arg(grant)
+            .arg(session.sid_created_at)
+            .arg(session.sid_expiry)
+            .arg(&session.grant.oauth_client_id)
+            .arg(refresh.encoded())
+            .arg(refresh_expires_at)
+            .arg(ttl)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        if created == 0 {
+            return Err(StoreError::Corrupt("session id collision".into()));
+        }
+        // The count index is best effort: it is only for the active-sessions estimate.
+        let index = self.index_key();
+        let _: ::redis::RedisResult<()> = ::redis::pipe()
+            .zrembyscore(&index, "-inf", now as f64)
+            .ignore()
+            .zadd(&index, session.id.as_str(), session.sid_expiry as f64)
+            .ignore()
+            .query_async(&mut connection)
+            .await;
+        Ok(())
+    }
+
+    async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        let fields: Vec<Vec<u8>> = ::redis::cmd("HMGET")
+            .arg(self.session_key(id))
+            .arg(&["g", "ca", "ex", "rc", "lr", "st"])
+            .query_async(&mut self.connection())
+            .await
+            .map_err(unavailable)?;
+        session_from_fields(id, &fields)
+    }
+
+    async fn rotate_refresh(&self, request: &RotateRequest<'_>) -> Result<RotateOutcome, StoreError> {
+        let reply: Vec<Vec<u8>> = ROTATE
+            .key(self.session_key(request.session_id))
+            .arg(request.presented.encoded())
+            .arg(request.successor.encoded())
+            .arg(request.sealed_successor)
+            .arg(request.client_id)
+            .arg(request.now)
+            .arg(request.limits.max_refresh_count)
+            .arg(request.grace_seconds)
+            .arg(request.refresh_ttl)
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(unavailable)?;
+        let session = |reply: &[Vec<u8>]| -> Result<Session, StoreError> {
+            session_from_fields(request.session_id, &reply[2..])?
+                .ok_or_else(|| StoreError::Corrupt("rotated session vanished".into()))
+        };
+        Ok(match reply.first().map(Vec::as_slice) {
+            Some(b"rotated") if reply.len() == 8 => RotateOutcome::Rotated(session(&reply)?),
+            Some(b"repeated") if reply.len() == 8 => RotateOutcome::Repeated {
+                session: session(&reply)?,
+                sealed_successor: String::from_utf8(reply[1].clone())
+                    .map_err(|_| StoreError::Corrupt("sealed successor".into()))?,
+            },
+            Some(b"refused") if reply.len() == 2 => RotateOutcome::Refused(status_from_refusal(&reply[1])?),
+            Some(b"reuse") => RotateOutcome::ReuseDetected,
+            Some(b"invalid") => RotateOutcome::Invalid,
+            _ => return Err(StoreError::Corrupt("unexpected rotation reply".into())),
+        })
+    }
+
+    async fn end_session(&self, id: &SessionId, state: SessionState) -> Result<bool, StoreError> {
+        let mut connection = self.connection();
+        let ended: i64 = END_SESSION
+            .key(self.session_key(id))
+            .arg(state.as_str())
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        if ended == 1 {
+            let _: ::redis::RedisResult<()> =
+                ::redis::cmd("ZREM").arg(self.index_key()).arg(id.as_str()).query_async(&mut connection).await;
+        }
+        Ok(ended == 1)
+    }
+
+    async fn put_code(&self, code: &TokenHash, grant: &[u8], ttl: u64) -> Result<(), StoreError> {
+        let mut value = b"F:".to_vec();
+        value.extend_from_slice(grant);
+        ::redis::cmd("SET")
+            .arg(self.code_key(code))
+            .arg(value)
+            .arg("EX")
+            .arg(ttl.max(1))
+            .query_async::<()>(&mut self.connection())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn redeem_code(
+        &self,
+        code: &TokenHash,
+        issued: &SessionId,
+        replay_window: u64,
+    ) -> Result<CodeRedemption, StoreError> {
+        let reply: (String, Vec<u8>) = REDEEM_CODE
+            .key(self.code_key(code))
+            .arg(issued.as_str())
+            .arg(replay_window.max(1))
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(unavailable)?;
+        Ok(match reply.0.as_str() {
+            "redeemed" => CodeRedemption::Redeemed(reply.1),
+            "replayed" => match std::str::from_utf8(&reply.1).ok().and_then(SessionId::parse) {
+                Some(session) => CodeRedemption::Replayed(session),
+                None => return Err(StoreError::Corrupt("spent code marker".into())),
+            },
+            _ => CodeRedemption::Unknown,
+        })
+    }
+
+    async fn put_record(&self, kind: RecordKind, key: &str, value: &[u8], ttl: u64) -> Result<(), StoreError> {
+        ::redis::cmd("SET")
+            .arg(self.record_key(kind, key))
+            .arg(value)
+            .arg("EX")
+            .arg(ttl.max(1))
+            .query_async::<()>(&mut self.connection())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn get_record(&self, kind: RecordKind, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        ::redis::cmd("GET")
+            .arg(self.record_key(kind, key))
+            .query_async(&mut self.connection())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn take_record(&self, kind: RecordKind, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        ::redis::cmd("GETDEL")
+            .arg(self.record_key(kind, key))
+            .query_async(&mut self.connection())
+            .await
+            .map_err(unavailable)
+    }
+
+    /// An estimate: sessions created and neither ended nor past `sid_expiry`, from the `P:sessions` index,
+    /// which is written after the session itself and not atomically with it.
+    async fn session_count(&self) -> Result<u64, StoreError> {
+        let index = self.index_key();
+        let (count,): (u64,) = ::redis::pipe()
+            .zrembyscore(&index, "-inf", now_unix() as f64)
+            .ignore()
+            .zcard(&index)
+            .query_async(&mut self.connection())
+            .await
+            .map_err(unavailable)?;
+        Ok(count)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        ::redis::cmd("PING").query_async::<String>(&mut self.connection()).await.map(|_| ()).map_err(unavailable)
+    }
+}
