@@ -6,6 +6,11 @@
 //! [`tokens`] (opaque secrets and their hashes).
 
 pub mod config;
+pub mod gateway;
+pub mod keys;
+pub mod logging;
+pub mod metrics;
+pub mod server;
 pub mod session;
 pub mod store;
 pub mod tokens;

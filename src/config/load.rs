@@ -172,7 +172,10 @@ fn validate_tokens(tokens: &TokenConfig) -> Result<(), ConfigError> {
         return Err(err("tokens.authorization_code_ttl_seconds", "RFC 6749 §4.1.2: at most 600 seconds"));
     }
     if tokens.refresh_grace_seconds > 60 {
-        return Err(err("tokens.refresh_grace_seconds", "at most 60 seconds (a longer window weakens reuse detection)"));
+        return Err(err(
+            "tokens.refresh_grace_seconds",
+            "at most 60 seconds (a longer window weakens reuse detection)",
+        ));
     }
     if tokens.leeway_seconds > 300 {
         return Err(err("tokens.leeway_seconds", "at most 300 seconds"));
@@ -198,6 +201,13 @@ fn validate_signing(signing: &SigningConfig) -> Result<(), ConfigError> {
             return Err(err(format!("{key}.kid"), format!("kid `{}` is used twice", previous.kid)));
         }
         previous.public_key.resolve().map_err(|e| err(format!("{key}.public_key"), e))?;
+    }
+    if signing.current.is_some() || !signing.previous.is_empty() {
+        // Parse the keys now, so check-config catches a wrong PEM or algorithm.
+        crate::keys::SigningKeys::from_config(signing).map_err(|e| match e.split_once(": ") {
+            Some((key, message)) if key.starts_with("signing") => err(key, message),
+            _ => err("signing", e),
+        })?;
     }
     Ok(())
 }
@@ -292,7 +302,8 @@ pub(crate) fn check_redirect_uri(uri: &str) -> Result<(), String> {
 }
 
 fn check_redirect_pattern(pattern: &str) -> Result<(), String> {
-    let misplaced = || "`{port}` may only stand in the port position, e.g. http://127.0.0.1:{port}/callback".to_string();
+    let misplaced =
+        || "`{port}` may only stand in the port position, e.g. http://127.0.0.1:{port}/callback".to_string();
     if pattern.matches("{port}").count() != 1 {
         return Err("a pattern has exactly one `{port}` wildcard".into());
     }
@@ -314,7 +325,10 @@ fn validate_cors(cors: &CorsConfig) -> Result<(), ConfigError> {
         let parsed = Url::parse(origin).ok();
         let is_origin = parsed.is_some_and(|u| u.host_str().is_some() && u.path() == "/" && !origin.ends_with('/'));
         if !is_origin {
-            return Err(err(format!("cors.allowed_origins[{i}]"), format!("`{origin}` is not an origin like https://app.example.com")));
+            return Err(err(
+                format!("cors.allowed_origins[{i}]"),
+                format!("`{origin}` is not an origin like https://app.example.com"),
+            ));
         }
     }
     for (i, method) in cors.allowed_methods.iter().enumerate() {
@@ -344,7 +358,7 @@ mod tests {
     #[test]
     fn unknown_key_is_named() {
         let e = load_str("server:\n  public_url: https://a.example\n  lisen: []\n").unwrap_err();
-        assert_eq!(e.key, "server");
+        assert_eq!(e.key, "server.lisen");
         assert!(e.message.contains("lisen"), "{e}");
     }
 

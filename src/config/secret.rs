@@ -30,8 +30,7 @@ impl SecretSource {
         let value = match self {
             SecretSource::Inline(value) => value.clone(),
             SecretSource::File { file } => {
-                let text =
-                    std::fs::read_to_string(file).map_err(|e| format!("cannot read secret file {file}: {e}"))?;
+                let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read secret file {file}: {e}"))?;
                 // A trailing newline from `echo x > file` is not part of the secret.
                 text.trim_end_matches(['\n', '\r']).to_string()
             }

@@ -165,3 +165,86 @@ pub(crate) fn session_record_ttl(session: &Session, now: u64) -> u64 {
 pub fn now_unix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
+
+/// A store that connects on first use, inside whichever runtime first needs it (Pingora creates its
+/// runtimes after daemonizing, and a connection's driver task must live in a runtime that lives).
+/// A failed connection attempt is retried on the next call.
+pub struct LazyStore {
+    config: Arc<Config>,
+    inner: tokio::sync::OnceCell<Arc<dyn TokenStore>>,
+}
+
+impl LazyStore {
+    pub fn new(config: Arc<Config>) -> Self {
+        LazyStore { config, inner: tokio::sync::OnceCell::new() }
+    }
+
+    async fn get(&self) -> Result<&Arc<dyn TokenStore>, StoreError> {
+        self.inner.get_or_try_init(|| from_config(&self.config)).await
+    }
+}
+
+#[async_trait]
+impl TokenStore for LazyStore {
+    fn backend(&self) -> &'static str {
+        match self.config.store.backend {
+            StoreBackend::Memory => "memory",
+            StoreBackend::Redis => "redis",
+        }
+    }
+
+    async fn create_session(
+        &self,
+        session: &Session,
+        refresh: &TokenHash,
+        refresh_expires_at: u64,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        self.get().await?.create_session(session, refresh, refresh_expires_at, now).await
+    }
+
+    async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        self.get().await?.get_session(id).await
+    }
+
+    async fn rotate_refresh(&self, request: &RotateRequest<'_>) -> Result<RotateOutcome, StoreError> {
+        self.get().await?.rotate_refresh(request).await
+    }
+
+    async fn end_session(&self, id: &SessionId, state: SessionState) -> Result<bool, StoreError> {
+        self.get().await?.end_session(id, state).await
+    }
+
+    async fn put_code(&self, code: &TokenHash, grant: &[u8], ttl: u64) -> Result<(), StoreError> {
+        self.get().await?.put_code(code, grant, ttl).await
+    }
+
+    async fn redeem_code(
+        &self,
+        code: &TokenHash,
+        issued: &SessionId,
+        replay_window: u64,
+    ) -> Result<CodeRedemption, StoreError> {
+        self.get().await?.redeem_code(code, issued, replay_window).await
+    }
+
+    async fn put_record(&self, kind: RecordKind, key: &str, value: &[u8], ttl: u64) -> Result<(), StoreError> {
+        self.get().await?.put_record(kind, key, value, ttl).await
+    }
+
+    async fn get_record(&self, kind: RecordKind, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get().await?.get_record(kind, key).await
+    }
+
+    async fn take_record(&self, kind: RecordKind, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get().await?.take_record(kind, key).await
+    }
+
+    async fn session_count(&self) -> Result<u64, StoreError> {
+        self.get().await?.session_count().await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.get().await?.ping().await
+    }
+}

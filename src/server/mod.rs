@@ -1,0 +1,115 @@
+//! Assembles the Pingora server: the public gateway service, the admin service, and the state they share.
+//!
+//! Pingora's process model is kept: `-d` daemonizes, `-u` takes the listening sockets from a running
+//! instance (zero-downtime upgrade), `-t` checks and exits, SIGTERM drains within the grace period.
+
+pub mod admin;
+
+use pingora::prelude::*;
+use pingora::server::configuration::{Opt, ServerConf};
+use std::sync::Arc;
+
+use crate::config::{Config, StoreBackend};
+use crate::gateway::Gateway;
+use crate::keys::SigningKeys;
+use crate::metrics::Metrics;
+use crate::store::{self, LazyStore, TokenStore};
+
+/// What every request handler shares.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub keys: Arc<SigningKeys>,
+    pub store: Arc<dyn TokenStore>,
+    pub metrics: Metrics,
+}
+
+/// Pingora's process settings, from our one config file.
+pub fn server_conf(config: &Config, opt: &Opt) -> ServerConf {
+    let mut conf = ServerConf {
+        threads: config.server.threads,
+        grace_period_seconds: Some(config.server.grace_period_seconds),
+        graceful_shutdown_timeout_seconds: Some(config.server.graceful_shutdown_timeout_seconds),
+        upgrade_sock: config.server.upgrade_sock.clone(),
+        pid_file: config.server.pid_file.clone(),
+        upstream_keepalive_pool_size: config.upstream.pool_size,
+        ..ServerConf::default()
+    };
+    conf.daemon = opt.daemon;
+    conf
+}
+
+/// Checks at start-up that the configured store answers, so a misconfigured gateway stops at once.
+/// (The serving connection is made later, inside Pingora's runtime: a runtime made here would not survive
+/// daemonizing.)
+fn check_store(config: &Config) -> Result<(), String> {
+    if config.store.backend != StoreBackend::Redis {
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    runtime.block_on(async {
+        let store = store::from_config(config).await.map_err(|e| format!("store: {e}"))?;
+        store.ping().await.map_err(|e| format!("store: {e}"))
+    })
+}
+
+/// Runs the gateway until it is told to stop. Returns an error message for start-up failures.
+pub fn run(config: Config, opt: Opt) -> Result<(), String> {
+    check_store(&config)?;
+    let config = Arc::new(config);
+    let store: Arc<dyn TokenStore> = match config.store.backend {
+        StoreBackend::Memory => Arc::new(store::memory::MemoryStore::new(&config.store.memory)),
+        StoreBackend::Redis => Arc::new(LazyStore::new(config.clone())),
+    };
+    let (keys, ephemeral) = SigningKeys::from_config(&config.signing)?;
+    if ephemeral {
+        log::warn!(
+            "NO SIGNING KEY CONFIGURED (signing.current): using an ephemeral {:?} key. Access tokens will NOT \
+             survive a restart and will NOT be accepted by other gateway instances. Generate a key with \
+             `ib-oauth-gateway keygen` for anything but a single development instance.",
+            config.signing.algorithm
+        );
+    }
+    let state = Arc::new(AppState {
+        config: config.clone(),
+        keys: Arc::new(keys),
+        metrics: Metrics::new(store.clone()),
+        store,
+    });
+
+    let conf = server_conf(&config, &opt);
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let mut gateway = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Gateway { state: state.clone() },
+        "gateway",
+    );
+    for addr in &config.server.listen {
+        gateway.add_tcp(addr);
+    }
+    if let Some(tls) = &config.server.tls {
+        for addr in &tls.listen {
+            gateway
+                .add_tls(addr, &tls.cert_file, &tls.key_file)
+                .map_err(|e| format!("server.tls: cannot use certificate or key: {e}"))?;
+        }
+    }
+    server.add_service(gateway);
+
+    let mut admin = pingora::services::listening::Service::new("admin".into(), admin::AdminApp { state });
+    admin.add_tcp(&config.server.admin_listen);
+    server.add_service(admin);
+
+    log::info!(
+        "ib-oauth-gateway {} listening on {:?}, admin on {}, store {:?}",
+        env!("CARGO_PKG_VERSION"),
+        config.server.listen,
+        config.server.admin_listen,
+        config.store.backend
+    );
+    server.run_forever()
+}
