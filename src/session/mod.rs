@@ -31,8 +31,7 @@ impl SessionId {
 
     /// Accepts only the shape [`SessionId::generate`] makes, so a client-supplied id can name no other key.
     pub fn parse(text: &str) -> Option<Self> {
-        let well_formed =
-            text.len() == 22 && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        let well_formed = text.len() == 22 && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         well_formed.then(|| SessionId(text.to_string()))
     }
 

@@ -12,11 +12,11 @@
 //! `NOSCRIPT`. A lost connection or a restarted server gives [`StoreError::Unavailable`] and the connection
 //! is re-established in the background (ConnectionManager, the cluster client, or a Sentinel re-query).
 
-use async_trait::async_trait;
 use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use ::redis::{Cmd, Pipeline, RedisFuture, Script, Value};
+use async_trait::async_trait;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
