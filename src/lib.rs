@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod gateway;
+pub mod ib;
 pub mod keys;
 pub mod logging;
 pub mod metrics;
