@@ -6,11 +6,13 @@
 //! [`tokens`] (opaque secrets and their hashes).
 
 pub mod config;
+pub mod errors;
 pub mod gateway;
 pub mod ib;
 pub mod keys;
 pub mod logging;
 pub mod metrics;
+pub mod oauth;
 pub mod server;
 pub mod session;
 pub mod store;

@@ -8,6 +8,7 @@
 mod load;
 mod secret;
 
+pub(crate) use load::check_redirect_uri;
 pub use load::{load, load_str, ConfigError};
 pub use secret::{Secret, SecretSource};
 

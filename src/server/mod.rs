@@ -10,15 +10,24 @@ use pingora::server::configuration::{Opt, ServerConf};
 use std::sync::Arc;
 
 use crate::config::{Config, StoreBackend};
+use crate::gateway::cors::Cors;
 use crate::gateway::Gateway;
+use crate::ib::IbClient;
 use crate::keys::SigningKeys;
 use crate::metrics::Metrics;
+use crate::oauth::clients::ClientRegistry;
 use crate::store::{self, LazyStore, TokenStore};
+use pingora_limits::rate::Rate;
 
 /// What every request handler shares.
 pub struct AppState {
     pub config: Arc<Config>,
     pub keys: Arc<SigningKeys>,
+    pub ib: IbClient,
+    pub clients: ClientRegistry,
+    pub cors: Cors,
+    /// Registrations per client IP per hour (RFC 7591 endpoint).
+    pub registration_limiter: Rate,
     pub store: Arc<dyn TokenStore>,
     pub metrics: Metrics,
 }
@@ -73,6 +82,10 @@ pub fn run(config: Config, opt: Opt) -> Result<(), String> {
         );
     }
     let state = Arc::new(AppState {
+        ib: IbClient::new(&config)?,
+        clients: ClientRegistry::from_config(&config.oauth.clients)?,
+        cors: Cors::new(&config.cors),
+        registration_limiter: Rate::new(std::time::Duration::from_secs(3_600)),
         config: config.clone(),
         keys: Arc::new(keys),
         metrics: Metrics::new(store.clone()),

@@ -70,10 +70,12 @@ pub fn refresh_status(session: &Session, now: u64, limits: &Limits) -> SessionSt
     time_status(session, now, limits)
 }
 
-/// `sid_created_at`: IB's `loginTime` when present and plausible (not in the future), else `now`.
+/// `sid_created_at`: IB's `loginTime` when present and plausible, else `now`. Plausible: not in the future,
+/// and not older than IB's longest timeout (a login that has just completed cannot have begun before that).
 pub fn sid_created_at(login_time: Option<u64>, now: u64) -> u64 {
+    let oldest = now.saturating_sub(u64::from(*LOGIN_TIMEOUT_HOURS.end()) * 3_600);
     match login_time {
-        Some(t) if t > 0 && t <= now => t,
+        Some(t) if t >= oldest && t <= now => t,
         _ => now,
     }
 }
@@ -138,6 +140,9 @@ mod tests {
         assert_eq!(sid_created_at(Some(T0), T0), T0);
         assert_eq!(sid_created_at(None, T0), T0);
         assert_eq!(sid_created_at(Some(0), T0), T0);
+        let oldest = T0 - 120 * 3_600;
+        assert_eq!(sid_created_at(Some(oldest), T0), oldest);
+        assert_eq!(sid_created_at(Some(oldest - 1), T0), T0);
     }
 
     #[test]

@@ -193,6 +193,39 @@ impl TokenStore for MemoryStore {
         }
     }
 
+    async fn revoke_by_refresh(
+        &self,
+        id: &SessionId,
+        presented: &TokenHash,
+        client_id: &str,
+    ) -> Result<bool, StoreError> {
+        let mut sessions = self.sessions.write();
+        match sessions.get_mut(id) {
+            Some(entry)
+                if entry.session.state == SessionState::Active
+                    && entry.session.grant.oauth_client_id == client_id
+                    && (entry.refresh.matches(presented) || entry.retired.contains(presented)) =>
+            {
+                entry.session.state = SessionState::Revoked;
+                entry.previous = None;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn find_by_refresh(
+        &self,
+        id: &SessionId,
+        presented: &TokenHash,
+    ) -> Result<Option<(Session, u64)>, StoreError> {
+        let sessions = self.sessions.read();
+        Ok(sessions
+            .get(id)
+            .filter(|entry| entry.refresh.matches(presented))
+            .map(|entry| (entry.session.clone(), entry.refresh_expires_at)))
+    }
+
     async fn put_code(&self, code: &TokenHash, grant: &[u8], ttl: u64) -> Result<(), StoreError> {
         self.codes.write().insert(*code, CodeEntry::Fresh(grant.to_vec()), ttl)
     }

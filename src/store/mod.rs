@@ -122,6 +122,22 @@ pub trait TokenStore: Send + Sync {
     /// session was ended; ending an ended or unknown session changes nothing.
     async fn end_session(&self, id: &SessionId, state: SessionState) -> Result<bool, StoreError>;
 
+    /// Ends the session (`Revoked`) if `presented` is its current or a retired refresh token and the session
+    /// belongs to `client_id` (RFC 7009: a client revokes only its own tokens). Returns whether it ended one.
+    async fn revoke_by_refresh(
+        &self,
+        id: &SessionId,
+        presented: &TokenHash,
+        client_id: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// The session whose *current* refresh token is `presented`, with that token's expiry (introspection).
+    async fn find_by_refresh(
+        &self,
+        id: &SessionId,
+        presented: &TokenHash,
+    ) -> Result<Option<(Session, u64)>, StoreError>;
+
     /// Stores what an authorization code grants, for `ttl` seconds.
     async fn put_code(&self, code: &TokenHash, grant: &[u8], ttl: u64) -> Result<(), StoreError>;
 
@@ -213,6 +229,23 @@ impl TokenStore for LazyStore {
 
     async fn end_session(&self, id: &SessionId, state: SessionState) -> Result<bool, StoreError> {
         self.get().await?.end_session(id, state).await
+    }
+
+    async fn revoke_by_refresh(
+        &self,
+        id: &SessionId,
+        presented: &TokenHash,
+        client_id: &str,
+    ) -> Result<bool, StoreError> {
+        self.get().await?.revoke_by_refresh(id, presented, client_id).await
+    }
+
+    async fn find_by_refresh(
+        &self,
+        id: &SessionId,
+        presented: &TokenHash,
+    ) -> Result<Option<(Session, u64)>, StoreError> {
+        self.get().await?.find_by_refresh(id, presented).await
     }
 
     async fn put_code(&self, code: &TokenHash, grant: &[u8], ttl: u64) -> Result<(), StoreError> {

@@ -27,6 +27,7 @@ use crate::session::SessionGrant;
 static CREATE_SESSION: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/create_session.lua")));
 static ROTATE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/rotate.lua")));
 static END_SESSION: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/end_session.lua")));
+static REVOKE_BY_REFRESH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/revoke_by_refresh.lua")));
 static REDEEM_CODE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/redeem_code.lua")));
 
 /// One connection type for the three deployment modes; cheap to clone.
@@ -342,6 +343,45 @@ impl TokenStore for RedisStore {
                 ::redis::cmd("ZREM").arg(self.index_key()).arg(id.as_str()).query_async(&mut connection).await;
         }
         Ok(ended == 1)
+    }
+
+    async fn revoke_by_refresh(
+        &self,
+        id: &SessionId,
+        presented: &TokenHash,
+        client_id: &str,
+    ) -> Result<bool, StoreError> {
+        let mut connection = self.connection();
+        let ended: i64 = REVOKE_BY_REFRESH
+            .key(self.session_key(id))
+            .arg(presented.encoded())
+            .arg(client_id)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        if ended == 1 {
+            let _: ::redis::RedisResult<()> =
+                ::redis::cmd("ZREM").arg(self.index_key()).arg(id.as_str()).query_async(&mut connection).await;
+        }
+        Ok(ended == 1)
+    }
+
+    async fn find_by_refresh(
+        &self,
+        id: &SessionId,
+        presented: &TokenHash,
+    ) -> Result<Option<(Session, u64)>, StoreError> {
+        let fields: Vec<Vec<u8>> = ::redis::cmd("HMGET")
+            .arg(self.session_key(id))
+            .arg(&["g", "ca", "ex", "rc", "lr", "st", "rt", "rx"])
+            .query_async(&mut self.connection())
+            .await
+            .map_err(unavailable)?;
+        if fields.len() != 8 || fields[6] != presented.encoded().as_bytes() {
+            return Ok(None);
+        }
+        let expires_at = std::str::from_utf8(&fields[7]).ok().and_then(|t| t.parse().ok()).unwrap_or(0);
+        Ok(session_from_fields(id, &fields[..6])?.map(|session| (session, expires_at)))
     }
 
     async fn put_code(&self, code: &TokenHash, grant: &[u8], ttl: u64) -> Result<(), StoreError> {

@@ -1,0 +1,217 @@
+//! The one error type for what a client may be told, mapped once to status code, OAuth/RFC 6750 `error`,
+//! `error_description` and headers. Internal detail goes to the log at the place the error is made,
+//! never into a description.
+
+use crate::session::SessionStatus;
+
+/// Descriptions old clients match on exactly: they re-login on these instead of retrying.
+pub const SESSION_EXPIRED: &str = "Session has expired";
+pub const SESSION_REFRESH_LIMIT: &str = "Session refresh limit exceeded";
+pub const ACCESS_TOKEN_EXPIRED: &str = "The access token has expired";
+pub const INVALID_ACCESS_TOKEN: &str = "Invalid or expired access token";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    /// 400 `invalid_request` (RFC 6749 §5.2).
+    InvalidRequest(String),
+    /// 401 `invalid_client`; `basic` adds `WWW-Authenticate: Basic` (the client tried HTTP Basic).
+    InvalidClient { description: String, basic: bool },
+    /// 400 `invalid_grant`.
+    InvalidGrant(String),
+    /// 400 `unauthorized_client`.
+    UnauthorizedClient(String),
+    /// 400 `unsupported_grant_type`.
+    UnsupportedGrantType,
+    /// 400 `invalid_scope`.
+    InvalidScope(String),
+    /// 400 `invalid_redirect_uri` / `invalid_client_metadata` (RFC 7591).
+    InvalidClientMetadata { error: &'static str, description: String },
+    /// 404 `authorization_pending` (the old bridge's poll answer).
+    AuthorizationPending,
+    /// 401 Bearer challenge without an error code: no credentials were sent (RFC 6750 §3.1).
+    MissingToken,
+    /// 401 `invalid_token` with one of the descriptions above.
+    InvalidToken(&'static str),
+    /// 403 `forbidden`: the proxy target is not the session's own IB host.
+    HostNotAllowed,
+    /// 404 `not_found`.
+    NotFound,
+    /// 405, with the allowed methods.
+    MethodNotAllowed(&'static str),
+    /// 413.
+    PayloadTooLarge,
+    /// 415.
+    UnsupportedMediaType(&'static str),
+    /// 429 with `Retry-After` and `RateLimit-*`.
+    RateLimited { limit: u32, retry_after: u64 },
+    /// 502: the IB host could not be reached, or IB failed.
+    BadGateway(&'static str),
+    /// 504: the IB host did not answer in time.
+    GatewayTimeout,
+    /// 503 `temporarily_unavailable` with `Retry-After`: the store is unreachable (never 401).
+    TemporarilyUnavailable,
+    /// 500 `server_error`: a bug; details are in the log.
+    ServerError,
+}
+
+impl ApiError {
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::InvalidRequest(_)
+            | ApiError::InvalidGrant(_)
+            | ApiError::UnauthorizedClient(_)
+            | ApiError::UnsupportedGrantType
+            | ApiError::InvalidScope(_)
+            | ApiError::InvalidClientMetadata { .. } => 400,
+            ApiError::InvalidClient { .. } | ApiError::MissingToken | ApiError::InvalidToken(_) => 401,
+            ApiError::HostNotAllowed => 403,
+            ApiError::AuthorizationPending | ApiError::NotFound => 404,
+            ApiError::MethodNotAllowed(_) => 405,
+            ApiError::PayloadTooLarge => 413,
+            ApiError::UnsupportedMediaType(_) => 415,
+            ApiError::RateLimited { .. } => 429,
+            ApiError::ServerError => 500,
+            ApiError::BadGateway(_) => 502,
+            ApiError::TemporarilyUnavailable => 503,
+            ApiError::GatewayTimeout => 504,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::InvalidClient { .. } => "invalid_client",
+            ApiError::InvalidGrant(_) => "invalid_grant",
+            ApiError::UnauthorizedClient(_) => "unauthorized_client",
+            ApiError::UnsupportedGrantType => "unsupported_grant_type",
+            ApiError::InvalidScope(_) => "invalid_scope",
+            ApiError::InvalidClientMetadata { error, .. } => error,
+            ApiError::AuthorizationPending => "authorization_pending",
+            ApiError::MissingToken => "invalid_request",
+            ApiError::InvalidToken(_) => "invalid_token",
+            ApiError::HostNotAllowed => "forbidden",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::RateLimited { .. } => "rate_limit_exceeded",
+            ApiError::BadGateway(_) => "bad_gateway",
+            ApiError::GatewayTimeout => "gateway_timeout",
+            ApiError::TemporarilyUnavailable => "temporarily_unavailable",
+            ApiError::ServerError => "server_error",
+        }
+    }
+
+    pub fn description(&self) -> String {
+        match self {
+            ApiError::InvalidRequest(d)
+            | ApiError::InvalidGrant(d)
+            | ApiError::UnauthorizedClient(d)
+            | ApiError::InvalidScope(d)
+            | ApiError::InvalidClient { description: d, .. }
+            | ApiError::InvalidClientMetadata { description: d, .. } => d.clone(),
+            ApiError::UnsupportedGrantType => "grant_type must be authorization_code or refresh_token".into(),
+            ApiError::AuthorizationPending => "The user has not completed the IntelligenceBank login yet".into(),
+            ApiError::MissingToken => "Bearer access token required in the Authorization header".into(),
+            ApiError::InvalidToken(d) => (*d).into(),
+            ApiError::HostNotAllowed => {
+                "The target host does not belong to this session's IntelligenceBank platform".into()
+            }
+            ApiError::NotFound => "No such endpoint".into(),
+            ApiError::MethodNotAllowed(allow) => format!("Method not allowed; use {allow}"),
+            ApiError::PayloadTooLarge => "Request body too large".into(),
+            ApiError::UnsupportedMediaType(expected) => format!("Content-Type must be {expected}"),
+            ApiError::RateLimited { .. } => "Rate limit exceeded; retry after the time in Retry-After".into(),
+            ApiError::BadGateway(d) => (*d).into(),
+            ApiError::GatewayTimeout => "IntelligenceBank did not answer in time".into(),
+            ApiError::TemporarilyUnavailable => "The gateway's session store is unavailable; retry shortly".into(),
+            ApiError::ServerError => "Internal error".into(),
+        }
+    }
+
+    /// Headers that go with the error. `resource_metadata` is the RFC 9728 document URL for Bearer challenges.
+    pub fn headers(&self, resource_metadata: &str) -> Vec<(&'static str, String)> {
+        match self {
+            ApiError::InvalidClient { basic: true, .. } => {
+                vec![("WWW-Authenticate", r#"Basic realm="ib-oauth-gateway""#.into())]
+            }
+            ApiError::MissingToken => {
+                vec![("WWW-Authenticate", format!(r#"Bearer resource_metadata="{resource_metadata}""#))]
+            }
+            ApiError::InvalidToken(description) => vec![(
+                "WWW-Authenticate",
+                format!(
+                    r#"Bearer error="invalid_token", error_description="{description}", resource_metadata="{resource_metadata}""#
+                ),
+            )],
+            ApiError::MethodNotAllowed(allow) => vec![("Allow", (*allow).into())],
+            ApiError::RateLimited { limit, retry_after } => vec![
+                ("Retry-After", retry_after.to_string()),
+                ("RateLimit-Limit", limit.to_string()),
+                ("RateLimit-Remaining", "0".into()),
+                ("RateLimit-Reset", retry_after.to_string()),
+            ],
+            ApiError::TemporarilyUnavailable => vec![("Retry-After", "1".into())],
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({ "error": self.code(), "error_description": self.description() })
+    }
+
+    /// What a refused session means to a client holding its token.
+    pub fn for_session(status: SessionStatus) -> ApiError {
+        match status {
+            SessionStatus::RefreshLimitExceeded => ApiError::InvalidToken(SESSION_REFRESH_LIMIT),
+            _ => ApiError::InvalidToken(SESSION_EXPIRED),
+        }
+    }
+
+    /// The token endpoint's answer to a refused refresh: `invalid_grant` with the same descriptions.
+    pub fn for_refresh(status: SessionStatus) -> ApiError {
+        match status {
+            SessionStatus::RefreshLimitExceeded => ApiError::InvalidGrant(SESSION_REFRESH_LIMIT.into()),
+            _ => ApiError::InvalidGrant(SESSION_EXPIRED.into()),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(error: crate::store::StoreError) -> Self {
+        log::error!("store error: {error}");
+        ApiError::TemporarilyUnavailable
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_token_challenge_has_no_error_code() {
+        let headers = ApiError::MissingToken.headers("https://gw/.well-known/oauth-protected-resource");
+        assert_eq!(headers[0].0, "WWW-Authenticate");
+        assert!(!headers[0].1.contains("error="));
+        assert!(headers[0].1.contains("resource_metadata="));
+    }
+
+    #[test]
+    fn dead_sessions_use_the_descriptions_old_clients_match() {
+        assert_eq!(ApiError::for_session(SessionStatus::Expired).description(), "Session has expired");
+        assert_eq!(ApiError::for_session(SessionStatus::UpstreamRejected).description(), "Session has expired");
+        assert_eq!(
+            ApiError::for_session(SessionStatus::RefreshLimitExceeded).description(),
+            "Session refresh limit exceeded"
+        );
+        let refused = ApiError::for_refresh(SessionStatus::Expired);
+        assert_eq!((refused.status(), refused.code()), (400, "invalid_grant"));
+    }
+
+    #[test]
+    fn store_trouble_is_503_never_401() {
+        let e = ApiError::from(crate::store::StoreError::Unavailable("down".into()));
+        assert_eq!(e.status(), 503);
+        assert!(e.headers("").iter().any(|(name, _)| *name == "Retry-After"));
+    }
+}

@@ -1,0 +1,105 @@
+//! CORS, per `cors:` in the configuration: preflights answered without authentication, and the
+//! `Access-Control-*` headers added to every response for an allowed origin.
+
+use http::Method;
+use std::collections::HashSet;
+
+use super::exchange::Reply;
+use crate::config::CorsConfig;
+
+pub struct Cors {
+    any_origin: bool,
+    origins: HashSet<String>,
+    methods: String,
+    headers: String,
+    exposed: String,
+    max_age: String,
+    credentials: bool,
+}
+
+impl Cors {
+    pub fn new(config: &CorsConfig) -> Self {
+        Cors {
+            any_origin: config.allowed_origins.iter().any(|o| o == "*"),
+            origins: config.allowed_origins.iter().filter(|o| *o != "*").cloned().collect(),
+            methods: config.allowed_methods.join(", "),
+            headers: config.allowed_headers.join(", "),
+            exposed: config.exposed_headers.join(", "),
+            max_age: config.max_age_seconds.to_string(),
+            credentials: config.allow_credentials,
+        }
+    }
+
+    /// The `Access-Control-Allow-Origin` value for a request's `Origin`, if that origin is allowed.
+    fn allowed(&self, origin: Option<&str>) -> Option<String> {
+        let origin = origin?;
+        if self.origins.contains(origin) {
+            Some(origin.to_string())
+        } else if self.any_origin {
+            Some("*".into())
+        } else {
+            None
+        }
+    }
+
+    /// Headers for an actual (non-preflight) response.
+    pub fn response_headers(&self, origin: Option<&str>) -> Vec<(&'static str, String)> {
+        let mut headers = vec![("Vary", "Origin".to_string())];
+        if let Some(allowed) = self.allowed(origin) {
+            let echoed = allowed != "*";
+            headers.push(("Access-Control-Allow-Origin", allowed));
+            if !self.exposed.is_empty() {
+                headers.push(("Access-Control-Expose-Headers", self.exposed.clone()));
+            }
+            if self.credentials && echoed {
+                headers.push(("Access-Control-Allow-Credentials", "true".into()));
+            }
+        }
+        headers
+    }
+
+    /// Is this an OPTIONS request asking for a preflight?
+    pub fn is_preflight(method: &Method, requested_method: Option<&str>) -> bool {
+        method == Method::OPTIONS && requested_method.is_some()
+    }
+
+    /// The answer to a preflight: 204, with the allow headers when the origin is allowed.
+    pub fn preflight(&self, origin: Option<&str>) -> Reply {
+        let mut reply = Reply { status: 204, headers: Vec::new(), body: bytes::Bytes::new() };
+        reply.headers.extend(self.response_headers(origin));
+        if self.allowed(origin).is_some() {
+            reply.headers.push(("Access-Control-Allow-Methods", self.methods.clone()));
+            reply.headers.push(("Access-Control-Allow-Headers", self.headers.clone()));
+            reply.headers.push(("Access-Control-Max-Age", self.max_age.clone()));
+        }
+        reply
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listed_origins_are_echoed_and_others_get_nothing() {
+        let config = CorsConfig {
+            allowed_origins: vec!["https://app.example.com".into()],
+            allow_credentials: true,
+            ..CorsConfig::default()
+        };
+        let cors = Cors::new(&config);
+        let headers = cors.response_headers(Some("https://app.example.com"));
+        assert!(headers.contains(&("Access-Control-Allow-Origin", "https://app.example.com".into())));
+        assert!(headers.contains(&("Access-Control-Allow-Credentials", "true".into())));
+        let other = cors.response_headers(Some("https://evil.example"));
+        assert!(!other.iter().any(|(name, _)| *name == "Access-Control-Allow-Origin"));
+    }
+
+    #[test]
+    fn wildcard_never_allows_credentials() {
+        let cors = Cors::new(&CorsConfig::default());
+        let headers = cors.response_headers(Some("https://any.example"));
+        assert!(headers.contains(&("Access-Control-Allow-Origin", "*".into())));
+        assert!(!headers.iter().any(|(name, _)| *name == "Access-Control-Allow-Credentials"));
+    }
+}

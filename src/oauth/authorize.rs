@@ -1,0 +1,288 @@
+//! `GET /authorize` and `GET /authorize/poll`: the authorization endpoint over IntelligenceBank's Browser
+//! Login. Errors found before the client and redirect URI are trusted are shown (page or JSON), never
+//! redirected; errors after are redirected to the client with `error`, `error_description` and `state`.
+
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+use super::clients::Client;
+use crate::errors::ApiError;
+use crate::gateway::exchange::{Params, Reply, Request};
+use crate::ib::{IbClient, LoginPoll};
+use crate::server::AppState;
+use crate::session::SessionGrant;
+use crate::store::RecordKind;
+use crate::tokens::{random_secret, TokenHash};
+
+/// A login in progress, stored under the poll token's hash until it completes or expires.
+#[derive(Serialize, Deserialize)]
+struct LoginAttempt {
+    platform: String,
+    ib_login_token: String,
+    client_id: String,
+    redirect_uri: String,
+    scope: String,
+    state: Option<String>,
+    code_challenge: Option<String>,
+}
+
+/// What an authorization code grants, stored under the code's hash.
+#[derive(Serialize, Deserialize)]
+pub(super) struct CodeGrant {
+    pub grant: SessionGrant,
+    pub redirect_uri: String,
+    pub code_challenge: Option<String>,
+}
+
+/// A validated authorization request.
+struct Authorization {
+    client: Arc<Client>,
+    redirect_uri: String,
+    scope: String,
+    state: Option<String>,
+    code_challenge: Option<String>,
+}
+
+/// An error once the redirect URI is trusted: sent back to the client.
+struct RedirectError {
+    redirect_uri: String,
+    state: Option<String>,
+    error: ApiError,
+}
+
+enum Refusal {
+    Show(ApiError),
+    Redirect(RedirectError),
+}
+
+impl From<ApiError> for Refusal {
+    fn from(error: ApiError) -> Self {
+        Refusal::Show(error)
+    }
+}
+
+fn is_pkce_value(text: &str) -> bool {
+    (43..=128).contains(&text.len())
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
+async fn validate(state: &AppState, params: &Params) -> Result<Authorization, Refusal> {
+    let client_id = params.required("client_id")?;
+    let client = state
+        .clients
+        .find(state.store.as_ref(), client_id)
+        .await?
+        .ok_or_else(|| ApiError::InvalidClient { description: "Unknown client".into(), basic: false })?;
+    let redirect_uri = params.required("redirect_uri")?;
+    if !client.redirect_uri_allowed(redirect_uri) {
+        return Err(ApiError::InvalidRequest("redirect_uri is not registered for this client".into()).into());
+    }
+    let redirect_uri = redirect_uri.to_string();
+    let client_state = params.get("state").ok().flatten().map(str::to_string);
+    let redirect = |error: ApiError| {
+        Refusal::Redirect(RedirectError { redirect_uri: redirect_uri.clone(), state: client_state.clone(), error })
+    };
+    let check = || -> Result<(String, Option<String>), ApiError> {
+        match params.required("response_type")? {
+            "code" => {}
+            _ => return Err(ApiError::InvalidRequest("response_type must be code".into())),
+        }
+        params.get("state")?;
+        let scope = match params.get("scope")? {
+            Some(requested) => {
+                let scopes: Vec<&str> = requested.split(' ').filter(|s| !s.is_empty()).collect();
+                if let Some(unknown) = scopes.iter().find(|s| !client.scopes.iter().any(|c| c == *s)) {
+                    return Err(ApiError::InvalidScope(format!("Scope {unknown} is not available to this client")));
+                }
+                scopes.join(" ")
+            }
+            None => client.scopes.join(" "),
+        };
+        let challenge = params.get("code_challenge")?;
+        let method = params.get("code_challenge_method")?;
+        match (challenge, method) {
+            (None, None) if client.is_public() => {
+                Err(ApiError::InvalidRequest("PKCE is required: send code_challenge with S256".into()))
+            }
+            (None, None) => Ok((scope, None)),
+            (None, Some(_)) => Err(ApiError::InvalidRequest("code_challenge_method without code_challenge".into())),
+            (Some(_), method) if method != Some("S256") => {
+                Err(ApiError::InvalidRequest("code_challenge_method must be S256".into()))
+            }
+            (Some(challenge), _) if !is_pkce_value(challenge) => {
+                Err(ApiError::InvalidRequest("code_challenge must be 43 to 128 unreserved characters".into()))
+            }
+            (Some(challenge), _) => Ok((scope, Some(challenge.to_string()))),
+        }
+    };
+    let (scope, code_challenge) = check().map_err(redirect)?;
+    Ok(Authorization { client, redirect_uri, scope, state: client_state, code_challenge })
+}
+
+fn redirect_with(redirect_uri: &str, issuer: &str, pairs: &[(&str, &str)]) -> String {
+    match url::Url::parse(redirect_uri) {
+        Ok(mut url) => {
+            {
+                let mut query = url.query_pairs_mut();
+                for (name, value) in pairs {
+                    query.append_pair(name, value);
+                }
+                query.append_pair("iss", issuer);
+            }
+            url.to_string()
+        }
+        // Registered redirect URIs are validated URLs; this is unreachable for them.
+        Err(_) => redirect_uri.to_string(),
+    }
+}
+
+fn error_redirect(state: &AppState, refusal: RedirectError) -> Reply {
+    let description = refusal.error.description();
+    let mut pairs = vec![("error", refusal.error.code()), ("error_description", description.as_str())];
+    if let Some(client_state) = &refusal.state {
+        pairs.push(("state", client_state));
+    }
+    Reply::redirect(redirect_with(&refusal.redirect_uri, &super::access_token::audience(&state.config), &pairs))
+}
+
+fn escape_html(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '<' => "&lt;".into(),
+            '>' => "&gt;".into(),
+            '&' => "&amp;".into(),
+            '"' => "&quot;".into(),
+            '\'' => "&#39;".into(),
+            other => other.to_string(),
+        })
+        .collect()
+}
+
+fn error_page(error: &ApiError) -> Reply {
+    let body = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sign-in error</title>\
+         <link rel=\"stylesheet\" href=\"/authorize/style.css\"></head><body><main><h1>This sign-in link is not valid</h1>\
+         <p><code>{}</code>: {}</p><p>Return to the application and start again.</p></main></body></html>",
+        escape_html(error.code()),
+        escape_html(&error.description())
+    );
+    Reply::html(error.status(), body)
+}
+
+pub(super) async fn authorize(state: &AppState, request: &Request) -> Result<Reply, ApiError> {
+    let params = request.query_params()?;
+    let authorization = match validate(state, &params).await {
+        Ok(authorization) => authorization,
+        Err(Refusal::Show(error)) if request.accepts_json() => return Err(error),
+        Err(Refusal::Show(error)) => return Ok(error_page(&error)),
+        Err(Refusal::Redirect(refusal)) if request.accepts_json() => return Err(refusal.error),
+        Err(Refusal::Redirect(refusal)) => return Ok(error_redirect(state, refusal)),
+    };
+    match params.get("platform_url")? {
+        None => {
+            let client_name = authorization.client.client_name.as_deref().unwrap_or(&authorization.client.client_id);
+            let page = include_str!("assets/authorize.html")
+                .replace("{{client}}", &escape_html(client_name))
+                .replace("{{scope}}", &escape_html(&authorization.scope));
+            Ok(Reply::html(200, page))
+        }
+        Some(platform_url) => start_login(state, authorization, platform_url).await,
+    }
+}
+
+async fn start_login(state: &AppState, authorization: Authorization, platform_url: &str) -> Result<Reply, ApiError> {
+    let platform =
+        state.ib.policy().validate(platform_url).map_err(|e| ApiError::InvalidRequest(format!("platform_url: {e}")))?;
+    let ib_login_token = state.ib.start_login(&platform).await.map_err(|e| {
+        log::warn!("IB login could not be started on {}: {e}", platform.host());
+        ApiError::BadGateway("IntelligenceBank did not start the login")
+    })?;
+    let poll_token = random_secret();
+    let attempt = LoginAttempt {
+        platform: platform.origin().to_string(),
+        ib_login_token: ib_login_token.clone(),
+        client_id: authorization.client.client_id.clone(),
+        redirect_uri: authorization.redirect_uri,
+        scope: authorization.scope,
+        state: authorization.state,
+        code_challenge: authorization.code_challenge,
+    };
+    let record = serde_json::to_vec(&attempt).map_err(|_| ApiError::ServerError)?;
+    state
+        .store
+        .put_record(
+            RecordKind::LoginAttempt,
+            &TokenHash::of(&poll_token).encoded(),
+            &record,
+            state.config.tokens.login_attempt_ttl_seconds,
+        )
+        .await?;
+    log::info!("login started: client={} platform={}", attempt.client_id, platform.host());
+    Ok(Reply::json(
+        200,
+        &serde_json::json!({
+            "loginUrl": IbClient::login_page_url(&platform, &ib_login_token),
+            "token": poll_token,
+            "expires_in": state.config.tokens.login_attempt_ttl_seconds,
+        }),
+    ))
+}
+
+pub(super) async fn poll(state: &AppState, request: &Request) -> Result<Reply, ApiError> {
+    let params = request.query_params()?;
+    let poll_token = params.required("token")?;
+    let key = TokenHash::of(poll_token).encoded();
+    let expired = || ApiError::InvalidRequest("Unknown or expired login attempt; start again".into());
+    let record = state.store.get_record(RecordKind::LoginAttempt, &key).await?.ok_or_else(expired)?;
+    let attempt: LoginAttempt = serde_json::from_slice(&record).map_err(|_| expired())?;
+    let platform = state.ib.policy().validate(&attempt.platform).map_err(|_| expired())?;
+    let completed = match state.ib.poll_login(&platform, &attempt.ib_login_token).await {
+        Ok(LoginPoll::Pending) => return Err(ApiError::AuthorizationPending),
+        Ok(LoginPoll::Complete(completed)) => completed,
+        Err(e) => {
+            log::warn!("IB login poll failed on {}: {e}", platform.host());
+            return Err(ApiError::BadGateway("IntelligenceBank did not answer the login poll"));
+        }
+    };
+    // Of two concurrent polls that both see the login complete, only the one that takes the record issues a code.
+    if state.store.take_record(RecordKind::LoginAttempt, &key).await?.is_none() {
+        return Err(expired());
+    }
+    let grant = completed.into_grant(&platform, attempt.client_id.clone(), attempt.scope.clone());
+    let code = random_secret();
+    let code_grant =
+        CodeGrant { grant, redirect_uri: attempt.redirect_uri.clone(), code_challenge: attempt.code_challenge };
+    let record = serde_json::to_vec(&code_grant).map_err(|_| ApiError::ServerError)?;
+    state.store.put_code(&TokenHash::of(&code), &record, state.config.tokens.authorization_code_ttl_seconds).await?;
+    log::info!("login completed: client={} platform={}", attempt.client_id, platform.host());
+    let mut pairs = vec![("code", code.as_str())];
+    if let Some(client_state) = &attempt.state {
+        pairs.push(("state", client_state));
+    }
+    let location = redirect_with(&attempt.redirect_uri, &super::access_token::audience(&state.config), &pairs);
+    Ok(Reply::json(200, &serde_json::json!({ "redirect_url": location })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn html_is_escaped() {
+        assert_eq!(escape_html("<script>\"'&"), "&lt;script&gt;&quot;&#39;&amp;");
+    }
+
+    #[test]
+    fn redirect_keeps_existing_query_and_adds_iss() {
+        let location = redirect_with("https://app.example/cb?x=1", "https://gw", &[("code", "a b"), ("state", "s")]);
+        assert_eq!(location, "https://app.example/cb?x=1&code=a+b&state=s&iss=https%3A%2F%2Fgw");
+    }
+
+    #[test]
+    fn pkce_values_are_checked() {
+        assert!(is_pkce_value(&"a".repeat(43)));
+        assert!(!is_pkce_value(&"a".repeat(42)));
+        assert!(!is_pkce_value(&"a".repeat(129)));
+        assert!(!is_pkce_value(&format!("{}+", "a".repeat(43))));
+    }
+}

@@ -1,0 +1,238 @@
+//! OAuth clients: those in the YAML (`oauth.clients`) and those registered at run time (RFC 7591, kept in
+//! the store with a TTL). Redirect URIs match exactly, or against an anchored pattern whose only wildcard is
+//! the port. Client secrets are compared in constant time and never logged.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+use crate::config::{ClientConfig, Secret};
+use crate::errors::ApiError;
+use crate::gateway::exchange::{Params, Request};
+use crate::store::{RecordKind, TokenStore};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Client {
+    pub client_id: String,
+    #[serde(skip)]
+    pub secret: Option<Secret>,
+    pub redirect_uris: Vec<String>,
+    #[serde(default)]
+    pub redirect_uri_patterns: Vec<String>,
+    pub scopes: Vec<String>,
+    pub ib_session_in_token_response: bool,
+    #[serde(default)]
+    pub client_name: Option<String>,
+    /// Registered at run time (RFC 7591) rather than configured.
+    #[serde(default)]
+    pub dynamic: bool,
+    #[serde(default)]
+    pub registered_at: u64,
+}
+
+fn port_matches(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 5
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && !text.starts_with('0')
+        && text.parse::<u32>().is_ok_and(|p| p <= 65_535)
+}
+
+impl Client {
+    pub fn from_config(config: &ClientConfig) -> Result<Self, String> {
+        let secret = match &config.client_secret {
+            Some(source) => Some(source.resolve()?),
+            None => None,
+        };
+        Ok(Client {
+            client_id: config.client_id.clone(),
+            secret,
+            redirect_uris: config.redirect_uris.clone(),
+            redirect_uri_patterns: config.redirect_uri_patterns.clone(),
+            scopes: config.scopes.clone(),
+            ib_session_in_token_response: config.ib_session_in_token_response,
+            client_name: None,
+            dynamic: false,
+            registered_at: 0,
+        })
+    }
+
+    pub fn is_public(&self) -> bool {
+        self.secret.is_none()
+    }
+
+    /// Exact string match, or a pattern `prefix{port}suffix` with a decimal port in between.
+    pub fn redirect_uri_allowed(&self, uri: &str) -> bool {
+        if self.redirect_uris.iter().any(|allowed| allowed == uri) {
+            return true;
+        }
+        self.redirect_uri_patterns.iter().any(|pattern| {
+            let Some((prefix, suffix)) = pattern.split_once("{port}") else {
+                return false;
+            };
+            uri.len() > prefix.len() + suffix.len()
+                && uri.starts_with(prefix)
+                && uri.ends_with(suffix)
+                && port_matches(&uri[prefix.len()..uri.len() - suffix.len()])
+        })
+    }
+
+    fn secret_matches(&self, presented: &str) -> bool {
+        match &self.secret {
+            Some(secret) => secret.expose().as_bytes().ct_eq(presented.as_bytes()).into(),
+            None => false,
+        }
+    }
+}
+
+/// Where the client's credentials came from in a token-endpoint request.
+struct Presented {
+    client_id: String,
+    secret: Option<String>,
+    basic: bool,
+}
+
+fn presented_credentials(request: &Request, form: &Params) -> Result<Option<Presented>, ApiError> {
+    let invalid = |d: &str| ApiError::InvalidClient { description: d.into(), basic: true };
+    if let Some(header) = request.header("authorization") {
+        let (scheme, encoded) = header.split_once(' ').ok_or_else(|| invalid("Malformed Authorization header"))?;
+        if scheme.eq_ignore_ascii_case("basic") {
+            let decoded = STANDARD.decode(encoded.trim()).map_err(|_| invalid("Malformed Basic credentials"))?;
+            let decoded = String::from_utf8(decoded).map_err(|_| invalid("Malformed Basic credentials"))?;
+            let (id, secret) = decoded.split_once(':').ok_or_else(|| invalid("Malformed Basic credentials"))?;
+            // RFC 6749 §2.3.1: both parts are form-urlencoded.
+            let id = Params::parse(&format!("v={id}"))?.required("v")?.to_string();
+            let secret = Params::parse(&format!("v={secret}"))?.get("v")?.map(str::to_string);
+            if form.get("client_secret")?.is_some() {
+                return Err(ApiError::InvalidRequest("Use one client authentication method, not two".into()));
+            }
+            if let Some(form_id) = form.get("client_id")? {
+                if form_id != id {
+                    return Err(invalid("client_id does not match the Basic credentials"));
+                }
+            }
+            return Ok(Some(Presented { client_id: id, secret, basic: true }));
+        }
+    }
+    Ok(form.get("client_id")?.map(|id| Presented {
+        client_id: id.to_string(),
+        secret: form.get("client_secret").ok().flatten().map(str::to_string),
+        basic: false,
+    }))
+}
+
+pub struct ClientRegistry {
+    configured: HashMap<String, Arc<Client>>,
+}
+
+impl ClientRegistry {
+    pub fn from_config(clients: &[ClientConfig]) -> Result<Self, String> {
+        let mut configured = HashMap::new();
+        for config in clients {
+            configured.insert(config.client_id.clone(), Arc::new(Client::from_config(config)?));
+        }
+        Ok(ClientRegistry { configured })
+    }
+
+    pub async fn find(&self, store: &dyn TokenStore, client_id: &str) -> Result<Option<Arc<Client>>, ApiError> {
+        if let Some(client) = self.configured.get(client_id) {
+            return Ok(Some(client.clone()));
+        }
+        if client_id.len() > 128 || self.configured.is_empty() && client_id.is_empty() {
+            return Ok(None);
+        }
+        let Some(bytes) = store.get_record(RecordKind::Client, client_id).await? else {
+            return Ok(None);
+        };
+        match serde_json::from_slice::<Client>(&bytes) {
+            Ok(client) => Ok(Some(Arc::new(client))),
+            Err(e) => {
+                log::error!("registered client record is unreadable: {e}");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Authenticates the client of a token/revocation/introspection request (RFC 6749 §2.3):
+    /// `client_secret_basic` or `client_secret_post` for confidential clients, `client_id` alone for public ones.
+    pub async fn authenticate(
+        &self,
+        store: &dyn TokenStore,
+        request: &Request,
+        form: &Params,
+    ) -> Result<Arc<Client>, ApiError> {
+        let presented = presented_credentials(request, form)?.ok_or_else(|| ApiError::InvalidClient {
+            description: "Client authentication required (client_id)".into(),
+            basic: false,
+        })?;
+        let unknown = || ApiError::InvalidClient { description: "Unknown client".into(), basic: presented.basic };
+        let client = self.find(store, &presented.client_id).await?.ok_or_else(unknown)?;
+        match (&client.secret, &presented.secret) {
+            (None, None) => Ok(client),
+            (None, Some(_)) => Err(ApiError::InvalidClient {
+                description: "This public client has no secret".into(),
+                basic: presented.basic,
+            }),
+            (Some(_), Some(secret)) if client.secret_matches(secret) => Ok(client),
+            (Some(_), _) => Err(ApiError::InvalidClient {
+                description: "Client authentication failed".into(),
+                basic: presented.basic,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client() -> Client {
+        Client {
+            client_id: "c".into(),
+            secret: None,
+            redirect_uris: vec!["https://app.example.com/cb".into()],
+            redirect_uri_patterns: vec!["http://127.0.0.1:{port}/callback".into()],
+            scopes: vec!["profile".into()],
+            ib_session_in_token_response: true,
+            client_name: None,
+            dynamic: false,
+            registered_at: 0,
+        }
+    }
+
+    #[test]
+    fn redirect_uris_match_exactly() {
+        let c = client();
+        assert!(c.redirect_uri_allowed("https://app.example.com/cb"));
+        for near in [
+            "https://app.example.com/cb/",
+            "https://APP.example.com/cb",
+            "https://app.example.com:443/cb",
+            "https://app.example.com/cb#x",
+            "https://app.example.com/cb?x=1",
+            "https://app.example.com/CB",
+        ] {
+            assert!(!c.redirect_uri_allowed(near), "{near}");
+        }
+    }
+
+    #[test]
+    fn patterns_only_vary_the_port() {
+        let c = client();
+        assert!(c.redirect_uri_allowed("http://127.0.0.1:8765/callback"));
+        for bad in [
+            "http://127.0.0.1:/callback",
+            "http://127.0.0.1:99999/callback",
+            "http://127.0.0.1:80x/callback",
+            "http://127.0.0.1:80/callback/../evil",
+            "http://127.0.0.1:80@evil.com/callback",
+            "http://127.0.0.1:8080/callbackx",
+            "http://127.0.0.1:08080/callback",
+        ] {
+            assert!(!c.redirect_uri_allowed(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! `POST /token`: the authorization-code grant (exact redirect URI and client, PKCE S256) and the
+//! refresh-token grant (atomic rotation through the store; a repeat inside the grace window gets the same
+//! successor, a late reuse revokes the session). Responses carry `Cache-Control: no-store`.
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::access_token;
+use super::authorize::CodeGrant;
+use super::clients::Client;
+use crate::errors::ApiError;
+use crate::gateway::exchange::{Params, Reply, Request};
+use crate::server::AppState;
+use crate::session::{rules, Limits, Session, SessionId, SessionState};
+use crate::store::{now_unix, CodeRedemption, RotateOutcome, RotateRequest};
+use crate::tokens::{b64, open_successor, seal_successor, RefreshToken, TokenHash};
+
+/// How long a spent code is remembered, so that a replay revokes what it issued.
+const CODE_REPLAY_WINDOW_SECONDS: u64 = 600;
+
+pub fn limits(state: &AppState) -> Limits {
+    Limits {
+        max_refresh_count: state.config.tokens.max_refresh_count,
+        near_expiry_margin: state.config.session.near_expiry_margin_seconds,
+    }
+}
+
+pub(super) async fn token(state: &AppState, request: &Request) -> Result<Reply, ApiError> {
+    let form = request.form()?;
+    let client = state.clients.authenticate(state.store.as_ref(), request, &form).await?;
+    match form.required("grant_type")? {
+        "authorization_code" => authorization_code(state, &client, &form).await,
+        "refresh_token" => refresh(state, &client, &form).await,
+        _ => Err(ApiError::UnsupportedGrantType),
+    }
+}
+
+fn verify_pkce(challenge: Option<&str>, verifier: Option<&str>) -> Result<(), ApiError> {
+    match (challenge, verifier) {
+        (None, None) => Ok(()),
+        (None, Some(_)) => Err(ApiError::InvalidGrant("code_verifier sent for a code issued without PKCE".into())),
+        (Some(_), None) => Err(ApiError::InvalidGrant("code_verifier required".into())),
+        (Some(challenge), Some(verifier)) => {
+            let well_formed = (43..=128).contains(&verifier.len())
+                && verifier.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+            let computed = b64(&Sha256::digest(verifier.as_bytes()));
+            if well_formed && bool::from(computed.as_bytes().ct_eq(challenge.as_bytes())) {
+                Ok(())
+            } else {
+                Err(ApiError::InvalidGrant("PKCE verification failed".into()))
+            }
+        }
+    }
+}
+
+async fn authorization_code(state: &AppState, client: &Client, form: &Params) -> Result<Reply, ApiError> {
+    let code = form.required("code")?;
+    let redirect_uri = form.required("redirect_uri")?;
+    let verifier = form.get("code_verifier")?;
+    let session_id = SessionId::generate();
+    let redemption = state.store.redeem_code(&TokenHash::of(code), &session_id, CODE_REPLAY_WINDOW_SECONDS).await?;
+    let code_grant: CodeGrant = match redemption {
+        CodeRedemption::Redeemed(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            log::error!("stored code grant is unreadable: {e}");
+            ApiError::ServerError
+        })?,
+        CodeRedemption::Replayed(issued) => {
+            let revoked = state.store.end_session(&issued, SessionState::Revoked).await?;
+            log::warn!("authorization code replayed: client={} session_revoked={revoked}", client.client_id);
+            return Err(ApiError::InvalidGrant("Authorization code already used".into()));
+        }
+        CodeRedemption::Unknown => return Err(ApiError::InvalidGrant("Invalid or expired authorization code".into())),
+    };
+    if code_grant.grant.oauth_client_id != client.client_id {
+        return Err(ApiError::InvalidGrant("Authorization code was issued to another client".into()));
+    }
+    if code_grant.redirect_uri != redirect_uri {
+        return Err(ApiError::InvalidGrant("redirect_uri does not match the authorization request".into()));
+    }
+    verify_pkce(code_grant.code_challenge.as_deref(), verifier)?;
+    let now = now_unix();
+    let session = Session::start(session_id, code_grant.grant, now, state.config.session.default_login_timeout_hours);
+    let status = rules::access_status(&session, now, &limits(state));
+    if !status.is_usable() {
+        return Err(ApiError::for_refresh(status));
+    }
+    let refresh = RefreshToken::generate(&session.id);
+    let refresh_expires_at = rules::refresh_token_expiry(&session, now, state.config.tokens.refresh_token_ttl_seconds);
+    state.store.create_session(&session, &refresh.hash(), refresh_expires_at, now).await?;
+    log::info!("tokens issued: grant=authorization_code client={} session={}", client.client_id, session.id);
+    token_response(state, client, &session, &refresh, now)
+}
+
+async fn refresh(state: &AppState, client: &Client, form: &Params) -> Result<Reply, ApiError> {
+    let invalid = || ApiError::InvalidGrant("Invalid or expired refresh token".into());
+    let presented = form.required("refresh_token")?;
+    if let Some(scope) = form.get("scope")? {
+        if scope.split(' ').filter(|s| !s.is_empty()).any(|s| !client.scopes.iter().any(|c| c == s)) {
+            return Err(ApiError::InvalidScope("A refresh cannot widen the scope".into()));
+        }
+    }
+    let (session_id, old) = RefreshToken::parse(presented).ok_or_else(invalid)?;
+    let successor = RefreshToken::generate(&session_id);
+    let sealed = seal_successor(&old, &successor);
+    let now = now_unix();
+    let request = RotateRequest {
+        session_id: &session_id,
+        presented: old.hash(),
+        successor: successor.hash(),
+        sealed_successor: &sealed,
+        client_id: &client.client_id,
+        now,
+        limits: limits(state),
+        grace_seconds: state.config.tokens.refresh_grace_seconds,
+        refresh_ttl: state.config.tokens.refresh_token_ttl_seconds,
+    };
+    match state.store.rotate_refresh(&request).await? {
+        RotateOutcome::Rotated(session) => {
+            log::info!(
+                "tokens refreshed: client={} session={} refresh_count={}",
+                client.client_id,
+                session.id,
+                session.refresh_count
+            );
+            token_response(state, client, &session, &successor, now)
+        }
+        RotateOutcome::Repeated { session, sealed_successor } => {
+            let successor = open_successor(&old, &sealed_successor).ok_or_else(|| {
+                log::error!("sealed successor of session {} does not open", session.id);
+                ApiError::ServerError
+            })?;
+            token_response(state, client, &session, &successor, now)
+        }
+        RotateOutcome::Refused(status) => {
+            log::info!("refresh refused: client={} session={session_id} reason={status:?}", client.client_id);
+            Err(ApiError::for_refresh(status))
+        }
+        RotateOutcome::ReuseDetected => {
+            log::warn!("refresh token reuse detected: client={} session={session_id} revoked", client.client_id);
+            Err(ApiError::InvalidGrant("Refresh token was already used; the session has been revoked".into()))
+        }
+        RotateOutcome::Invalid => Err(invalid()),
+    }
+}
+
+fn token_response(
+    state: &AppState,
+    client: &Client,
+    session: &Session,
+    refresh: &RefreshToken,
+    now: u64,
+) -> Result<Reply, ApiError> {
+    let (access_token, exp) = access_token::issue(&state.keys, &state.config, session, now).map_err(|e| {
+        log::error!("{e}");
+        ApiError::ServerError
+    })?;
+    let mut body = serde_json::json!({
+        "access_token": access_token,
+        "token_type": "Bearer",
+        "expires_in": exp.saturating_sub(now),
+        "refresh_token": refresh.expose(),
+        "scope": session.grant.scope,
+    });
+    if client.ib_session_in_token_response {
+        let grant = &session.grant;
+        let extra = serde_json::json!({
+            "sid": grant.sid.expose(),
+            "clientid": grant.ib_client_id,
+            "apiV3url": grant.api_v3_url,
+            "logintimeoutperiod": (session.sid_expiry - session.sid_created_at) / 3_600,
+            "sidExpiry": session.sid_expiry,
+            "sidCreatedAt": session.sid_created_at,
+            "platform_url": grant.api_v3_url,
+            "client_id": grant.ib_client_id,
+        });
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
+    }
+    Ok(Reply::json(200, &body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+    const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+    #[test]
+    fn pkce_rfc7636_appendix_b_example_verifies() {
+        assert!(verify_pkce(Some(CHALLENGE), Some(VERIFIER)).is_ok());
+    }
+
+    #[test]
+    fn pkce_downgrade_and_mismatch_are_refused() {
+        assert!(verify_pkce(None, Some(VERIFIER)).is_err());
+        assert!(verify_pkce(Some(CHALLENGE), None).is_err());
+        assert!(verify_pkce(Some(CHALLENGE), Some(&VERIFIER.replace('d', "e"))).is_err());
+        assert!(verify_pkce(Some(CHALLENGE), Some("short")).is_err());
+    }
+}

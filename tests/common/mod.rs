@@ -1,0 +1,187 @@
+//! Shared helpers for tests that run a real gateway process against the mock IntelligenceBank platform.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ib_oauth_gateway::ib::mock::{self, MockHandle, MockSettings};
+use sha2::{Digest, Sha256};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ib-oauth-gateway");
+pub const PUBLIC_CLIENT: &str = "mcp-public-client";
+pub const REDIRECT_URI: &str = "http://127.0.0.1:8765/callback";
+pub const CONFIDENTIAL_CLIENT: &str = "reporting-app";
+pub const CONFIDENTIAL_SECRET: &str = "s3cret-s3cret-s3cret-s3cret";
+pub const CONFIDENTIAL_REDIRECT: &str = "https://reports.example.com/oauth/callback";
+pub const VERIFIER: &str = "test-verifier-0123456789-0123456789-0123456789";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn challenge(verifier: &str) -> String {
+    ib_oauth_gateway::tokens::b64(&Sha256::digest(verifier.as_bytes()))
+}
+
+/// A gateway process with its own config, killed on drop. Its stderr is kept in `log_path`.
+pub struct GatewayProcess {
+    child: Child,
+    pub base: String,
+    pub admin: String,
+    pub dir: tempfile::TempDir,
+    pub log_path: std::path::PathBuf,
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl GatewayProcess {
+    /// Starts a gateway for the mock platform. `extra` is YAML appended to the base config (top-level keys
+    /// other than `server` and `platforms`).
+    pub fn start(extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, admin) = (free_port(), free_port());
+        let config = format!(
+            "server:\n  listen: ['127.0.0.1:{port}']\n  admin_listen: '127.0.0.1:{admin}'\n  public_url: http://127.0.0.1:{port}\n  upgrade_sock: {d}/upgrade.sock\n  pid_file: {d}/gateway.pid\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\n  threads: 2\nplatforms:\n  allow_insecure_loopback: true\noauth:\n  clients:\n    - client_id: {PUBLIC_CLIENT}\n      redirect_uri_patterns: ['http://127.0.0.1:{{port}}/callback']\n    - client_id: {CONFIDENTIAL_CLIENT}\n      client_secret: {CONFIDENTIAL_SECRET}\n      redirect_uris: ['{CONFIDENTIAL_REDIRECT}']\n      ib_session_in_token_response: false\n{extra}",
+            d = dir.path().display()
+        );
+        let path = dir.path().join("gateway.yaml");
+        std::fs::write(&path, config).unwrap();
+        let log_path = dir.path().join("gateway.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new(BIN)
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let gateway = GatewayProcess {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            admin: format!("http://127.0.0.1:{admin}"),
+            dir,
+            log_path,
+        };
+        gateway.wait_ready();
+        gateway
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = self.admin.trim_start_matches("http://").to_string();
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "gateway did not start: {}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+pub async fn start_mock(settings: MockSettings) -> MockHandle {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    mock::serve(listener, None, settings).await.unwrap()
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+/// The query of an authorization request by the public client.
+pub fn authorize_query(state: &str) -> String {
+    format!(
+        "response_type=code&client_id={PUBLIC_CLIENT}&redirect_uri={}&scope=profile&state={state}&code_challenge={}&code_challenge_method=S256",
+        urlencode(REDIRECT_URI),
+        challenge(VERIFIER)
+    )
+}
+
+pub fn urlencode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// Query parameter `name` of a URL.
+pub fn query_param(url: &str, name: &str) -> Option<String> {
+    url::Url::parse(url).ok()?.query_pairs().find(|(n, _)| n == name).map(|(_, v)| v.into_owned())
+}
+
+/// Drives `/authorize` → mock login → poll, returning the redirect URL with the code.
+/// `complete_query` is appended to the mock's `/_mock/complete` call (e.g. `&logintimeoutperiod=1`).
+pub async fn login(gateway: &GatewayProcess, mock: &MockHandle, query: &str, complete_query: &str) -> String {
+    let client = http();
+    let started: serde_json::Value = client
+        .get(gateway.url(&format!("/authorize?{query}&platform_url={}", urlencode(&mock.origin))))
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let login_url = started["loginUrl"].as_str().unwrap_or_else(|| panic!("{started}"));
+    let poll_token = started["token"].as_str().unwrap();
+    let ib_token = query_param(login_url, "token").unwrap();
+    let pending = client.get(gateway.url(&format!("/authorize/poll?token={poll_token}"))).send().await.unwrap();
+    assert_eq!(pending.status(), 404);
+    let body: serde_json::Value = pending.json().await.unwrap();
+    assert_eq!(body["error"], "authorization_pending");
+    let completed = client
+        .post(mock.url(&format!("/_mock/complete?token={}{complete_query}", urlencode(&ib_token))))
+        .send()
+        .await
+        .unwrap();
+    assert!(completed.status().is_success(), "{:?}", completed.text().await);
+    let done: serde_json::Value = client
+        .get(gateway.url(&format!("/authorize/poll?token={poll_token}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    done["redirect_url"].as_str().unwrap_or_else(|| panic!("{done}")).to_string()
+}
+
+pub async fn post_form(url: &str, form: &[(&str, &str)]) -> (u16, serde_json::Value) {
+    let response = http().post(url).form(form).send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+}
+
+/// Exchanges a code from [`login`] for tokens, as the public client.
+pub async fn exchange(gateway: &GatewayProcess, redirect_url: &str) -> (u16, serde_json::Value) {
+    let code = query_param(redirect_url, "code").unwrap();
+    post_form(
+        &gateway.url("/token"),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT_URI),
+            ("client_id", PUBLIC_CLIENT),
+            ("code_verifier", VERIFIER),
+        ],
+    )
+    .await
+}
+
+pub async fn refresh(gateway: &GatewayProcess, refresh_token: &str) -> (u16, serde_json::Value) {
+    post_form(
+        &gateway.url("/token"),
+        &[("grant_type", "refresh_token"), ("refresh_token", refresh_token), ("client_id", PUBLIC_CLIENT)],
+    )
+    .await
+}
