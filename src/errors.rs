@@ -22,6 +22,8 @@ pub enum ApiError {
     UnauthorizedClient(String),
     /// 400 `unsupported_grant_type`.
     UnsupportedGrantType,
+    /// 400 `unsupported_response_type` (RFC 6749 §4.1.2.1): a `response_type` other than `code`.
+    UnsupportedResponseType,
     /// 400 `invalid_scope`.
     InvalidScope(String),
     /// 400 `invalid_redirect_uri` / `invalid_client_metadata` (RFC 7591).
@@ -61,6 +63,7 @@ impl ApiError {
             | ApiError::InvalidGrant(_)
             | ApiError::UnauthorizedClient(_)
             | ApiError::UnsupportedGrantType
+            | ApiError::UnsupportedResponseType
             | ApiError::InvalidScope(_)
             | ApiError::InvalidClientMetadata { .. } => 400,
             ApiError::InvalidClient { .. } | ApiError::MissingToken | ApiError::InvalidToken(_) => 401,
@@ -84,6 +87,7 @@ impl ApiError {
             ApiError::InvalidGrant(_) => "invalid_grant",
             ApiError::UnauthorizedClient(_) => "unauthorized_client",
             ApiError::UnsupportedGrantType => "unsupported_grant_type",
+            ApiError::UnsupportedResponseType => "unsupported_response_type",
             ApiError::InvalidScope(_) => "invalid_scope",
             ApiError::InvalidClientMetadata { error, .. } => error,
             ApiError::AuthorizationPending => "authorization_pending",
@@ -111,6 +115,7 @@ impl ApiError {
             | ApiError::InvalidClient { description: d, .. }
             | ApiError::InvalidClientMetadata { description: d, .. } => d.clone(),
             ApiError::UnsupportedGrantType => "grant_type must be authorization_code or refresh_token".into(),
+            ApiError::UnsupportedResponseType => "response_type must be code".into(),
             ApiError::AuthorizationPending => "The user has not completed the IntelligenceBank login yet".into(),
             ApiError::MissingToken => "Bearer access token required in the Authorization header".into(),
             ApiError::InvalidToken(d) => (*d).into(),

@@ -17,7 +17,7 @@
 use std::fmt;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Once;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -224,14 +224,14 @@ pub fn keygen(algorithm: SigningAlgorithm, out_dir: &Path, kid: Option<&str>) ->
     let pub_file = utf8_path(&pub_path)?;
 
     write_new_file(&key_path, private.to_pkcs8_pem()?.as_bytes(), 0o600)?;
-    if let Err(e) = private.public().to_spki_pem().and_then(|pem| write_new_file(&pub_path, pem.as_bytes(), 0o644)) {
+    if let Err(e) = public.to_spki_pem().and_then(|pem| write_new_file(&pub_path, pem.as_bytes(), 0o644)) {
         let _ = std::fs::remove_file(&key_path);
         return Err(e);
     }
 
     let q = |s: &str| serde_json::to_string(s).unwrap_or_default();
     Ok(format!(
-        "Generated a {algorithm:?} signing key with kid {kid_q}.\n\
+        "Generated an {algorithm:?} signing key with kid {kid_q}.\n\
          Private key: {key_file} (mode 0600; keep it secret)\n\
          Public key:  {pub_file}\n\
          \n\
@@ -253,7 +253,7 @@ fn utf8_path(path: &Path) -> Result<&str, String> {
 }
 
 /// Creates `path` with `mode`, failing if anything (even a dangling symlink) is already there.
-fn write_new_file(path: &PathBuf, contents: &[u8], mode: u32) -> Result<(), String> {
+fn write_new_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), String> {
     let mut file =
         std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::AlreadyExists => format!("refusing to overwrite {}", path.display()),
@@ -275,15 +275,16 @@ fn check_kid(at: &str, kid: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A kid that becomes a file name: 1 to 64 of `A-Z a-z 0-9 . _ -`, not starting with `.` or `-`.
+/// A kid that becomes a file name: 1 to 64 of `A-Z a-z 0-9 . _ -`, not starting with `.`. Every default kid
+/// (base64url) qualifies.
 fn check_file_kid(kid: &str) -> Result<(), String> {
     let ok = (1..=64).contains(&kid.len())
         && kid.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        && !kid.starts_with(['.', '-']);
+        && !kid.starts_with('.');
     if ok {
         Ok(())
     } else {
-        Err(format!("--kid `{kid}`: must be 1 to 64 of A-Z a-z 0-9 . _ -, not starting with . or -"))
+        Err(format!("--kid `{kid}`: must be 1 to 64 of A-Z a-z 0-9 . _ -, not starting with ."))
     }
 }
 
@@ -363,9 +364,8 @@ impl PrivateKey {
             }
         };
         let Some(key) = parsed else {
-            let found = sniff_private(pem);
-            let hint = if found.contains("for ") { format!("{found}; {setting}") } else { found };
-            return Err(format!("not a PKCS#8 PEM {} key ({hint})", key_name(algorithm)));
+            let found = explain(sniff_private(pem), setting);
+            return Err(format!("not a PKCS#8 PEM {} key ({found})", key_name(algorithm)));
         };
         if let PrivateKey::Rsa(rsa) = &key {
             check_rsa_size(rsa.n().bits())?;
@@ -413,9 +413,8 @@ impl PublicKey {
             SigningAlgorithm::RS256 => rsa::RsaPublicKey::from_public_key_pem(pem).ok().map(PublicKey::Rsa),
         };
         let Some(key) = parsed else {
-            let found = sniff_public(pem);
-            let hint = if found.contains("for ") { format!("{found}; {setting}") } else { found };
-            return Err(format!("not an SPKI PEM {} public key ({hint})", key_name(algorithm)));
+            let found = explain(sniff_public(pem), setting);
+            return Err(format!("not an SPKI PEM {} public key ({found})", key_name(algorithm)));
         };
         if let PublicKey::Rsa(rsa) = &key {
             check_rsa_size(rsa.n().bits())?;
@@ -485,19 +484,32 @@ fn check_rsa_size(bits: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// What a PEM that did not parse as the expected private key is, without a byte of it.
-fn sniff_private(pem: &str) -> String {
+/// For a key that did not parse: "it is a P-256 key, for ES256; <setting>" when it is a good key of another
+/// algorithm, else what else it is.
+fn explain(sniffed: Result<SigningAlgorithm, String>, setting: &str) -> String {
+    match sniffed {
+        Ok(algorithm) => {
+            let article = if algorithm == SigningAlgorithm::ES256 { "a" } else { "an" };
+            format!("it is {article} {} key, for {algorithm:?}; {setting}", key_name(algorithm))
+        }
+        Err(what) => what,
+    }
+}
+
+/// What a PEM that did not parse as the expected private key is, without a byte of it: `Ok` with the
+/// algorithm if it is a good key of one, else a description.
+fn sniff_private(pem: &str) -> Result<SigningAlgorithm, String> {
     if ed25519_dalek::SigningKey::from_pkcs8_pem(pem).is_ok() {
-        return "it is an Ed25519 key, for EdDSA".into();
+        return Ok(SigningAlgorithm::EdDSA);
     }
     if p256::SecretKey::from_pkcs8_pem(pem).is_ok() {
-        return "it is a P-256 key, for ES256".into();
+        return Ok(SigningAlgorithm::ES256);
     }
     if rsa::RsaPrivateKey::from_pkcs8_pem(pem).is_ok() {
-        return "it is an RSA key, for RS256".into();
+        return Ok(SigningAlgorithm::RS256);
     }
     const CONVERT: &str = "convert it with `openssl pkcs8 -topk8 -nocrypt`";
-    match rsa::pkcs8::der::pem::decode_label(pem.as_bytes()) {
+    Err(match rsa::pkcs8::der::pem::decode_label(pem.as_bytes()) {
         Ok("EC PRIVATE KEY") => format!("it is a SEC1 EC PRIVATE KEY; {CONVERT}"),
         Ok("RSA PRIVATE KEY") => format!("it is a PKCS#1 RSA PRIVATE KEY; {CONVERT}"),
         Ok("ENCRYPTED PRIVATE KEY") => "it is encrypted; decrypt it with `openssl pkey`".into(),
@@ -505,21 +517,21 @@ fn sniff_private(pem: &str) -> String {
         Ok("PRIVATE KEY") => "it is a PKCS#8 key of another type, curve or size, or damaged".into(),
         Ok(_) => "it is PEM of another kind".into(),
         Err(_) => "it is not PEM".into(),
-    }
+    })
 }
 
-/// What a PEM that did not parse as the expected public key is, without a byte of it.
-fn sniff_public(pem: &str) -> String {
+/// As [`sniff_private`], for public keys.
+fn sniff_public(pem: &str) -> Result<SigningAlgorithm, String> {
     if ed25519_dalek::VerifyingKey::from_public_key_pem(pem).is_ok() {
-        return "it is an Ed25519 key, for EdDSA".into();
+        return Ok(SigningAlgorithm::EdDSA);
     }
     if p256::PublicKey::from_public_key_pem(pem).is_ok() {
-        return "it is a P-256 key, for ES256".into();
+        return Ok(SigningAlgorithm::ES256);
     }
     if rsa::RsaPublicKey::from_public_key_pem(pem).is_ok() {
-        return "it is an RSA key, for RS256".into();
+        return Ok(SigningAlgorithm::RS256);
     }
-    match rsa::pkcs8::der::pem::decode_label(pem.as_bytes()) {
+    Err(match rsa::pkcs8::der::pem::decode_label(pem.as_bytes()) {
         Ok("RSA PUBLIC KEY") => {
             "it is a PKCS#1 RSA PUBLIC KEY; convert it with `openssl rsa -RSAPublicKey_in -pubout`".into()
         }
@@ -530,7 +542,7 @@ fn sniff_public(pem: &str) -> String {
         Ok("PUBLIC KEY") => "it is an SPKI key of another type, curve or size, or damaged".into(),
         Ok(_) => "it is PEM of another kind".into(),
         Err(_) => "it is not PEM".into(),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -781,6 +793,20 @@ mod tests {
     }
 
     #[test]
+    fn file_kids_are_safe_file_names() {
+        for good in ["-abc", "_x", "2025-06.ed", "a".repeat(64).as_str()] {
+            assert!(check_file_kid(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".", "..", ".hidden", "../x", "a/b", "a b", "é", "a".repeat(65).as_str()] {
+            assert!(check_file_kid(bad).is_err(), "{bad}");
+        }
+        for _ in 0..64 {
+            let private = PrivateKey::generate(SigningAlgorithm::EdDSA).unwrap();
+            assert!(check_file_kid(&default_kid(&private.public())).is_ok());
+        }
+    }
+
+    #[test]
     fn garbage_pem_names_the_config_key() {
         let e = SigningKeys::from_config(&config(SigningAlgorithm::EdDSA, "k", "not a key")).unwrap_err();
         assert!(e.starts_with("signing.current.private_key: not a PKCS#8 PEM Ed25519 key"), "{e}");
@@ -873,10 +899,10 @@ mod tests {
     /// Informative timings: `cargo test --release --lib keys::tests::timing -- --ignored --nocapture`.
     /// Per operation, the best of 5 batches; `raw` is the bare signature primitive on the same message.
     #[test]
-    #[ignore]
+    #[ignore = "informative timing; run in release with --nocapture"]
     fn timing() {
         use ed25519_dalek::Signer as _;
-        use p256::ecdsa::signature::{Signer as _, Verifier as _};
+        use p256::ecdsa::signature::Verifier as _;
         fn best<R>(n: u32, mut op: impl FnMut() -> R) -> std::time::Duration {
             (0..5)
                 .map(|_| {

@@ -1,32 +1,69 @@
-//! The public listener: a Pingora [`ProxyHttp`] whose `request_filter` decides every request.
+//! The public listener: a Pingora [`ProxyHttp`] whose hooks are the phases of a request.
 //!
-//! CORS preflights are answered first, without authentication. The OAuth endpoints are answered here
-//! (no upstream). Anything else is a JSON 404. Every response carries an `X-Request-Id`.
+//! - `request_filter` decides: CORS preflights are answered without authentication; the OAuth endpoints are
+//!   answered here; proxied routes are authenticated (bearer token, session rules, host binding, rate limit)
+//!   and refused here, or handed on with their target in the context. Anything else is a JSON 404.
+//! - `upstream_peer` picks the session's own IB host (DNS resolved asynchronously and cached).
+//! - `upstream_request_filter` rewrites headers: bearer out, IB `sid` in.
+//! - `response_filter` adds CORS, security and rate-limit headers; an upstream 401 ends the session.
+//! - `fail_to_proxy` maps upstream failures to 502/504 JSON; `logging` writes one line per request.
+//!
+//! Nothing here logs a token, code, sid or secret; bodies stream through untouched.
 
 pub mod cors;
 pub mod exchange;
+pub mod rate_limit;
+pub mod route;
+pub mod token_cache;
+pub mod upstream;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use pingora::http::ResponseHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
+use pingora::proxy::FailToProxy;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 
-use crate::errors::ApiError;
+use crate::errors::{ApiError, ACCESS_TOKEN_EXPIRED, INVALID_ACCESS_TOKEN, SESSION_EXPIRED};
+use crate::oauth::access_token::Verified;
 use crate::server::AppState;
+use crate::session::{rules, IbSid, SessionId, SessionState};
+use crate::store::now_unix;
 use exchange::{Reply, Request};
+use rate_limit::Verdict;
+use route::Target;
 
 pub struct Gateway {
     pub state: Arc<AppState>,
 }
 
+/// What `request_filter` decided for a proxied request.
+pub struct Proxied {
+    target: Target,
+    addr: SocketAddr,
+    session_id: SessionId,
+    sid: IbSid,
+    verdict: Option<Verdict>,
+}
+
 /// Per-request state.
 pub struct RequestContext {
     pub request_id: String,
+    started: Instant,
+    route_class: &'static str,
+    proxied: Option<Proxied>,
+    /// The body that replaces an upstream 401's.
+    replacement_body: Option<Bytes>,
 }
 
 fn new_request_id() -> String {
     crate::tokens::random_secret()[..16].to_string()
+}
+
+fn client_ip(session: &Session) -> Option<IpAddr> {
+    session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())
 }
 
 /// Reads the whole request body, refusing more than `limit` bytes (413) before reading it when the
@@ -59,14 +96,21 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, ApiErro
     }
 }
 
+/// Response headers a proxy must not pass on (RFC 9110 §7.6.1); framing is Pingora's business.
+const HOP_BY_HOP_RESPONSE: &[&str] = &["connection", "keep-alive", "proxy-connection", "trailer", "upgrade"];
+
 impl Gateway {
     fn resource_metadata(&self) -> String {
         format!("{}/.well-known/oauth-protected-resource", self.state.config.server.public_url.trim_end_matches('/'))
     }
 
+    fn origin(session: &Session) -> Option<String> {
+        session.req_header().headers.get("origin").and_then(|v| v.to_str().ok()).map(str::to_string)
+    }
+
     /// Writes a reply the gateway made itself, with CORS, security headers and the request id.
     async fn send(&self, session: &mut Session, ctx: &RequestContext, reply: Reply) -> Result<()> {
-        let origin = session.req_header().headers.get("origin").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let origin = Self::origin(session);
         let mut header = ResponseHeader::build(reply.status, Some(reply.headers.len() + 8))?;
         for (name, value) in &reply.headers {
             header.append_header(*name, value.as_str())?;
@@ -98,9 +142,85 @@ impl Gateway {
             query: header.uri.query().unwrap_or_default().to_string(),
             headers: header.headers.clone(),
             body,
-            client_ip: session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()),
+            client_ip: client_ip(session),
         };
         crate::oauth::handle(&self.state, &request).await
+    }
+
+    /// Decides a proxied request: who is calling, may they, and where does it go.
+    async fn authorize_proxy(&self, session: &Session, now: u64) -> Result<Proxied, ApiError> {
+        let state = &self.state;
+        let header = session.req_header();
+        let raw_target = std::str::from_utf8(header.raw_path())
+            .map_err(|_| ApiError::InvalidRequest("Malformed request path".into()))?
+            .to_string();
+        let route = route::parse(&raw_target)?;
+        let authorization = header.headers.get(http::header::AUTHORIZATION);
+        let token = match authorization.map(|v| v.to_str()) {
+            None => return Err(ApiError::MissingToken),
+            Some(Ok(value)) => match value.split_once(' ') {
+                Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+                    token.trim()
+                }
+                _ => return Err(ApiError::InvalidToken(INVALID_ACCESS_TOKEN)),
+            },
+            Some(Err(_)) => return Err(ApiError::InvalidToken(INVALID_ACCESS_TOKEN)),
+        };
+        let verified = state
+            .verified_tokens
+            .verify(&state.keys, &state.config, token, now)
+            .map_err(|_| ApiError::InvalidToken(INVALID_ACCESS_TOKEN))?;
+        let session_id = verified.claims().session_id().ok_or(ApiError::InvalidToken(INVALID_ACCESS_TOKEN))?;
+        // One store round trip: the session, and (Redis limit backend) this window's count with it.
+        let (stored, store_count) = if state.rate_limits.counted_by_store() {
+            let (window, _) = rate_limit::window(now);
+            let (stored, count) =
+                state.store.get_session_metered(&session_id, window, rate_limit::WINDOW_SECONDS).await?;
+            (stored, Some(count))
+        } else {
+            (state.store.get_session(&session_id).await?, None)
+        };
+        let stored = stored.ok_or(ApiError::InvalidToken(INVALID_ACCESS_TOKEN))?;
+        let limits = crate::oauth::token::limits(state);
+        if let Verified::Expired(_) = verified {
+            let status = rules::refresh_status(&stored, now, &limits);
+            return Err(if status.is_usable() {
+                ApiError::InvalidToken(ACCESS_TOKEN_EXPIRED)
+            } else {
+                ApiError::for_session(status)
+            });
+        }
+        let status = rules::access_status(&stored, now, &limits);
+        if !status.is_usable() {
+            return Err(ApiError::for_session(status));
+        }
+        let target = route::bind(&route, &stored)?;
+        if !target.tls && !state.config.platforms.allow_insecure_loopback {
+            log::error!("session {} has a plain-HTTP IB host while the development switch is off", stored.id);
+            return Err(ApiError::HostNotAllowed);
+        }
+        let verdict = state.rate_limits.session(session_id.as_str(), store_count, now)?;
+        let addr = state.dns.resolve(&target.host, target.port).await?;
+        Ok(Proxied { target, addr, session_id, sid: stored.grant.sid.clone(), verdict })
+    }
+}
+
+/// Maps a failed proxy attempt to what the client is told.
+fn upstream_failure(error: &Error) -> Option<ApiError> {
+    use pingora::ErrorType::*;
+    match error.etype() {
+        ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => Some(ApiError::GatewayTimeout),
+        ConnectRefused | ConnectNoRoute | ConnectError | ConnectProxyFailure | SocketError | BindError => {
+            Some(ApiError::BadGateway("IntelligenceBank could not be reached"))
+        }
+        TLSHandshakeFailure | TLSWantX509Lookup | InvalidCert | HandshakeError => {
+            Some(ApiError::BadGateway("The TLS connection to IntelligenceBank failed"))
+        }
+        _ => match error.esource() {
+            pingora::ErrorSource::Upstream => Some(ApiError::BadGateway("IntelligenceBank failed to answer")),
+            pingora::ErrorSource::Downstream => None,
+            _ => Some(ApiError::ServerError),
+        },
     }
 }
 
@@ -109,17 +229,45 @@ impl ProxyHttp for Gateway {
     type CTX = RequestContext;
 
     fn new_ctx(&self) -> Self::CTX {
-        RequestContext { request_id: new_request_id() }
+        RequestContext {
+            request_id: new_request_id(),
+            started: Instant::now(),
+            route_class: "other",
+            proxied: None,
+            replacement_body: None,
+        }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        let now = now_unix();
         let header = session.req_header();
+        let path = header.uri.path().to_string();
         let requested_method = header.headers.get("access-control-request-method").and_then(|v| v.to_str().ok());
         let reply = if cors::Cors::is_preflight(&header.method, requested_method) {
-            let origin = header.headers.get("origin").and_then(|v| v.to_str().ok());
-            self.state.cors.preflight(origin)
-        } else if crate::oauth::owns(header.uri.path()) {
-            self.oauth(session).await
+            ctx.route_class = "preflight";
+            self.state.cors.preflight(Self::origin(session).as_deref())
+        } else if route::is_proxy_path(&path) {
+            ctx.route_class = "proxy";
+            match self.authorize_proxy(session, now).await {
+                Ok(proxied) => {
+                    ctx.proxied = Some(proxied);
+                    return Ok(false);
+                }
+                Err(error) => {
+                    // Refused proxy traffic counts against the client IP (and is refused harder past it).
+                    let error = match (&error, self.state.rate_limits.ip(client_ip(session), now)) {
+                        (ApiError::MissingToken | ApiError::InvalidToken(_), Err(limited)) => limited,
+                        _ => error,
+                    };
+                    Reply::error(&error, &self.resource_metadata())
+                }
+            }
+        } else if crate::oauth::owns(&path) {
+            ctx.route_class = "oauth";
+            match self.state.rate_limits.ip(client_ip(session), now) {
+                Ok(()) => self.oauth(session).await,
+                Err(limited) => Reply::error(&limited, &self.resource_metadata()),
+            }
         } else {
             Reply::error(&ApiError::NotFound, &self.resource_metadata())
         };
@@ -127,8 +275,118 @@ impl ProxyHttp for Gateway {
         Ok(true)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
-        // request_filter answers every request this build routes; reaching here is a bug, not a client error.
-        Error::e_explain(ErrorType::InternalError, "no upstream route")
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
+        let Some(proxied) = &ctx.proxied else {
+            return Error::e_explain(ErrorType::InternalError, "no upstream was chosen for this request");
+        };
+        Ok(Box::new(upstream::peer(&proxied.target, proxied.addr, &self.state.config.upstream)))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        let Some(proxied) = &ctx.proxied else {
+            return Error::e_explain(ErrorType::InternalError, "no upstream was chosen for this request");
+        };
+        let downstream_tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        upstream::rewrite_request(
+            upstream_request,
+            &proxied.target,
+            proxied.sid.expose(),
+            client_ip(session),
+            downstream_tls,
+            &ctx.request_id,
+        )
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if upstream_response.status == 401 {
+            if let Some(proxied) = &ctx.proxied {
+                // IB ended the session: every instance must refuse it from now on.
+                match self.state.store.end_session(&proxied.session_id, SessionState::UpstreamRejected).await {
+                    Ok(_) => log::info!("IB rejected the sid of session {}; session ended", proxied.session_id),
+                    Err(e) => log::error!("could not mark session {} as rejected: {e}", proxied.session_id),
+                }
+                let error = ApiError::InvalidToken(SESSION_EXPIRED);
+                let body = Bytes::from(error.body().to_string());
+                let mut replacement = ResponseHeader::build(401, Some(8))?;
+                for (name, value) in error.headers(&self.resource_metadata()) {
+                    replacement.insert_header(name, value)?;
+                }
+                replacement.insert_header("Content-Type", "application/json")?;
+                replacement.insert_header("Content-Length", body.len().to_string())?;
+                replacement.insert_header("Cache-Control", "no-store")?;
+                *upstream_response = replacement;
+                ctx.replacement_body = Some(body);
+            }
+        }
+        for name in HOP_BY_HOP_RESPONSE {
+            upstream_response.remove_header(*name);
+        }
+        for (name, value) in self.state.cors.response_headers(Self::origin(session).as_deref()) {
+            upstream_response.insert_header(name, value)?;
+        }
+        if let Some(verdict) = ctx.proxied.as_ref().and_then(|p| p.verdict) {
+            for (name, value) in verdict.headers() {
+                upstream_response.insert_header(name, value)?;
+            }
+        }
+        upstream_response.insert_header("X-Content-Type-Options", "nosniff")?;
+        upstream_response.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<Option<std::time::Duration>> {
+        if ctx.replacement_body.is_some() {
+            *body = if end_of_stream { ctx.replacement_body.take() } else { None };
+        }
+        Ok(None)
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Self::CTX) -> FailToProxy {
+        let Some(error) = upstream_failure(e) else {
+            return FailToProxy { error_code: 0, can_reuse_downstream: false };
+        };
+        log::warn!("request {} failed upstream: {:?}", ctx.request_id, e.etype());
+        let status = error.status();
+        if session.response_written().is_none() {
+            let reply = Reply::error(&error, &self.resource_metadata());
+            if let Err(write_error) = self.send(session, ctx, reply).await {
+                log::debug!("could not write the error response: {write_error}");
+            }
+        }
+        FailToProxy { error_code: status, can_reuse_downstream: false }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let session_hash = ctx
+            .proxied
+            .as_ref()
+            .map(|p| crate::tokens::TokenHash::of(p.session_id.as_str()).encoded()[..12].to_string())
+            .unwrap_or_else(|| "-".into());
+        log::info!(
+            "request id={} method={} route={} status={} duration_ms={:.1} session={}",
+            ctx.request_id,
+            session.req_header().method,
+            ctx.route_class,
+            status,
+            ctx.started.elapsed().as_secs_f64() * 1e3,
+            session_hash,
+        );
     }
 }

@@ -85,7 +85,7 @@ async fn validate(state: &AppState, params: &Params) -> Result<Authorization, Re
     let check = || -> Result<(String, Option<String>), ApiError> {
         match params.required("response_type")? {
             "code" => {}
-            _ => return Err(ApiError::InvalidRequest("response_type must be code".into())),
+            _ => return Err(ApiError::UnsupportedResponseType),
         }
         params.get("state")?;
         let scope = match params.get("scope")? {

@@ -117,11 +117,12 @@ fn presented_credentials(request: &Request, form: &Params) -> Result<Option<Pres
             return Ok(Some(Presented { client_id: id, secret, basic: true }));
         }
     }
-    Ok(form.get("client_id")?.map(|id| Presented {
-        client_id: id.to_string(),
-        secret: form.get("client_secret").ok().flatten().map(str::to_string),
-        basic: false,
-    }))
+    let Some(id) = form.get("client_id")? else {
+        return Ok(None);
+    };
+    // A repeated client_secret is a malformed request (RFC 6749 §3.2), not a missing secret.
+    let secret = form.get("client_secret")?.map(str::to_string);
+    Ok(Some(Presented { client_id: id.to_string(), secret, basic: false }))
 }
 
 pub struct ClientRegistry {

@@ -10,7 +10,7 @@ pub mod clients;
 mod discovery;
 mod register;
 mod revoke;
-mod token;
+pub(crate) mod token;
 mod userinfo;
 
 use http::Method;

@@ -11,6 +11,9 @@ use std::sync::Arc;
 
 use crate::config::{Config, StoreBackend};
 use crate::gateway::cors::Cors;
+use crate::gateway::rate_limit::RateLimits;
+use crate::gateway::token_cache::VerifiedTokens;
+use crate::gateway::upstream::DnsCache;
 use crate::gateway::Gateway;
 use crate::ib::IbClient;
 use crate::keys::SigningKeys;
@@ -18,6 +21,9 @@ use crate::metrics::Metrics;
 use crate::oauth::clients::ClientRegistry;
 use crate::store::{self, LazyStore, TokenStore};
 use pingora_limits::rate::Rate;
+
+/// Access tokens whose signature this instance has checked, kept until their `exp`.
+const VERIFIED_TOKEN_CACHE_ENTRIES: usize = 100_000;
 
 /// What every request handler shares.
 pub struct AppState {
@@ -28,8 +34,35 @@ pub struct AppState {
     pub cors: Cors,
     /// Registrations per client IP per hour (RFC 7591 endpoint).
     pub registration_limiter: Rate,
+    pub rate_limits: RateLimits,
+    pub verified_tokens: VerifiedTokens,
+    pub dns: DnsCache,
     pub store: Arc<dyn TokenStore>,
     pub metrics: Metrics,
+}
+
+/// Pingora's upstream TLS trusts one CA file instead of the system roots; with `platforms.extra_ca_file`
+/// we give it the system roots plus the extra CAs, written once at start-up.
+fn upstream_ca_bundle(config: &Config) -> Result<Option<String>, String> {
+    let Some(extra) = &config.platforms.extra_ca_file else {
+        return Ok(None);
+    };
+    let extra_pem = std::fs::read_to_string(extra).map_err(|e| format!("platforms.extra_ca_file: {e}"))?;
+    let mut bundle = String::new();
+    let native = pingora::tls::load_native_certs().map_err(|e| format!("cannot read the system CA roots: {e}"))?;
+    for cert in native {
+        let encoded = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, cert.as_ref());
+        bundle.push_str("-----BEGIN CERTIFICATE-----\n");
+        for line in encoded.as_bytes().chunks(64) {
+            bundle.push_str(std::str::from_utf8(line).unwrap_or_default());
+            bundle.push('\n');
+        }
+        bundle.push_str("-----END CERTIFICATE-----\n");
+    }
+    bundle.push_str(&extra_pem);
+    let path = std::env::temp_dir().join(format!("ib-oauth-gateway-ca-{}.pem", std::process::id()));
+    std::fs::write(&path, bundle).map_err(|e| format!("cannot write the upstream CA bundle: {e}"))?;
+    Ok(Some(path.display().to_string()))
 }
 
 /// Pingora's process settings, from our one config file.
@@ -86,13 +119,17 @@ pub fn run(config: Config, opt: Opt) -> Result<(), String> {
         clients: ClientRegistry::from_config(&config.oauth.clients)?,
         cors: Cors::new(&config.cors),
         registration_limiter: Rate::new(std::time::Duration::from_secs(3_600)),
+        rate_limits: RateLimits::new(&config.rate_limits),
+        verified_tokens: VerifiedTokens::new(VERIFIED_TOKEN_CACHE_ENTRIES),
+        dns: DnsCache::new(config.upstream.dns_cache_ttl_seconds),
         config: config.clone(),
         keys: Arc::new(keys),
         metrics: Metrics::new(store.clone()),
         store,
     });
 
-    let conf = server_conf(&config, &opt);
+    let mut conf = server_conf(&config, &opt);
+    conf.ca_file = upstream_ca_bundle(&config)?;
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 

@@ -95,6 +95,7 @@ pub struct MemoryStore {
     sessions: RwLock<ExpiringMap<SessionId, SessionEntry>>,
     codes: RwLock<ExpiringMap<TokenHash, CodeEntry>>,
     records: RwLock<ExpiringMap<(RecordKind, String), Vec<u8>>>,
+    meters: RwLock<ExpiringMap<(SessionId, u64), u64>>,
 }
 
 impl MemoryStore {
@@ -103,6 +104,7 @@ impl MemoryStore {
             sessions: RwLock::new(ExpiringMap::new(config.max_sessions, "sessions")),
             codes: RwLock::new(ExpiringMap::new(config.max_records, "codes")),
             records: RwLock::new(ExpiringMap::new(config.max_records, "records")),
+            meters: RwLock::new(ExpiringMap::new(config.max_sessions, "rate-limit counters")),
         }
     }
 }
@@ -141,6 +143,8 @@ fn rotate(entry: &mut SessionEntry, request: &RotateRequest<'_>) -> RotateOutcom
     }
     if entry.retired.contains(&request.presented) {
         entry.session.state = SessionState::Revoked;
+        // As in `end_session` (and rotate.lua): a revoked session repeats no successor.
+        entry.previous = None;
         return RotateOutcome::ReuseDetected;
     }
     RotateOutcome::Invalid
@@ -171,6 +175,22 @@ impl TokenStore for MemoryStore {
 
     async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
         Ok(self.sessions.read().get(id).map(|entry| entry.session.clone()))
+    }
+
+    async fn get_session_metered(
+        &self,
+        id: &SessionId,
+        window: u64,
+        window_seconds: u64,
+    ) -> Result<(Option<Session>, u64), StoreError> {
+        let Some(session) = self.get_session(id).await? else {
+            return Ok((None, 0));
+        };
+        let key = (id.clone(), window);
+        let mut meters = self.meters.write();
+        let count = meters.get(&key).copied().unwrap_or(0) + 1;
+        meters.insert(key, count, window_seconds)?;
+        Ok((Some(session), count))
     }
 
     async fn rotate_refresh(&self, request: &RotateRequest<'_>) -> Result<RotateOutcome, StoreError> {

@@ -115,6 +115,15 @@ pub trait TokenStore: Send + Sync {
 
     async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError>;
 
+    /// The session and, in the same atomic round trip, its request count in rate-limit window `window`
+    /// (incremented by this call; the counter lives `window_seconds`). No session: no count (0).
+    async fn get_session_metered(
+        &self,
+        id: &SessionId,
+        window: u64,
+        window_seconds: u64,
+    ) -> Result<(Option<Session>, u64), StoreError>;
+
     /// Rotates a refresh token atomically; see [`RotateOutcome`].
     async fn rotate_refresh(&self, request: &RotateRequest<'_>) -> Result<RotateOutcome, StoreError>;
 
@@ -221,6 +230,15 @@ impl TokenStore for LazyStore {
 
     async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
         self.get().await?.get_session(id).await
+    }
+
+    async fn get_session_metered(
+        &self,
+        id: &SessionId,
+        window: u64,
+        window_seconds: u64,
+    ) -> Result<(Option<Session>, u64), StoreError> {
+        self.get().await?.get_session_metered(id, window, window_seconds).await
     }
 
     async fn rotate_refresh(&self, request: &RotateRequest<'_>) -> Result<RotateOutcome, StoreError> {

@@ -28,6 +28,8 @@ static CREATE_SESSION: LazyLock<Script> = LazyLock::new(|| Script::new(include_s
 static ROTATE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/rotate.lua")));
 static END_SESSION: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/end_session.lua")));
 static REVOKE_BY_REFRESH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/revoke_by_refresh.lua")));
+static GET_SESSION_METERED: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/get_session_metered.lua")));
 static REDEEM_CODE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/redeem_code.lua")));
 
 /// One connection type for the three deployment modes; cheap to clone.
@@ -296,6 +298,29 @@ impl TokenStore for RedisStore {
             .await
             .map_err(unavailable)?;
         session_from_fields(id, &fields)
+    }
+
+    async fn get_session_metered(
+        &self,
+        id: &SessionId,
+        window: u64,
+        window_seconds: u64,
+    ) -> Result<(Option<Session>, u64), StoreError> {
+        // The counter shares the session's hash tag, so both keys are in one slot and one script.
+        let meter = format!("{}:rl:{{{}}}:{window}", self.prefix, id.as_str());
+        let reply: Vec<Vec<u8>> = GET_SESSION_METERED
+            .key(self.session_key(id))
+            .key(meter)
+            .arg(window_seconds)
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(unavailable)?;
+        let count = reply
+            .first()
+            .and_then(|c| std::str::from_utf8(c).ok())
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| StoreError::Corrupt("meter count".into()))?;
+        Ok((session_from_fields(id, reply.get(1..).unwrap_or_default())?, count))
     }
 
     async fn rotate_refresh(&self, request: &RotateRequest<'_>) -> Result<RotateOutcome, StoreError> {

@@ -44,10 +44,16 @@ impl GatewayProcess {
     /// Starts a gateway for the mock platform. `extra` is YAML appended to the base config (top-level keys
     /// other than `server` and `platforms`).
     pub fn start(extra: &str) -> Self {
+        Self::start_with(extra, None)
+    }
+
+    /// Like [`Self::start`]; instances behind one load balancer share `public_url` (the token issuer).
+    pub fn start_with(extra: &str, public_url: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (port, admin) = (free_port(), free_port());
+        let public_url = public_url.map(str::to_string).unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
         let config = format!(
-            "server:\n  listen: ['127.0.0.1:{port}']\n  admin_listen: '127.0.0.1:{admin}'\n  public_url: http://127.0.0.1:{port}\n  upgrade_sock: {d}/upgrade.sock\n  pid_file: {d}/gateway.pid\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\n  threads: 2\nplatforms:\n  allow_insecure_loopback: true\noauth:\n  clients:\n    - client_id: {PUBLIC_CLIENT}\n      redirect_uri_patterns: ['http://127.0.0.1:{{port}}/callback']\n    - client_id: {CONFIDENTIAL_CLIENT}\n      client_secret: {CONFIDENTIAL_SECRET}\n      redirect_uris: ['{CONFIDENTIAL_REDIRECT}']\n      ib_session_in_token_response: false\n{extra}",
+            "server:\n  listen: ['127.0.0.1:{port}']\n  admin_listen: '127.0.0.1:{admin}'\n  public_url: {public_url}\n  upgrade_sock: {d}/upgrade.sock\n  pid_file: {d}/gateway.pid\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\n  threads: 2\nplatforms:\n  allow_insecure_loopback: true\noauth:\n  clients:\n    - client_id: {PUBLIC_CLIENT}\n      redirect_uri_patterns: ['http://127.0.0.1:{{port}}/callback']\n    - client_id: {CONFIDENTIAL_CLIENT}\n      client_secret: {CONFIDENTIAL_SECRET}\n      redirect_uris: ['{CONFIDENTIAL_REDIRECT}']\n      ib_session_in_token_response: false\n{extra}",
             d = dir.path().display()
         );
         let path = dir.path().join("gateway.yaml");
@@ -184,4 +190,136 @@ pub async fn refresh(gateway: &GatewayProcess, refresh_token: &str) -> (u16, ser
         &[("grant_type", "refresh_token"), ("refresh_token", refresh_token), ("client_id", PUBLIC_CLIENT)],
     )
     .await
+}
+
+/// The mock platform's counters: `{"connections_accepted", "requests_total", "requests": {endpoint: n}}`.
+pub async fn mock_stats(mock: &MockHandle) -> serde_json::Value {
+    http().get(mock.url("/_mock/stats")).send().await.unwrap().json().await.unwrap()
+}
+
+/// The query of an authorization request by the confidential client; `challenge` adds S256 PKCE.
+pub fn confidential_authorize_query(state: &str, challenge: Option<&str>) -> String {
+    let pkce = challenge.map(|c| format!("&code_challenge={c}&code_challenge_method=S256")).unwrap_or_default();
+    format!(
+        "response_type=code&client_id={CONFIDENTIAL_CLIENT}&redirect_uri={}&state={state}{pkce}",
+        urlencode(CONFIDENTIAL_REDIRECT)
+    )
+}
+
+/// Panics, naming the leaked value's position, when the gateway's log contains any of `secrets`.
+#[track_caller]
+pub fn assert_log_free_of<S: AsRef<str>>(gateway: &GatewayProcess, secrets: &[S]) {
+    let log = gateway.log();
+    assert!(!log.is_empty(), "the gateway log is empty; is RUST_LOG honoured?");
+    for (i, secret) in secrets.iter().enumerate() {
+        let secret = secret.as_ref();
+        assert!(secret.len() >= 8, "secret #{i} is too short to search for meaningfully: {secret:?}");
+        if let Some(at) = log.find(secret) {
+            let start = log[..at].rfind('\n').map_or(0, |n| n + 1);
+            let end = log[at..].find('\n').map_or(log.len(), |n| at + n);
+            panic!("secret #{i} appears in the gateway log: {}", &log[start..end]);
+        }
+    }
+}
+
+/// Logs in through the mock and returns the token response.
+pub async fn tokens_for(gateway: &GatewayProcess, mock: &MockHandle, complete_query: &str) -> serde_json::Value {
+    let redirect = login(gateway, mock, &authorize_query("p"), complete_query).await;
+    let (status, tokens) = exchange(gateway, &redirect).await;
+    assert_eq!(status, 200, "{tokens}");
+    tokens
+}
+
+/// A private redis-server on a free port, killed on drop. Tests that stop or count commands on Redis use
+/// their own server, never a shared one.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = RedisServer { child: None, port: free_port(), dir };
+        server.restart();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (./scripts/test.sh installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs a command with redis-cli and returns its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new("redis-cli").arg("-p").arg(self.port.to_string()).args(args).output().unwrap();
+        String::from_utf8_lossy(&output.stdout).to_string()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// YAML for a Redis-backed store with a shared signing key (several instances accept each other's tokens).
+pub fn shared_redis_yaml(redis_url: &str, key_dir: &std::path::Path, rate_limit_backend: &str) -> String {
+    let key = key_dir.join("shared.key");
+    if !key.exists() {
+        let out =
+            ib_oauth_gateway::keys::keygen(ib_oauth_gateway::config::SigningAlgorithm::EdDSA, key_dir, Some("shared"));
+        out.unwrap();
+    }
+    format!(
+        "store:\n  backend: redis\n  redis:\n    urls: ['{redis_url}']\n    key_prefix: t{}\nsigning:\n  current:\n    kid: shared\n    private_key: {{file: {}}}\nrate_limits:\n  backend: {rate_limit_backend}\n",
+        free_port(),
+        key.display()
+    )
+}
+
+/// Sends one raw HTTP/1.1 request (for paths an HTTP client library would normalise) and returns the
+/// status and body.
+pub fn raw_request(base: &str, request_line_target: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut request = format!("GET {request_line_target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response).to_string();
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
 }

@@ -1,0 +1,136 @@
+//! Rate limits in fixed one-minute windows aligned to the clock: per session (default 600/min, IB's
+//! documented per-user quota, so the gateway answers 429 before IB would) and per client IP for traffic
+//! without a valid session.
+//!
+//! Local backend: pingora-limits counters in this process (N instances admit up to N times the limit).
+//! Redis backend: the per-session count is taken in the same store round trip as the session look-up
+//! (`TokenStore::get_session_metered`), so it is exact across instances.
+
+use pingora_limits::rate::Rate;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::config::{RateLimitBackend, RateLimitConfig};
+use crate::errors::ApiError;
+
+pub const WINDOW_SECONDS: u64 = 60;
+
+/// Slots per hash row of the count-min sketch: enough that many concurrent sessions do not inflate counts.
+const SESSION_SLOTS: usize = 1 << 16;
+
+/// The window a time falls in, and the seconds until it ends.
+pub fn window(now: u64) -> (u64, u64) {
+    (now / WINDOW_SECONDS, WINDOW_SECONDS - now % WINDOW_SECONDS)
+}
+
+/// What a limit said about one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    pub limit: u32,
+    pub remaining: u32,
+    pub reset: u64,
+}
+
+impl Verdict {
+    fn of(limit: u32, count: u64, reset: u64) -> Result<Verdict, ApiError> {
+        if count > u64::from(limit) {
+            return Err(ApiError::RateLimited { limit, retry_after: reset });
+        }
+        Ok(Verdict { limit, remaining: limit - count as u32, reset })
+    }
+
+    pub fn headers(&self) -> [(&'static str, String); 3] {
+        [
+            ("RateLimit-Limit", self.limit.to_string()),
+            ("RateLimit-Remaining", self.remaining.to_string()),
+            ("RateLimit-Reset", self.reset.to_string()),
+        ]
+    }
+}
+
+pub struct RateLimits {
+    config: RateLimitConfig,
+    sessions: Rate,
+    ips: Rate,
+}
+
+/// Counts an event for `key` in the clock-aligned window: the key carries the window, and pingora-limits
+/// keeps the current and the previous interval, which together cover the whole window.
+fn count<K: Hash>(rate: &Rate, key: &K) -> u64 {
+    let current = rate.observe(key, 1).max(0) as u64;
+    let previous = (rate.rate(key) * WINDOW_SECONDS as f64).round() as u64;
+    current + previous
+}
+
+impl RateLimits {
+    pub fn new(config: &RateLimitConfig) -> Self {
+        let interval = Duration::from_secs(WINDOW_SECONDS);
+        RateLimits {
+            config: config.clone(),
+            sessions: Rate::new_with_estimator_config(interval, 4, SESSION_SLOTS),
+            ips: Rate::new_with_estimator_config(interval, 4, SESSION_SLOTS),
+        }
+    }
+
+    /// Is the per-session count taken by the store (exact across instances)?
+    pub fn counted_by_store(&self) -> bool {
+        self.config.backend == RateLimitBackend::Redis && self.config.per_session_per_minute > 0
+    }
+
+    /// The per-session verdict. `store_count` is the store's count for this window when
+    /// [`Self::counted_by_store`], else `None` and the local counter is used.
+    pub fn session(&self, session_id: &str, store_count: Option<u64>, now: u64) -> Result<Option<Verdict>, ApiError> {
+        let limit = self.config.per_session_per_minute;
+        if limit == 0 {
+            return Ok(None);
+        }
+        let (window, reset) = window(now);
+        let count = match store_count {
+            Some(count) => count,
+            None => count(&self.sessions, &(session_id, window)),
+        };
+        Verdict::of(limit, count, reset).map(Some)
+    }
+
+    /// The per-IP verdict for traffic without a valid session.
+    pub fn ip(&self, ip: Option<IpAddr>, now: u64) -> Result<(), ApiError> {
+        let limit = self.config.per_ip_per_minute;
+        let Some(ip) = ip.filter(|_| limit > 0) else {
+            return Ok(());
+        };
+        let (window, reset) = window(now);
+        Verdict::of(limit, count(&self.ips, &(ip, window)), reset).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_align_to_the_minute() {
+        assert_eq!(window(120), (2, 60));
+        assert_eq!(window(179), (2, 1));
+    }
+
+    #[test]
+    fn the_request_after_the_limit_is_refused_with_retry_after() {
+        let limits = RateLimits::new(&RateLimitConfig { per_session_per_minute: 3, ..RateLimitConfig::default() });
+        let now = 1_000_000_020;
+        for remaining in [2, 1, 0] {
+            assert_eq!(limits.session("s", None, now).unwrap().unwrap().remaining, remaining);
+        }
+        assert_eq!(limits.session("s", None, now), Err(ApiError::RateLimited { limit: 3, retry_after: 40 }));
+        // Another session has its own budget, and the next window starts afresh.
+        assert!(limits.session("t", None, now).is_ok());
+        assert!(limits.session("s", None, now + 40).is_ok());
+    }
+
+    #[test]
+    fn store_counts_are_used_when_given() {
+        let limits = RateLimits::new(&RateLimitConfig { per_session_per_minute: 5, ..RateLimitConfig::default() });
+        assert!(limits.session("s", Some(5), 60).is_ok());
+        assert!(limits.session("s", Some(6), 60).is_err());
+    }
+}

@@ -1,0 +1,171 @@
+//! Talking to the IB API host: asynchronous, cached DNS (Pingora's `HttpPeer::new` would resolve with a
+//! blocking call in the request path), peers with the configured timeouts and certificate verification,
+//! and the rewrite of the request headers (bearer out, IB `sid` in).
+
+use parking_lot::RwLock;
+use pingora::http::RequestHeader;
+use pingora::upstreams::peer::HttpPeer;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::route::Target;
+use crate::config::UpstreamConfig;
+use crate::errors::ApiError;
+
+/// At most this many host names are remembered; IB hosts are few, so this only bounds abuse.
+const DNS_CACHE_HOSTS: usize = 4_096;
+
+/// Addresses of one (host, port), and when they were looked up.
+type Resolved = (Vec<SocketAddr>, Instant);
+
+/// Host name → addresses, for `dns_cache_ttl_seconds`.
+pub struct DnsCache {
+    entries: RwLock<HashMap<(String, u16), Resolved>>,
+    ttl: Duration,
+}
+
+impl DnsCache {
+    pub fn new(ttl_seconds: u64) -> Self {
+        DnsCache { entries: RwLock::new(HashMap::new()), ttl: Duration::from_secs(ttl_seconds) }
+    }
+
+    pub async fn resolve(&self, host: &str, port: u16) -> Result<SocketAddr, ApiError> {
+        let key = (host.to_string(), port);
+        if let Some((addrs, at)) = self.entries.read().get(&key) {
+            if at.elapsed() < self.ttl {
+                if let Some(addr) = addrs.first() {
+                    return Ok(*addr);
+                }
+            }
+        }
+        let addrs: Vec<SocketAddr> = match tokio::net::lookup_host((host, port)).await {
+            Ok(addrs) => addrs.collect(),
+            Err(e) => {
+                log::warn!("DNS lookup of {host} failed: {e}");
+                return Err(ApiError::BadGateway("The IntelligenceBank host could not be resolved"));
+            }
+        };
+        let first = *addrs.first().ok_or(ApiError::BadGateway("The IntelligenceBank host could not be resolved"))?;
+        let mut entries = self.entries.write();
+        if entries.len() >= DNS_CACHE_HOSTS {
+            entries.retain(|_, (_, at)| at.elapsed() < self.ttl);
+            if entries.len() >= DNS_CACHE_HOSTS {
+                entries.clear();
+            }
+        }
+        entries.insert(key, (addrs, Instant::now()));
+        Ok(first)
+    }
+}
+
+/// A peer for the target at a resolved address, with SNI and the configured timeouts.
+pub fn peer(target: &Target, addr: SocketAddr, config: &UpstreamConfig) -> HttpPeer {
+    let mut peer = HttpPeer::new(addr, target.tls, target.host.clone());
+    let options = &mut peer.options;
+    options.connection_timeout = Some(Duration::from_millis(config.connect_timeout_ms));
+    options.total_connection_timeout = Some(Duration::from_millis(config.connect_timeout_ms * 2));
+    options.read_timeout = Some(Duration::from_millis(config.read_timeout_ms));
+    options.write_timeout = Some(Duration::from_millis(config.write_timeout_ms));
+    options.idle_timeout = Some(Duration::from_secs(config.idle_timeout_seconds));
+    options.verify_cert = true;
+    options.verify_hostname = true;
+    peer
+}
+
+/// Request headers a proxy must not forward (RFC 9110 §7.6.1), plus what carries the client's credentials.
+const DROPPED: &[&str] = &[
+    "authorization",
+    "cookie",
+    "sid",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+    "forwarded",
+    "x-forwarded-host",
+];
+
+/// Rewrites the request for IB: the path, `Host`, the session's `sid`, forwarding headers and request id;
+/// the bearer token, cookies, any client-supplied `sid` and hop-by-hop headers are removed.
+pub fn rewrite_request(
+    request: &mut RequestHeader,
+    target: &Target,
+    sid: &str,
+    client_ip: Option<std::net::IpAddr>,
+    downstream_tls: bool,
+    request_id: &str,
+) -> pingora::Result<()> {
+    // Headers named in `Connection` are hop-by-hop too.
+    let named: Vec<String> = request
+        .headers
+        .get_all("connection")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|name| name.trim().to_ascii_lowercase()))
+        .filter(|name| !name.is_empty())
+        .collect();
+    for name in DROPPED.iter().copied().chain(named.iter().map(String::as_str)) {
+        request.remove_header(name);
+    }
+    let uri = http::Uri::from_maybe_shared(bytes::Bytes::copy_from_slice(&target.path_and_query))
+        .map_err(|_| pingora::Error::explain(pingora::ErrorType::InvalidHTTPHeader, "unusable upstream path"))?;
+    request.set_uri(uri);
+    request.insert_header("Host", target.authority.as_str())?;
+    request.insert_header("sid", sid)?;
+    if let Some(ip) = client_ip {
+        let forwarded_for = match request.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(previous) => format!("{previous}, {ip}"),
+            None => ip.to_string(),
+        };
+        request.insert_header("X-Forwarded-For", forwarded_for)?;
+    }
+    request.insert_header("X-Forwarded-Proto", if downstream_tls { "https" } else { "http" })?;
+    request.insert_header("X-Request-Id", request_id)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> Target {
+        Target {
+            host: "lbv3us1.intelligencebank.com".into(),
+            port: 443,
+            tls: true,
+            authority: "lbv3us1.intelligencebank.com".into(),
+            path_and_query: b"/api/3.0.0/c/resource.limit(1)?a=%2F".to_vec(),
+        }
+    }
+
+    #[test]
+    fn credentials_and_hop_by_hop_headers_are_replaced() {
+        let mut request = RequestHeader::build("GET", b"/proxy/x/y", None).unwrap();
+        for (name, value) in [
+            ("Authorization", "Bearer abc"),
+            ("Cookie", "a=b"),
+            ("sid", "client-chosen"),
+            ("Connection", "keep-alive, X-Secret-Hop"),
+            ("X-Secret-Hop", "1"),
+            ("Accept", "application/json"),
+        ] {
+            request.append_header(name, value).unwrap();
+        }
+        let ip = Some("10.1.2.3".parse().unwrap());
+        rewrite_request(&mut request, &target(), "real-sid", ip, false, "req1").unwrap();
+        let get = |name: &str| request.headers.get(name).map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(get("authorization"), None);
+        assert_eq!(get("cookie"), None);
+        assert_eq!(get("x-secret-hop"), None);
+        assert_eq!(get("sid").as_deref(), Some("real-sid"));
+        assert_eq!(request.headers.get_all("sid").iter().count(), 1);
+        assert_eq!(get("host").as_deref(), Some("lbv3us1.intelligencebank.com"));
+        assert_eq!(get("x-forwarded-for").as_deref(), Some("10.1.2.3"));
+        assert_eq!(get("accept").as_deref(), Some("application/json"));
+        assert_eq!(request.raw_path(), b"/api/3.0.0/c/resource.limit(1)?a=%2F");
+    }
+}

@@ -1,0 +1,364 @@
+//! The authenticating proxy end to end: a real gateway process, the mock IntelligenceBank platform as the
+//! upstream over real HTTP (and TLS), and a real Redis where instances share state.
+
+mod common;
+
+use common::*;
+use ib_oauth_gateway::ib::mock::MockSettings;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+fn access(tokens: &Value) -> String {
+    tokens["access_token"].as_str().unwrap().to_string()
+}
+
+/// The authority of the mock as `/proxy/{host}` wants it.
+fn host(origin: &str) -> String {
+    origin.trim_start_matches("http://").trim_start_matches("https://").to_string()
+}
+
+async fn mock_stats(mock: &ib_oauth_gateway::ib::mock::MockHandle) -> Value {
+    http().get(mock.url("/_mock/stats")).send().await.unwrap().json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_valid_call_reaches_ib_with_the_sid_and_exact_path_and_no_bearer() {
+    let gateway = GatewayProcess::start("");
+    let mock = start_mock(MockSettings::default()).await;
+    let tokens = tokens_for(&gateway, &mock, "").await;
+    let path = "/api/3.0.0/mockclient/resource.limit(100).order(createTime:-1)?verbose=null&x=%2F,y&q=a%20b";
+    let response = http()
+        .get(gateway.url(&format!("/proxy/{}{path}", host(&mock.origin))))
+        .bearer_auth(access(&tokens))
+        .header("Cookie", "session=should-not-pass")
+        .header("sid", "client-chosen-sid")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+    let echo: Value = response.json().await.unwrap();
+    assert_eq!(echo["method"], "GET");
+    assert_eq!(echo["path"], path, "path and query are forwarded byte for byte");
+    let headers = &echo["headers"];
+    assert_eq!(headers["sid"], tokens["sid"]);
+    assert!(headers.get("authorization").is_none(), "{headers}");
+    assert!(headers.get("cookie").is_none(), "{headers}");
+    assert_eq!(headers["host"], host(&mock.origin).as_str());
+    assert_eq!(headers["x-request-id"], request_id.as_str());
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(headers["x-forwarded-proto"], "http");
+
+    // The shorthand reaches the same account without naming the host; bodies pass through.
+    let response = http()
+        .put(gateway.url("/api/v3/resource/abc?action=update"))
+        .bearer_auth(access(&tokens))
+        .json(&serde_json::json!({"data": {"title": "x"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let echo: Value = response.json().await.unwrap();
+    assert_eq!(echo["method"], "PUT");
+    assert_eq!(echo["path"], "/api/3.0.0/mockclient/resource/abc?action=update");
+    assert_eq!(echo["body_length"], 22);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_carry_rfc6750_challenges_and_the_bodies_old_clients_parse() {
+    let gateway = GatewayProcess::start("");
+    let mock = start_mock(MockSettings::default()).await;
+    let url = gateway.url(&format!("/proxy/{}/api/3.0.0/mockclient/resource", host(&mock.origin)));
+
+    let missing = http().get(&url).send().await.unwrap();
+    assert_eq!(missing.status(), 401);
+    let challenge = missing.headers()["www-authenticate"].to_str().unwrap().to_string();
+    assert!(challenge.starts_with("Bearer ") && challenge.contains("resource_metadata="), "{challenge}");
+    assert!(!challenge.contains("error="), "no error code without credentials: {challenge}");
+
+    let garbage = http().get(&url).bearer_auth("not-a-token").send().await.unwrap();
+    assert_eq!(garbage.status(), 401);
+    assert!(garbage.headers()["www-authenticate"].to_str().unwrap().contains(r#"error="invalid_token""#));
+    let body: Value = garbage.json().await.unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"error": "invalid_token", "error_description": "Invalid or expired access token"})
+    );
+
+    let tokens = tokens_for(&gateway, &mock, "").await;
+    let in_query = http().get(format!("{url}?access_token={}", access(&tokens))).send().await.unwrap();
+    assert_eq!(in_query.status(), 401, "tokens are never taken from the query string");
+    assert_eq!(mock_stats(&mock).await["requests"]["api"].as_u64().unwrap_or(0), 0, "nothing reached IB");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_access_tokens_say_whether_a_refresh_can_help() {
+    let gateway =
+        GatewayProcess::start("tokens:\n  access_token_ttl_seconds: 1\n  leeway_seconds: 0\n  max_refresh_count: 1\n");
+    let mock = start_mock(MockSettings::default()).await;
+    let tokens = tokens_for(&gateway, &mock, "").await;
+    let url = gateway.url("/api/v3/resource");
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let expired: Value = http().get(&url).bearer_auth(access(&tokens)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(expired["error_description"], "The access token has expired");
+    let (status, refreshed) = refresh(&gateway, tokens["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(status, 200, "{refreshed}");
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let limit: Value = http().get(&url).bearer_auth(access(&refreshed)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(limit["error_description"], "Session refresh limit exceeded");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_past_sid_expiry_is_refused_as_expired() {
+    let gateway = GatewayProcess::start("");
+    let mock = start_mock(MockSettings::default()).await;
+    let login_time = ib_oauth_gateway::store::now_unix() - 3600 + 2;
+    let tokens = tokens_for(&gateway, &mock, &format!("&logintimeoutperiod=1&loginTime={login_time}")).await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let response = http().get(gateway.url("/api/v3/resource")).bearer_auth(access(&tokens)).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error_description"], "Session has expired");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn other_hosts_are_refused_before_any_connection() {
+    let gateway = GatewayProcess::start("");
+    let mock = start_mock(MockSettings::default()).await;
+    let tokens = tokens_for(&gateway, &mock, "").await;
+    let own = host(&mock.origin);
+    let port = own.rsplit(':').next().unwrap();
+    for other in [
+        "evil.com".to_string(),
+        format!("{own}.evil.com"),
+        format!("127.0.0.1:{}", port.parse::<u16>().unwrap() + 1),
+        format!("localhost:{port}"),
+        format!("user@{own}"),
+        format!("{own}@evil.com"),
+        format!("127.0.0.2:{port}"),
+    ] {
+        let response = http()
+            .get(gateway.url(&format!("/proxy/{other}/api/3.0.0/mockclient/x")))
+            .bearer_auth(access(&tokens))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403, "{other}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "forbidden");
+    }
+    assert_eq!(mock_stats(&mock).await["requests"]["api"].as_u64().unwrap_or(0), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_paths_are_refused_with_400() {
+    let gateway = GatewayProcess::start("");
+    let mock = start_mock(MockSettings::default()).await;
+    let tokens = tokens_for(&gateway, &mock, "").await;
+    let own = host(&mock.origin);
+    let bearer = format!("Bearer {}", access(&tokens));
+    for path in [
+        format!("/proxy/{own}/api/%2e%2e/%2e%2e/admin"),
+        format!("/proxy/{own}/api/a/%2E%2E/b"),
+        format!("/proxy/{own}/api/../../admin"),
+        "/api/v3/./resource".to_string(),
+        "/proxy//api/3.0.0".to_string(),
+        format!("/proxy/{own}/a%0d%0aX-Injected:1"),
+    ] {
+        // A raw request: HTTP client libraries would normalise these paths before sending them.
+        let (status, body) = raw_request(&gateway.base, &path, &[("Authorization", &bearer)]);
+        assert_eq!(status, 400, "{path}: {body}");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["error"], "invalid_request", "{path}");
+    }
+    assert_eq!(mock_stats(&mock).await["requests"]["api"].as_u64().unwrap_or(0), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_errors_map_to_502_and_504_with_json_bodies() {
+    let closed = free_port();
+    let gateway = GatewayProcess::start("upstream:\n  read_timeout_ms: 500\n  connect_timeout_ms: 500\n");
+    let mock = start_mock(MockSettings::default()).await;
+    let tokens = tokens_for(&gateway, &mock, "").await;
+    let slow = http()
+        .get(gateway.url("/api/v3/resource?mock_delay_ms=2000"))
+        .bearer_auth(access(&tokens))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(slow.status(), 504);
+    let body: Value = slow.json().await.unwrap();
+    assert_eq!(body["error"], "gateway_timeout");
+
+    let broken =
+        start_mock(MockSettings { api_v3_url: Some(format!("http://127.0.0.1:{closed}")), ..MockSettings::default() })
+            .await;
+    let tokens = tokens_for(&gateway, &broken, "").await;
+    let refused = http().get(gateway.url("/api/v3/resource")).bearer_auth(access(&tokens)).send().await.unwrap();
+    assert_eq!(refused.status(), 502);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "bad_gateway");
+    assert!(!body["error_description"].as_str().unwrap().contains("127.0.0.1"), "no internal detail");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cors_preflight_is_answered_without_authentication() {
+    let gateway = GatewayProcess::start("cors:\n  allowed_origins: ['https://app.example.com']\n");
+    let response = http()
+        .request(reqwest::Method::OPTIONS, gateway.url("/api/v3/resource"))
+        .header("Origin", "https://app.example.com")
+        .header("Access-Control-Request-Method", "PUT")
+        .header("Access-Control-Request-Headers", "authorization")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let headers = response.headers();
+    assert_eq!(headers["access-control-allow-origin"], "https://app.example.com");
+    assert!(headers["access-control-allow-methods"].to_str().unwrap().contains("PUT"));
+    assert!(headers["access-control-allow-headers"].to_str().unwrap().contains("Authorization"));
+    let denied = http()
+        .request(reqwest::Method::OPTIONS, gateway.url("/api/v3/resource"))
+        .header("Origin", "https://evil.example")
+        .header("Access-Control-Request-Method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert!(denied.headers().get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limit_answers_429_with_retry_after_then_recovers() {
+    let gateway = GatewayProcess::start("rate_limits:\n  per_session_per_minute: 5\n");
+    let mock = start_mock(MockSettings::default()).await;
+    let tokens = tokens_for(&gateway, &mock, "").await;
+    let call = || http().get(gateway.url("/api/v3/resource")).bearer_auth(access(&tokens)).send();
+    // Start at the beginning of a window so that five calls and the refusal land in the same one.
+    let now = ib_oauth_gateway::store::now_unix();
+    if 60 - now % 60 < 15 {
+        tokio::time::sleep(std::time::Duration::from_secs(60 - now % 60)).await;
+    }
+    let mut remaining = Vec::new();
+    for _ in 0..5 {
+        let response = call().await.unwrap();
+        assert_eq!(response.status(), 200);
+        remaining.push(response.headers()["ratelimit-remaining"].to_str().unwrap().to_string());
+    }
+    assert_eq!(remaining, ["4", "3", "2", "1", "0"]);
+    let limited = call().await.unwrap();
+    assert_eq!(limited.status(), 429);
+    let retry_after: u64 = limited.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry_after));
+    assert_eq!(limited.headers()["ratelimit-limit"], "5");
+    let body: Value = limited.json().await.unwrap();
+    assert_eq!(body["error"], "rate_limit_exceeded");
+    tokio::time::sleep(std::time::Duration::from_secs(retry_after)).await;
+    assert_eq!(call().await.unwrap().status(), 200, "the next window admits the session again");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_401_ends_the_session_on_every_instance() {
+    let redis = RedisServer::start();
+    let keys = tempfile::tempdir().unwrap();
+    let shared = shared_redis_yaml(&redis.url(), keys.path(), "local");
+    let first = GatewayProcess::start_with(&shared, Some("https://gateway.example.com"));
+    let second = GatewayProcess::start_with(&shared, Some("https://gateway.example.com"));
+    let mock = start_mock(MockSettings::default()).await;
+    let tokens = tokens_for(&first, &mock, "").await;
+    let on_second = http().get(second.url("/api/v3/resource")).bearer_auth(access(&tokens)).send().await.unwrap();
+    assert_eq!(on_second.status(), 200, "instances share sessions and keys");
+    let expired = http().post(mock.url(&format!("/_mock/expire?sid={}", tokens["sid"].as_str().unwrap())));
+    assert!(expired.send().await.unwrap().status().is_success());
+    let rejected = http().get(first.url("/api/v3/resource")).bearer_auth(access(&tokens)).send().await.unwrap();
+    assert_eq!(rejected.status(), 401);
+    let body: Value = rejected.json().await.unwrap();
+    assert_eq!(body["error_description"], "Session has expired");
+    let elsewhere = http().get(second.url("/api/v3/resource")).bearer_auth(access(&tokens)).send().await.unwrap();
+    assert_eq!(elsewhere.status(), 401, "the other instance sees the session dead without asking IB");
+    let (status, refused) = refresh(&second, tokens["refresh_token"].as_str().unwrap()).await;
+    assert_eq!((status, refused["error_description"].as_str()), (400, Some("Session has expired")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn store_outage_is_503_never_401_and_recovers() {
+    let mut redis = RedisServer::start();
+    let keys = tempfile::tempdir().unwrap();
+    let gateway = GatewayProcess::start(&shared_redis_yaml(&redis.url(), keys.path(), "local"));
+    let mock = start_mock(MockSettings::default()).await;
+    let tokens = tokens_for(&gateway, &mock, "").await;
+    redis.stop();
+    let response = http().get(gateway.url("/api/v3/resource")).bearer_auth(access(&tokens)).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().get("retry-after").is_some());
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "temporarily_unavailable");
+    let ready = http().get(format!("{}/readyz", gateway.admin)).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    redis.restart();
+    // The data is gone with the server (it kept nothing), but the gateway reconnects by itself.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let ready = http().get(format!("{}/readyz", gateway.admin)).send().await.unwrap();
+        if ready.status() == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "gateway did not reconnect to Redis");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let tokens = tokens_for(&gateway, &mock, "").await;
+    let response = http().get(gateway.url("/api/v3/resource")).bearer_auth(access(&tokens)).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_rate_limit_holds_across_two_instances_in_one_round_trip_each() {
+    let redis = RedisServer::start();
+    let keys = tempfile::tempdir().unwrap();
+    let shared = shared_redis_yaml(&redis.url(), keys.path(), "redis") + "  per_session_per_minute: 20\n";
+    let first = GatewayProcess::start_with(&shared, Some("https://gateway.example.com"));
+    let second = GatewayProcess::start_with(&shared, Some("https://gateway.example.com"));
+    let mock = start_mock(MockSettings::default()).await;
+    let tokens = tokens_for(&first, &mock, "").await;
+    let now = ib_oauth_gateway::store::now_unix();
+    if 60 - now % 60 < 20 {
+        tokio::time::sleep(std::time::Duration::from_secs(60 - now % 60)).await;
+    }
+    // Count Redis commands from here: each proxied request must cost exactly one.
+    redis.cli(&["CONFIG", "RESETSTAT"]);
+    let mut accepted = 0;
+    for i in 0..40 {
+        let gateway = if i % 2 == 0 { &first } else { &second };
+        let response = http().get(gateway.url("/api/v3/resource")).bearer_auth(access(&tokens)).send().await.unwrap();
+        match response.status().as_u16() {
+            200 => accepted += 1,
+            429 => {}
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(accepted <= 20 * 102 / 100, "accepted {accepted} of a limit of 20");
+    assert!(accepted >= 20, "accepted {accepted}: the limit must not refuse early");
+    // Round trips per proxied request: one EVALSHA each; the HMGET and INCR run inside that script.
+    let commandstats = redis.cli(&["INFO", "commandstats"]);
+    let calls = |command: &str| -> u64 {
+        commandstats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    let failed_evalsha = commandstats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:"))
+        .and_then(|l| l.split(',').find_map(|f| f.strip_prefix("failed_calls=")))
+        .map_or(0, |n| n.parse::<u64>().unwrap());
+    assert_eq!(calls("evalsha") - failed_evalsha, 40, "{commandstats}");
+    assert_eq!(calls("hmget"), 40, "no session read outside the script: {commandstats}");
+    assert_eq!(calls("incr"), 40, "{commandstats}");
+    for line in commandstats.lines().filter(|l| l.starts_with("cmdstat_")) {
+        let command = line.trim_start_matches("cmdstat_").split(':').next().unwrap();
+        let expected =
+            ["evalsha", "hmget", "incr", "expire", "config|resetstat", "info", "script|load", "ping", "client|setinfo"];
+        assert!(expected.contains(&command), "unexpected Redis command {command}: {commandstats}");
+    }
+}
