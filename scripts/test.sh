@@ -4,7 +4,7 @@
 #   private Redis (one standalone server + a 3-master cluster) started on free
 #   ports and stopped on exit.
 #
-# Usage: ./scripts/test.sh [CARGO_TEST_ARG...]   e.g. ./scripts/test.sh store_conformance
+# Usage: ./scripts/test.sh [CARGO_TEST_ARG...]   e.g. ./scripts/test.sh redis_cluster::
 # Environment:
 #   IBGW_SKIP_LINT=1   skip fmt/clippy (quick local iterations; CI never sets it)
 # Exported to the tests:

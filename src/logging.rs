@@ -1,15 +1,34 @@
 //! Log set-up: `env_logger` with the configured filter (`RUST_LOG` overrides it), as text or one JSON
-//! object per line. Callers never pass a token, code, sid or secret to a log macro; this module cannot
-//! enforce that, the log-redaction test does.
+//! object per line. Our code never passes a token, code, sid or secret to a log macro; libraries that print
+//! headers at debug level are capped at `info` here. The log-redaction tests check the result.
 
 use std::io::Write;
 
 use crate::config::{LogFormat, LoggingConfig};
 
+/// Libraries whose debug and trace output prints request headers (`Authorization`, `sid`, cookies) or
+/// command arguments: capped at `info` whatever the configured level.
+const CAPPED_AT_INFO: &[&str] = &[
+    "pingora",
+    "pingora_core",
+    "pingora_proxy",
+    "pingora_http",
+    "pingora_pool",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "reqwest",
+    "rustls",
+    "redis",
+];
+
 pub fn init(config: &LoggingConfig) {
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.level.clone());
     let mut builder = env_logger::Builder::new();
     builder.parse_filters(&filter);
+    for module in CAPPED_AT_INFO {
+        builder.filter_module(module, log::LevelFilter::Info);
+    }
     if config.format == LogFormat::Json {
         builder.format(|out, record| {
             let line = serde_json::json!({

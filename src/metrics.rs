@@ -1,41 +1,175 @@
-//! Prometheus metrics, one registry, one prefix (`ibgw_`). Labels have bounded values: never a token, sid,
-//! user or path with ids in it.
+//! Prometheus metrics: one registry, one prefix (`ibgw_`), names that say what they count. Every label has
+//! a small fixed set of values: never a token, sid, user, client id or a path with ids in it.
 
-use prometheus::{Encoder, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
-use std::sync::Arc;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use std::time::Duration;
 
+use crate::errors::ApiError;
+use crate::session::SessionStatus;
 use crate::store::TokenStore;
+
+/// Latency buckets from 0.5 ms to 30 s.
+const LATENCY_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 pub struct Metrics {
     registry: Registry,
-    store: Arc<dyn TokenStore>,
-    sessions: IntGauge,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub upstream_duration: Histogram,
+    pub upstream_errors: IntCounterVec,
+    pub token_refreshes: IntCounterVec,
+    pub session_timeouts: IntCounterVec,
+    pub tokens_issued: IntCounterVec,
+    pub logins: IntCounterVec,
+    pub auth_failures: IntCounterVec,
+    pub rate_limited: IntCounterVec,
+    pub store_duration: HistogramVec,
+    pub store_errors: IntCounterVec,
+    store_up: IntGauge,
+    active_sessions: IntGauge,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    registry.register(Box::new(metric.clone())).expect("each metric is registered once");
+    metric
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+    let metric = HistogramVec::new(opts, labels).expect("static metric definition");
+    registry.register(Box::new(metric.clone())).expect("each metric is registered once");
+    metric
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let metric = IntGauge::new(name, help).expect("static metric definition");
+    registry.register(Box::new(metric.clone())).expect("each metric is registered once");
+    metric
+}
+
+/// The `reason` label of a session that can no longer be used.
+pub fn timeout_reason(status: SessionStatus) -> Option<&'static str> {
+    match status {
+        SessionStatus::Expired => Some("expired"),
+        SessionStatus::RefreshLimitExceeded => Some("refresh_limit"),
+        SessionStatus::UpstreamRejected => Some("upstream_rejected"),
+        SessionStatus::Revoked => Some("revoked"),
+        SessionStatus::Active | SessionStatus::NearExpiry => None,
+    }
+}
+
+/// The `reason` label of an authentication failure, when the error is one.
+pub fn auth_failure_reason(error: &ApiError) -> Option<&'static str> {
+    Some(match error {
+        ApiError::MissingToken => "missing_token",
+        ApiError::InvalidToken(crate::errors::ACCESS_TOKEN_EXPIRED) => "token_expired",
+        ApiError::InvalidToken(crate::errors::INVALID_ACCESS_TOKEN) => "invalid_token",
+        ApiError::InvalidToken(_) => "session_ended",
+        ApiError::HostNotAllowed => "host_not_allowed",
+        ApiError::InvalidClient { .. } => "invalid_client",
+        ApiError::InvalidGrant(_) => "invalid_grant",
+        _ => return None,
+    })
 }
 
 impl Metrics {
-    pub fn new(store: Arc<dyn TokenStore>) -> Self {
+    pub fn new(store_backend: &str) -> Self {
         let registry = Registry::new_custom(Some("ibgw".into()), None).expect("the prefix is a valid metric name");
         let build_info = IntGaugeVec::new(
             Opts::new("build_info", "Version of the running gateway (always 1)"),
             &["version", "store_backend"],
         )
         .expect("static metric definition");
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION"), store.backend()]).set(1);
-        let sessions = IntGauge::new(
-            "active_sessions",
-            "Sessions stored and not expired (memory: exact; redis: estimate from the session index)",
-        )
-        .expect("static metric definition");
-        for collector in [Box::new(build_info) as Box<dyn prometheus::core::Collector>, Box::new(sessions.clone())] {
-            registry.register(collector).expect("each metric is registered once");
+        registry.register(Box::new(build_info.clone())).expect("each metric is registered once");
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION"), store_backend]).set(1);
+        let r = &registry;
+        Metrics {
+            http_requests: counter(
+                r,
+                "http_requests_total",
+                "Requests answered, by route class and status",
+                &["route", "status"],
+            ),
+            http_duration: histogram(
+                r,
+                "http_request_duration_seconds",
+                "Time from request to end of response, by route class",
+                &["route"],
+            ),
+            upstream_duration: {
+                let opts = HistogramOpts::new(
+                    "upstream_duration_seconds",
+                    "Time from sending a request to IntelligenceBank to its response header",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec());
+                let metric = Histogram::with_opts(opts).expect("static metric definition");
+                r.register(Box::new(metric.clone())).expect("each metric is registered once");
+                metric
+            },
+            upstream_errors: counter(
+                r,
+                "upstream_errors_total",
+                "Failed or 5xx IntelligenceBank answers, by kind",
+                &["kind"],
+            ),
+            token_refreshes: counter(r, "token_refreshes_total", "Refresh-token grants, by result", &["result"]),
+            session_timeouts: counter(
+                r,
+                "session_timeouts_total",
+                "Requests refused because their session is over, by reason",
+                &["reason"],
+            ),
+            tokens_issued: counter(r, "tokens_issued_total", "Access tokens issued, by grant type", &["grant_type"]),
+            logins: counter(r, "logins_total", "IntelligenceBank logins, by result", &["result"]),
+            auth_failures: counter(r, "auth_failures_total", "Refused credentials, by reason", &["reason"]),
+            rate_limited: counter(r, "rate_limited_total", "Requests refused with 429, by limit", &["scope"]),
+            store_duration: histogram(
+                r,
+                "store_operation_duration_seconds",
+                "Token store operations, by operation and backend",
+                &["operation", "backend"],
+            ),
+            store_errors: counter(r, "store_errors_total", "Failed token store operations", &["operation", "backend"]),
+            store_up: gauge(r, "store_up", "1 when the token store answered the last check, else 0"),
+            active_sessions: gauge(
+                r,
+                "active_sessions",
+                "Active sessions not past sid_expiry (memory: exact; redis: estimate from the session index)",
+            ),
+            registry,
         }
-        Metrics { registry, store, sessions }
     }
 
-    /// The text exposition, with gauges that are read from the store refreshed first.
-    pub async fn render(&self) -> Vec<u8> {
-        if let Ok(count) = self.store.session_count().await {
-            self.sessions.set(i64::try_from(count).unwrap_or(i64::MAX));
+    pub fn observe_store(&self, operation: &'static str, backend: &'static str, elapsed: Duration, ok: bool) {
+        self.store_duration.with_label_values(&[operation, backend]).observe(elapsed.as_secs_f64());
+        if !ok {
+            self.store_errors.with_label_values(&[operation, backend]).inc();
+        }
+    }
+
+    /// Counts what a refusal says about authentication, sessions and limits.
+    pub fn refused(&self, error: &ApiError, session_status: Option<SessionStatus>) {
+        if let Some(reason) = auth_failure_reason(error) {
+            self.auth_failures.with_label_values(&[reason]).inc();
+        }
+        if let Some(reason) = session_status.and_then(timeout_reason) {
+            self.session_timeouts.with_label_values(&[reason]).inc();
+        }
+    }
+
+    pub fn set_store_up(&self, up: bool) {
+        self.store_up.set(i64::from(up));
+    }
+
+    /// The text exposition, with the gauges read from the store first.
+    pub async fn render(&self, store: &dyn TokenStore) -> Vec<u8> {
+        self.set_store_up(store.ping().await.is_ok());
+        if let Ok(count) = store.session_count().await {
+            self.active_sessions.set(i64::try_from(count).unwrap_or(i64::MAX));
         }
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {

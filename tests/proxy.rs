@@ -362,3 +362,73 @@ async fn redis_rate_limit_holds_across_two_instances_in_one_round_trip_each() {
         assert!(expected.contains(&command), "unexpected Redis command {command}: {commandstats}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_upstream_is_verified_against_the_extra_ca() {
+    let pki = common::pki::test_pki();
+    let trusted = GatewayProcess::start_full("", None, &format!("  extra_ca_file: {}\n", pki.ca.display()));
+    let untrusted = GatewayProcess::start("");
+    let mock = common::pki::start_tls_mock(&pki).await;
+    assert!(mock.origin.starts_with("https://"));
+    // The login itself goes over TLS too (the IB client trusts the same extra CA).
+    let tokens = tokens_for(&trusted, &mock, "").await;
+    let response = http().get(trusted.url("/api/v3/resource?x=1")).bearer_auth(access(&tokens)).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let echo: Value = response.json().await.unwrap();
+    assert_eq!(echo["path"], "/api/3.0.0/mockclient/resource?x=1");
+    assert_eq!(echo["headers"]["sid"], tokens["sid"]);
+
+    // Without the CA the login cannot even start: the platform's certificate is not trusted.
+    let started = http()
+        .get(untrusted.url(&format!("/authorize?{}&platform_url={}", authorize_query("t"), urlencode(&mock.origin))))
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 502);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gibibyte_streams_both_ways_with_flat_gateway_memory() {
+    use futures_util::StreamExt;
+    const GIB: u64 = 1 << 30;
+    let gateway = GatewayProcess::start("");
+    let mock = start_mock(MockSettings::default()).await;
+    let tokens = tokens_for(&gateway, &mock, "").await;
+    let baseline = gateway.peak_rss_kib();
+
+    let download = http()
+        .get(gateway.url(&format!("/api/v3/asset/1?action=download&mock_bytes={GIB}")))
+        .bearer_auth(access(&tokens))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(download.status(), 200);
+    let mut received = 0u64;
+    let mut stream = download.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.unwrap();
+        for (i, byte) in chunk.iter().enumerate().step_by(4099) {
+            assert_eq!(*byte, ib_oauth_gateway::ib::mock::pattern_byte(received + i as u64));
+        }
+        received += chunk.len() as u64;
+    }
+    assert_eq!(received, GIB);
+
+    let chunk = bytes::Bytes::from(vec![7u8; 1 << 20]);
+    let body = futures_util::stream::iter((0..1024).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let upload = http()
+        .put(gateway.url("/api/v3/asset/1"))
+        .bearer_auth(access(&tokens))
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upload.status(), 200);
+    let echo: Value = upload.json().await.unwrap();
+    assert_eq!(echo["body_length"].as_u64(), Some(GIB));
+
+    let peak = gateway.peak_rss_kib();
+    assert!(baseline > 0 && peak > 0);
+    assert!(peak - baseline < 64 * 1024, "gateway memory grew from {baseline} KiB to {peak} KiB while streaming 2 GiB");
+}

@@ -56,6 +56,22 @@ pub struct RequestContext {
     proxied: Option<Proxied>,
     /// The body that replaces an upstream 401's.
     replacement_body: Option<Bytes>,
+    /// When the request was sent to IB.
+    upstream_started: Option<Instant>,
+}
+
+/// The `route` label of a path (bounded: never the path itself).
+fn route_label(path: &str) -> &'static str {
+    match path {
+        "/authorize" | "/authorize/poll" | "/authorize/app.js" | "/authorize/style.css" => "authorize",
+        "/token" => "token",
+        "/userinfo" => "userinfo",
+        "/revoke" => "revoke",
+        "/introspect" => "introspect",
+        "/register" => "register",
+        p if p.starts_with("/.well-known/") => "discovery",
+        _ => "other",
+    }
 }
 
 fn new_request_id() -> String {
@@ -182,24 +198,25 @@ impl Gateway {
         };
         let stored = stored.ok_or(ApiError::InvalidToken(INVALID_ACCESS_TOKEN))?;
         let limits = crate::oauth::token::limits(state);
-        if let Verified::Expired(_) = verified {
-            let status = rules::refresh_status(&stored, now, &limits);
-            return Err(if status.is_usable() {
-                ApiError::InvalidToken(ACCESS_TOKEN_EXPIRED)
-            } else {
-                ApiError::for_session(status)
-            });
-        }
-        let status = rules::access_status(&stored, now, &limits);
+        let status = match verified {
+            Verified::Expired(_) => rules::refresh_status(&stored, now, &limits),
+            Verified::Valid(_) => rules::access_status(&stored, now, &limits),
+        };
         if !status.is_usable() {
+            state.metrics.refused(&ApiError::for_session(status), Some(status));
             return Err(ApiError::for_session(status));
+        }
+        if let Verified::Expired(_) = verified {
+            return Err(ApiError::InvalidToken(ACCESS_TOKEN_EXPIRED));
         }
         let target = route::bind(&route, &stored)?;
         if !target.tls && !state.config.platforms.allow_insecure_loopback {
             log::error!("session {} has a plain-HTTP IB host while the development switch is off", stored.id);
             return Err(ApiError::HostNotAllowed);
         }
-        let verdict = state.rate_limits.session(session_id.as_str(), store_count, now)?;
+        let verdict = state.rate_limits.session(session_id.as_str(), store_count, now).inspect_err(|_| {
+            state.metrics.rate_limited.with_label_values(&["session"]).inc();
+        })?;
         let addr = state.dns.resolve(&target.host, target.port).await?;
         Ok(Proxied { target, addr, session_id, sid: stored.grant.sid.clone(), verdict })
     }
@@ -235,6 +252,7 @@ impl ProxyHttp for Gateway {
             route_class: "other",
             proxied: None,
             replacement_body: None,
+            upstream_started: None,
         }
     }
 
@@ -254,19 +272,30 @@ impl ProxyHttp for Gateway {
                     return Ok(false);
                 }
                 Err(error) => {
+                    // Session ends were counted where they were found; count the other refusals here.
+                    if !matches!(error, ApiError::InvalidToken(SESSION_EXPIRED | crate::errors::SESSION_REFRESH_LIMIT))
+                    {
+                        self.state.metrics.refused(&error, None);
+                    }
                     // Refused proxy traffic counts against the client IP (and is refused harder past it).
                     let error = match (&error, self.state.rate_limits.ip(client_ip(session), now)) {
-                        (ApiError::MissingToken | ApiError::InvalidToken(_), Err(limited)) => limited,
+                        (ApiError::MissingToken | ApiError::InvalidToken(_), Err(limited)) => {
+                            self.state.metrics.rate_limited.with_label_values(&["ip"]).inc();
+                            limited
+                        }
                         _ => error,
                     };
                     Reply::error(&error, &self.resource_metadata())
                 }
             }
         } else if crate::oauth::owns(&path) {
-            ctx.route_class = "oauth";
+            ctx.route_class = route_label(&path);
             match self.state.rate_limits.ip(client_ip(session), now) {
                 Ok(()) => self.oauth(session).await,
-                Err(limited) => Reply::error(&limited, &self.resource_metadata()),
+                Err(limited) => {
+                    self.state.metrics.rate_limited.with_label_values(&["ip"]).inc();
+                    Reply::error(&limited, &self.resource_metadata())
+                }
             }
         } else {
             Reply::error(&ApiError::NotFound, &self.resource_metadata())
@@ -291,6 +320,7 @@ impl ProxyHttp for Gateway {
         let Some(proxied) = &ctx.proxied else {
             return Error::e_explain(ErrorType::InternalError, "no upstream was chosen for this request");
         };
+        ctx.upstream_started = Some(Instant::now());
         let downstream_tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         upstream::rewrite_request(
             upstream_request,
@@ -308,8 +338,15 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
+        if let Some(started) = ctx.upstream_started {
+            self.state.metrics.upstream_duration.observe(started.elapsed().as_secs_f64());
+        }
+        if upstream_response.status.is_server_error() && ctx.proxied.is_some() {
+            self.state.metrics.upstream_errors.with_label_values(&["5xx"]).inc();
+        }
         if upstream_response.status == 401 {
             if let Some(proxied) = &ctx.proxied {
+                self.state.metrics.session_timeouts.with_label_values(&["upstream_rejected"]).inc();
                 // IB ended the session: every instance must refuse it from now on.
                 match self.state.store.end_session(&proxied.session_id, SessionState::UpstreamRejected).await {
                     Ok(_) => log::info!("IB rejected the sid of session {}; session ended", proxied.session_id),
@@ -362,6 +399,15 @@ impl ProxyHttp for Gateway {
             return FailToProxy { error_code: 0, can_reuse_downstream: false };
         };
         log::warn!("request {} failed upstream: {:?}", ctx.request_id, e.etype());
+        let kind = match &error {
+            ApiError::GatewayTimeout => Some("timeout"),
+            ApiError::BadGateway(d) if d.contains("TLS") => Some("tls"),
+            ApiError::BadGateway(_) => Some("connect"),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            self.state.metrics.upstream_errors.with_label_values(&[kind]).inc();
+        }
         let status = error.status();
         if session.response_written().is_none() {
             let reply = Reply::error(&error, &self.resource_metadata());
@@ -374,6 +420,9 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let metrics = &self.state.metrics;
+        metrics.http_requests.with_label_values(&[ctx.route_class, &status.to_string()]).inc();
+        metrics.http_duration.with_label_values(&[ctx.route_class]).observe(ctx.started.elapsed().as_secs_f64());
         let session_hash = ctx
             .proxied
             .as_ref()

@@ -194,6 +194,7 @@ async fn start_login(state: &AppState, authorization: Authorization, platform_ur
     let platform =
         state.ib.policy().validate(platform_url).map_err(|e| ApiError::InvalidRequest(format!("platform_url: {e}")))?;
     let ib_login_token = state.ib.start_login(&platform).await.map_err(|e| {
+        state.metrics.logins.with_label_values(&["failed"]).inc();
         log::warn!("IB login could not be started on {}: {e}", platform.host());
         ApiError::BadGateway("IntelligenceBank did not start the login")
     })?;
@@ -218,6 +219,7 @@ async fn start_login(state: &AppState, authorization: Authorization, platform_ur
         )
         .await?;
     log::info!("login started: client={} platform={}", attempt.client_id, platform.host());
+    state.metrics.logins.with_label_values(&["started"]).inc();
     Ok(Reply::json(
         200,
         &serde_json::json!({
@@ -233,13 +235,18 @@ pub(super) async fn poll(state: &AppState, request: &Request) -> Result<Reply, A
     let poll_token = params.required("token")?;
     let key = TokenHash::of(poll_token).encoded();
     let expired = || ApiError::InvalidRequest("Unknown or expired login attempt; start again".into());
-    let record = state.store.get_record(RecordKind::LoginAttempt, &key).await?.ok_or_else(expired)?;
+    let Some(record) = state.store.get_record(RecordKind::LoginAttempt, &key).await? else {
+        // Unknown and expired poll tokens look the same; a page left open past the TTL is the usual case.
+        state.metrics.logins.with_label_values(&["timed_out"]).inc();
+        return Err(expired());
+    };
     let attempt: LoginAttempt = serde_json::from_slice(&record).map_err(|_| expired())?;
     let platform = state.ib.policy().validate(&attempt.platform).map_err(|_| expired())?;
     let completed = match state.ib.poll_login(&platform, &attempt.ib_login_token).await {
         Ok(LoginPoll::Pending) => return Err(ApiError::AuthorizationPending),
         Ok(LoginPoll::Complete(completed)) => completed,
         Err(e) => {
+            state.metrics.logins.with_label_values(&["failed"]).inc();
             log::warn!("IB login poll failed on {}: {e}", platform.host());
             return Err(ApiError::BadGateway("IntelligenceBank did not answer the login poll"));
         }
@@ -255,6 +262,7 @@ pub(super) async fn poll(state: &AppState, request: &Request) -> Result<Reply, A
     let record = serde_json::to_vec(&code_grant).map_err(|_| ApiError::ServerError)?;
     state.store.put_code(&TokenHash::of(&code), &record, state.config.tokens.authorization_code_ttl_seconds).await?;
     log::info!("login completed: client={} platform={}", attempt.client_id, platform.host());
+    state.metrics.logins.with_label_values(&["completed"]).inc();
     let mut pairs = vec![("code", code.as_str())];
     if let Some(client_state) = &attempt.state {
         pairs.push(("state", client_state));

@@ -50,7 +50,15 @@ fn only(method: &Method, allowed: &[Method], allow_header: &'static str) -> Resu
 /// Answers a request to one of the paths [`owns`] accepts.
 pub async fn handle(state: &AppState, request: &Request) -> Reply {
     let result = route(state, request).await;
-    result.unwrap_or_else(|error| Reply::error(&error, &discovery::resource_metadata_url(&state.config)))
+    result.unwrap_or_else(|error| {
+        if !matches!(
+            error,
+            ApiError::InvalidToken(crate::errors::SESSION_EXPIRED | crate::errors::SESSION_REFRESH_LIMIT)
+        ) {
+            state.metrics.refused(&error, None);
+        }
+        Reply::error(&error, &discovery::resource_metadata_url(&state.config))
+    })
 }
 
 async fn route(state: &AppState, request: &Request) -> Result<Reply, ApiError> {

@@ -34,6 +34,7 @@ pub(super) async fn register(state: &AppState, request: &Request) -> Result<Repl
     if let Some(ip) = request.client_ip {
         let seen = state.registration_limiter.observe(&ip, 1);
         if seen > i64::from(registration.per_ip_per_hour) as isize {
+            state.metrics.rate_limited.with_label_values(&["registration"]).inc();
             return Err(ApiError::RateLimited { limit: registration.per_ip_per_hour, retry_after: 3_600 });
         }
     }

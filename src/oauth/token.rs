@@ -11,7 +11,7 @@ use super::clients::Client;
 use crate::errors::ApiError;
 use crate::gateway::exchange::{Params, Reply, Request};
 use crate::server::AppState;
-use crate::session::{rules, Limits, Session, SessionId, SessionState};
+use crate::session::{rules, Limits, Session, SessionId, SessionState, SessionStatus};
 use crate::store::{now_unix, CodeRedemption, RotateOutcome, RotateRequest};
 use crate::tokens::{b64, open_successor, seal_successor, RefreshToken, TokenHash};
 
@@ -88,6 +88,7 @@ async fn authorization_code(state: &AppState, client: &Client, form: &Params) ->
     let refresh_expires_at = rules::refresh_token_expiry(&session, now, state.config.tokens.refresh_token_ttl_seconds);
     state.store.create_session(&session, &refresh.hash(), refresh_expires_at, now).await?;
     log::info!("tokens issued: grant=authorization_code client={} session={}", client.client_id, session.id);
+    state.metrics.tokens_issued.with_label_values(&["authorization_code"]).inc();
     token_response(state, client, &session, &refresh, now)
 }
 
@@ -114,7 +115,27 @@ async fn refresh(state: &AppState, client: &Client, form: &Params) -> Result<Rep
         grace_seconds: state.config.tokens.refresh_grace_seconds,
         refresh_ttl: state.config.tokens.refresh_token_ttl_seconds,
     };
-    match state.store.rotate_refresh(&request).await? {
+    let outcome = state.store.rotate_refresh(&request).await?;
+    let metrics = &state.metrics;
+    let result = match &outcome {
+        RotateOutcome::Rotated(_) | RotateOutcome::Repeated { .. } => "ok",
+        RotateOutcome::Refused(SessionStatus::RefreshLimitExceeded) => "refresh_limit_exceeded",
+        RotateOutcome::Refused(_) => "session_expired",
+        RotateOutcome::ReuseDetected => "reuse_detected",
+        RotateOutcome::Invalid => "invalid",
+    };
+    metrics.token_refreshes.with_label_values(&[result]).inc();
+    match &outcome {
+        RotateOutcome::Rotated(_) | RotateOutcome::Repeated { .. } => {
+            metrics.tokens_issued.with_label_values(&["refresh_token"]).inc();
+        }
+        RotateOutcome::Refused(status) => metrics.refused(&ApiError::for_refresh(*status), Some(*status)),
+        RotateOutcome::ReuseDetected => {
+            metrics.refused(&ApiError::InvalidGrant(String::new()), Some(SessionStatus::Revoked))
+        }
+        RotateOutcome::Invalid => {}
+    }
+    match outcome {
         RotateOutcome::Rotated(session) => {
             log::info!(
                 "tokens refreshed: client={} session={} refresh_count={}",

@@ -19,18 +19,18 @@ pub async fn authenticate(state: &AppState, token: &str, now: u64) -> Result<(Ac
     let session_id = claims.session_id().ok_or(ApiError::InvalidToken(INVALID_ACCESS_TOKEN))?;
     let session = state.store.get_session(&session_id).await?.ok_or(ApiError::InvalidToken(INVALID_ACCESS_TOKEN))?;
     let limits = limits(state);
-    if expired {
-        // Tell "refresh and retry" apart from "log in again".
-        let status = rules::refresh_status(&session, now, &limits);
-        return Err(if status.is_usable() {
-            ApiError::InvalidToken(ACCESS_TOKEN_EXPIRED)
-        } else {
-            ApiError::for_session(status)
-        });
-    }
-    let status = rules::access_status(&session, now, &limits);
+    // An expired token: tell "refresh and retry" apart from "log in again".
+    let status = if expired {
+        rules::refresh_status(&session, now, &limits)
+    } else {
+        rules::access_status(&session, now, &limits)
+    };
     if !status.is_usable() {
+        state.metrics.refused(&ApiError::for_session(status), Some(status));
         return Err(ApiError::for_session(status));
+    }
+    if expired {
+        return Err(ApiError::InvalidToken(ACCESS_TOKEN_EXPIRED));
     }
     Ok((claims, session))
 }

@@ -31,15 +31,21 @@ impl ServeHttp for AdminApp {
         match path.as_str() {
             "/healthz" => text(StatusCode::OK, "application/json", r#"{"status":"ok"}"#),
             "/readyz" => match self.state.store.ping().await {
-                Ok(()) => text(StatusCode::OK, "application/json", r#"{"status":"ready"}"#),
+                Ok(()) => {
+                    self.state.metrics.set_store_up(true);
+                    text(StatusCode::OK, "application/json", r#"{"status":"ready"}"#)
+                }
                 Err(e) => {
+                    self.state.metrics.set_store_up(false);
                     log::warn!("readiness check failed: {e}");
                     text(StatusCode::SERVICE_UNAVAILABLE, "application/json", r#"{"status":"store_unavailable"}"#)
                 }
             },
-            "/metrics" => {
-                text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", self.state.metrics.render().await)
-            }
+            "/metrics" => text(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.state.metrics.render(self.state.store.as_ref()).await,
+            ),
             _ => text(StatusCode::NOT_FOUND, "application/json", r#"{"error":"not_found"}"#),
         }
     }

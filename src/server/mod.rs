@@ -19,7 +19,7 @@ use crate::ib::IbClient;
 use crate::keys::SigningKeys;
 use crate::metrics::Metrics;
 use crate::oauth::clients::ClientRegistry;
-use crate::store::{self, LazyStore, TokenStore};
+use crate::store::{self, SharedStore, TokenStore};
 use pingora_limits::rate::Rate;
 
 /// Access tokens whose signature this instance has checked, kept until their `exp`.
@@ -38,7 +38,7 @@ pub struct AppState {
     pub verified_tokens: VerifiedTokens,
     pub dns: DnsCache,
     pub store: Arc<dyn TokenStore>,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Pingora's upstream TLS trusts one CA file instead of the system roots; with `platforms.extra_ca_file`
@@ -101,10 +101,12 @@ fn check_store(config: &Config) -> Result<(), String> {
 pub fn run(config: Config, opt: Opt) -> Result<(), String> {
     check_store(&config)?;
     let config = Arc::new(config);
-    let store: Arc<dyn TokenStore> = match config.store.backend {
-        StoreBackend::Memory => Arc::new(store::memory::MemoryStore::new(&config.store.memory)),
-        StoreBackend::Redis => Arc::new(LazyStore::new(config.clone())),
+    let backend = match config.store.backend {
+        StoreBackend::Memory => "memory",
+        StoreBackend::Redis => "redis",
     };
+    let metrics = Arc::new(Metrics::new(backend));
+    let store: Arc<dyn TokenStore> = Arc::new(SharedStore::new(config.clone(), metrics.clone()));
     let (keys, ephemeral) = SigningKeys::from_config(&config.signing)?;
     if ephemeral {
         log::warn!(
@@ -124,7 +126,7 @@ pub fn run(config: Config, opt: Opt) -> Result<(), String> {
         dns: DnsCache::new(config.upstream.dns_cache_ttl_seconds),
         config: config.clone(),
         keys: Arc::new(keys),
-        metrics: Metrics::new(store.clone()),
+        metrics,
         store,
     });
 

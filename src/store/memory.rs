@@ -68,6 +68,7 @@ impl<K: Clone + Eq + Hash + Ord, V> ExpiringMap<K, V> {
         (expires_at > now_unix()).then_some(value)
     }
 
+    #[cfg(test)]
     fn live_len(&self) -> usize {
         let now = now_unix();
         let expired = self.by_expiry.iter().take_while(|(expires_at, _)| *expires_at <= now).count();
@@ -170,7 +171,11 @@ impl TokenStore for MemoryStore {
             previous: None,
             retired: HashSet::new(),
         };
-        self.sessions.write().insert(session.id.clone(), entry, session_record_ttl(session, now))
+        let mut sessions = self.sessions.write();
+        if sessions.get(&session.id).is_some() {
+            return Err(StoreError::Corrupt("session id collision".into()));
+        }
+        sessions.insert(session.id.clone(), entry, session_record_ttl(session, now))
     }
 
     async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
@@ -283,8 +288,18 @@ impl TokenStore for MemoryStore {
         Ok(self.records.write().remove(&(kind, key.to_string())))
     }
 
+    /// Active sessions not past `sid_expiry` (the same meaning as the Redis index), by a scan.
     async fn session_count(&self) -> Result<u64, StoreError> {
-        Ok(self.sessions.read().live_len() as u64)
+        let now = now_unix();
+        let sessions = self.sessions.read();
+        let active = sessions
+            .entries
+            .values()
+            .filter(|(entry, expires_at)| {
+                *expires_at > now && entry.session.state == SessionState::Active && now < entry.session.sid_expiry
+            })
+            .count();
+        Ok(active as u64)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

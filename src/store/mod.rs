@@ -191,26 +191,44 @@ pub fn now_unix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// A store that connects on first use, inside whichever runtime first needs it (Pingora creates its
-/// runtimes after daemonizing, and a connection's driver task must live in a runtime that lives).
-/// A failed connection attempt is retried on the next call.
-pub struct LazyStore {
+/// The store as the gateway uses it: the configured backend, connected on first use inside whichever runtime
+/// first needs it (Pingora creates its runtimes after daemonizing, and a connection's driver task must live in
+/// a runtime that lives; a failed attempt is retried on the next call), with every operation timed into the
+/// metrics.
+pub struct SharedStore {
     config: Arc<Config>,
     inner: tokio::sync::OnceCell<Arc<dyn TokenStore>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
-impl LazyStore {
-    pub fn new(config: Arc<Config>) -> Self {
-        LazyStore { config, inner: tokio::sync::OnceCell::new() }
+impl SharedStore {
+    pub fn new(config: Arc<Config>, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        let inner = tokio::sync::OnceCell::new();
+        if config.store.backend == StoreBackend::Memory {
+            let memory: Arc<dyn TokenStore> = Arc::new(memory::MemoryStore::new(&config.store.memory));
+            let _ = inner.set(memory);
+        }
+        SharedStore { config, inner, metrics }
     }
 
     async fn get(&self) -> Result<&Arc<dyn TokenStore>, StoreError> {
         self.inner.get_or_try_init(|| from_config(&self.config)).await
     }
+
+    async fn timed<T>(
+        &self,
+        operation: &'static str,
+        work: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let started = std::time::Instant::now();
+        let result = work.await;
+        self.metrics.observe_store(operation, self.backend(), started.elapsed(), result.is_ok());
+        result
+    }
 }
 
 #[async_trait]
-impl TokenStore for LazyStore {
+impl TokenStore for SharedStore {
     fn backend(&self) -> &'static str {
         match self.config.store.backend {
             StoreBackend::Memory => "memory",
@@ -225,11 +243,14 @@ impl TokenStore for LazyStore {
         refresh_expires_at: u64,
         now: u64,
     ) -> Result<(), StoreError> {
-        self.get().await?.create_session(session, refresh, refresh_expires_at, now).await
+        self.timed("create_session", async {
+            self.get().await?.create_session(session, refresh, refresh_expires_at, now).await
+        })
+        .await
     }
 
     async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
-        self.get().await?.get_session(id).await
+        self.timed("get_session", async { self.get().await?.get_session(id).await }).await
     }
 
     async fn get_session_metered(
@@ -238,15 +259,18 @@ impl TokenStore for LazyStore {
         window: u64,
         window_seconds: u64,
     ) -> Result<(Option<Session>, u64), StoreError> {
-        self.get().await?.get_session_metered(id, window, window_seconds).await
+        self.timed("get_session_metered", async {
+            self.get().await?.get_session_metered(id, window, window_seconds).await
+        })
+        .await
     }
 
     async fn rotate_refresh(&self, request: &RotateRequest<'_>) -> Result<RotateOutcome, StoreError> {
-        self.get().await?.rotate_refresh(request).await
+        self.timed("rotate_refresh", async { self.get().await?.rotate_refresh(request).await }).await
     }
 
     async fn end_session(&self, id: &SessionId, state: SessionState) -> Result<bool, StoreError> {
-        self.get().await?.end_session(id, state).await
+        self.timed("end_session", async { self.get().await?.end_session(id, state).await }).await
     }
 
     async fn revoke_by_refresh(
@@ -255,7 +279,8 @@ impl TokenStore for LazyStore {
         presented: &TokenHash,
         client_id: &str,
     ) -> Result<bool, StoreError> {
-        self.get().await?.revoke_by_refresh(id, presented, client_id).await
+        self.timed("revoke_by_refresh", async { self.get().await?.revoke_by_refresh(id, presented, client_id).await })
+            .await
     }
 
     async fn find_by_refresh(
@@ -263,11 +288,11 @@ impl TokenStore for LazyStore {
         id: &SessionId,
         presented: &TokenHash,
     ) -> Result<Option<(Session, u64)>, StoreError> {
-        self.get().await?.find_by_refresh(id, presented).await
+        self.timed("find_by_refresh", async { self.get().await?.find_by_refresh(id, presented).await }).await
     }
 
     async fn put_code(&self, code: &TokenHash, grant: &[u8], ttl: u64) -> Result<(), StoreError> {
-        self.get().await?.put_code(code, grant, ttl).await
+        self.timed("put_code", async { self.get().await?.put_code(code, grant, ttl).await }).await
     }
 
     async fn redeem_code(
@@ -276,26 +301,26 @@ impl TokenStore for LazyStore {
         issued: &SessionId,
         replay_window: u64,
     ) -> Result<CodeRedemption, StoreError> {
-        self.get().await?.redeem_code(code, issued, replay_window).await
+        self.timed("redeem_code", async { self.get().await?.redeem_code(code, issued, replay_window).await }).await
     }
 
     async fn put_record(&self, kind: RecordKind, key: &str, value: &[u8], ttl: u64) -> Result<(), StoreError> {
-        self.get().await?.put_record(kind, key, value, ttl).await
+        self.timed("put_record", async { self.get().await?.put_record(kind, key, value, ttl).await }).await
     }
 
     async fn get_record(&self, kind: RecordKind, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.get().await?.get_record(kind, key).await
+        self.timed("get_record", async { self.get().await?.get_record(kind, key).await }).await
     }
 
     async fn take_record(&self, kind: RecordKind, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.get().await?.take_record(kind, key).await
+        self.timed("take_record", async { self.get().await?.take_record(kind, key).await }).await
     }
 
     async fn session_count(&self) -> Result<u64, StoreError> {
-        self.get().await?.session_count().await
+        self.timed("session_count", async { self.get().await?.session_count().await }).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.get().await?.ping().await
+        self.timed("ping", async { self.get().await?.ping().await }).await
     }
 }

@@ -1,6 +1,8 @@
 //! Shared helpers for tests that run a real gateway process against the mock IntelligenceBank platform.
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -41,6 +43,20 @@ impl Drop for GatewayProcess {
 }
 
 impl GatewayProcess {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Peak resident memory of the process so far, in KiB (VmHWM).
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Starts a gateway for the mock platform. `extra` is YAML appended to the base config (top-level keys
     /// other than `server` and `platforms`).
     pub fn start(extra: &str) -> Self {
@@ -49,11 +65,16 @@ impl GatewayProcess {
 
     /// Like [`Self::start`]; instances behind one load balancer share `public_url` (the token issuer).
     pub fn start_with(extra: &str, public_url: Option<&str>) -> Self {
+        Self::start_full(extra, public_url, "")
+    }
+
+    /// `platforms` is YAML added under `platforms:` (e.g. `  extra_ca_file: /path\n`).
+    pub fn start_full(extra: &str, public_url: Option<&str>, platforms: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (port, admin) = (free_port(), free_port());
         let public_url = public_url.map(str::to_string).unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
         let config = format!(
-            "server:\n  listen: ['127.0.0.1:{port}']\n  admin_listen: '127.0.0.1:{admin}'\n  public_url: {public_url}\n  upgrade_sock: {d}/upgrade.sock\n  pid_file: {d}/gateway.pid\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\n  threads: 2\nplatforms:\n  allow_insecure_loopback: true\noauth:\n  clients:\n    - client_id: {PUBLIC_CLIENT}\n      redirect_uri_patterns: ['http://127.0.0.1:{{port}}/callback']\n    - client_id: {CONFIDENTIAL_CLIENT}\n      client_secret: {CONFIDENTIAL_SECRET}\n      redirect_uris: ['{CONFIDENTIAL_REDIRECT}']\n      ib_session_in_token_response: false\n{extra}",
+            "server:\n  listen: ['127.0.0.1:{port}']\n  admin_listen: '127.0.0.1:{admin}'\n  public_url: {public_url}\n  upgrade_sock: {d}/upgrade.sock\n  pid_file: {d}/gateway.pid\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\n  threads: 2\nplatforms:\n  allow_insecure_loopback: true\n{platforms}oauth:\n  clients:\n    - client_id: {PUBLIC_CLIENT}\n      redirect_uri_patterns: ['http://127.0.0.1:{{port}}/callback']\n    - client_id: {CONFIDENTIAL_CLIENT}\n      client_secret: {CONFIDENTIAL_SECRET}\n      redirect_uris: ['{CONFIDENTIAL_REDIRECT}']\n      ib_session_in_token_response: false\n{extra}",
             d = dir.path().display()
         );
         let path = dir.path().join("gateway.yaml");
@@ -106,6 +127,12 @@ pub fn http() -> reqwest::Client {
     reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
 
+/// For the test's own calls to the mock's control endpoints, which may use a test certificate.
+/// (The gateway itself always verifies certificates.)
+pub fn control_http() -> reqwest::Client {
+    reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap()
+}
+
 /// The query of an authorization request by the public client.
 pub fn authorize_query(state: &str) -> String {
     format!(
@@ -144,7 +171,7 @@ pub async fn login(gateway: &GatewayProcess, mock: &MockHandle, query: &str, com
     assert_eq!(pending.status(), 404);
     let body: serde_json::Value = pending.json().await.unwrap();
     assert_eq!(body["error"], "authorization_pending");
-    let completed = client
+    let completed = control_http()
         .post(mock.url(&format!("/_mock/complete?token={}{complete_query}", urlencode(&ib_token))))
         .send()
         .await

@@ -1,0 +1,93 @@
+//! Operations: `/metrics` counters move by the right amounts over a scripted flow, and a full flow with
+//! debug logging leaves no token, code, sid or secret in the log.
+
+mod common;
+
+use common::*;
+use ib_oauth_gateway::ib::mock::MockSettings;
+use serde_json::Value;
+
+/// The value of one sample (`name{labels} value`), 0 when absent.
+fn sample(metrics: &str, name_and_labels: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name_and_labels).and_then(|rest| rest.strip_prefix(' ')))
+        .map_or(0.0, |value| value.trim().parse().unwrap())
+}
+
+async fn scrape(gateway: &GatewayProcess) -> String {
+    http().get(format!("{}/metrics", gateway.admin)).send().await.unwrap().text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_a_scripted_flow_and_logs_hold_no_secrets() {
+    let gateway = GatewayProcess::start("tokens:\n  max_refresh_count: 2\n");
+    let mock = start_mock(MockSettings::default()).await;
+    let before = scrape(&gateway).await;
+    assert_eq!(sample(&before, r#"ibgw_logins_total{result="started"}"#), 0.0);
+    assert_eq!(sample(&before, "ibgw_store_up"), 1.0);
+
+    // A login, two refreshes, one refused at the limit.
+    let redirect = login(&gateway, &mock, &authorize_query("m"), "").await;
+    let code = query_param(&redirect, "code").unwrap();
+    let (_, tokens) = exchange(&gateway, &redirect).await;
+    let mut refresh_tokens = vec![tokens["refresh_token"].as_str().unwrap().to_string()];
+    let mut access_tokens = vec![tokens["access_token"].as_str().unwrap().to_string()];
+    for _ in 0..2 {
+        let (status, next) = refresh(&gateway, refresh_tokens.last().unwrap()).await;
+        assert_eq!(status, 200);
+        refresh_tokens.push(next["refresh_token"].as_str().unwrap().to_string());
+        access_tokens.push(next["access_token"].as_str().unwrap().to_string());
+    }
+    let (status, _) = refresh(&gateway, refresh_tokens.last().unwrap()).await;
+    assert_eq!(status, 400);
+    let access = access_tokens.last().unwrap().clone();
+
+    // Three proxied calls: one through, one without a token, one to a foreign host.
+    let ok = http().get(gateway.url("/api/v3/resource")).bearer_auth(&access).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(http().get(gateway.url("/api/v3/resource")).send().await.unwrap().status(), 401);
+    let foreign = http().get(gateway.url("/proxy/evil.example.com/x")).bearer_auth(&access).send().await.unwrap();
+    assert_eq!(foreign.status(), 403);
+    // IB ends the session: the next call is refused as upstream-rejected.
+    let sid = tokens["sid"].as_str().unwrap().to_string();
+    control_http().post(mock.url(&format!("/_mock/expire?sid={sid}"))).send().await.unwrap();
+    let rejected = http().get(gateway.url("/api/v3/resource")).bearer_auth(&access).send().await.unwrap();
+    assert_eq!(rejected.status(), 401);
+    let body: Value = rejected.json().await.unwrap();
+    assert_eq!(body["error_description"], "Session has expired");
+
+    let after = scrape(&gateway).await;
+    let moved = |name: &str| sample(&after, name) - sample(&before, name);
+    assert_eq!(moved(r#"ibgw_logins_total{result="started"}"#), 1.0, "{after}");
+    assert_eq!(moved(r#"ibgw_logins_total{result="completed"}"#), 1.0);
+    assert_eq!(moved(r#"ibgw_tokens_issued_total{grant_type="authorization_code"}"#), 1.0);
+    assert_eq!(moved(r#"ibgw_tokens_issued_total{grant_type="refresh_token"}"#), 2.0);
+    assert_eq!(moved(r#"ibgw_token_refreshes_total{result="ok"}"#), 2.0);
+    assert_eq!(moved(r#"ibgw_token_refreshes_total{result="refresh_limit_exceeded"}"#), 1.0);
+    assert_eq!(moved(r#"ibgw_session_timeouts_total{reason="refresh_limit"}"#), 1.0);
+    assert_eq!(moved(r#"ibgw_session_timeouts_total{reason="upstream_rejected"}"#), 1.0);
+    assert_eq!(moved(r#"ibgw_auth_failures_total{reason="missing_token"}"#), 1.0);
+    assert_eq!(moved(r#"ibgw_auth_failures_total{reason="host_not_allowed"}"#), 1.0);
+    assert_eq!(moved(r#"ibgw_http_requests_total{route="proxy",status="200"}"#), 1.0);
+    assert_eq!(moved(r#"ibgw_http_requests_total{route="proxy",status="401"}"#), 2.0);
+    assert_eq!(moved(r#"ibgw_http_requests_total{route="proxy",status="403"}"#), 1.0);
+    assert_eq!(moved(r#"ibgw_http_requests_total{route="token",status="200"}"#), 3.0);
+    assert_eq!(moved(r#"ibgw_http_request_duration_seconds_count{route="proxy"}"#), 4.0);
+    assert_eq!(moved("ibgw_upstream_duration_seconds_count"), 2.0, "the successful call and IB's 401");
+    assert!(
+        moved(r#"ibgw_store_operation_duration_seconds_count{backend="memory",operation="rotate_refresh"}"#) >= 3.0
+    );
+    assert_eq!(sample(&after, "ibgw_active_sessions"), 0.0, "the only session was ended by IB");
+    assert!(after.contains(r#"ibgw_build_info{store_backend="memory",version=""#), "{after}");
+    for forbidden in [sid.as_str(), access.as_str(), code.as_str()] {
+        assert!(!after.contains(forbidden), "metrics never carry secrets");
+    }
+
+    // The gateway ran with RUST_LOG=debug the whole time.
+    let mut secrets: Vec<String> = vec![code, sid, VERIFIER.to_string(), CONFIDENTIAL_SECRET.to_string()];
+    secrets.extend(refresh_tokens);
+    secrets.extend(access_tokens);
+    assert_log_free_of(&gateway, &secrets);
+    assert!(gateway.log().contains("request id="), "one line per request is logged");
+}
