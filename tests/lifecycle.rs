@@ -1,0 +1,155 @@
+//! Graceful lifecycle: a zero-downtime upgrade (SIGQUIT to the old process, `-u` for the new one) that also
+//! reloads the configuration, under continuous load, with zero failed requests; SIGTERM drains.
+
+mod common;
+
+use common::*;
+use ib_oauth_gateway::ib::mock::MockSettings;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn spawn(config: &std::path::Path, upgrade: bool, log: &std::path::Path) -> Child {
+    let mut command = Command::new(BIN);
+    command.arg("--config").arg(config);
+    if upgrade {
+        command.arg("-u");
+    }
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    command.stdout(Stdio::null()).stderr(log).spawn().unwrap()
+}
+
+fn signal(child: &Child, name: &str) {
+    assert!(Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status().unwrap().success());
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "process did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn config_text(port: u16, admin: u16, dir: &std::path::Path, shared: &str, origin: &str) -> String {
+    format!(
+        "server:\n  listen: ['127.0.0.1:{port}']\n  admin_listen: '127.0.0.1:{admin}'\n  public_url: https://gateway.example.com\n  upgrade_sock: {d}/upgrade.sock\n  pid_file: {d}/gateway.pid\n  grace_period_seconds: 1\n  graceful_shutdown_timeout_seconds: 5\nplatforms:\n  allow_insecure_loopback: true\noauth:\n  clients:\n    - client_id: {PUBLIC_CLIENT}\n      redirect_uri_patterns: ['http://127.0.0.1:{{port}}/callback']\ncors:\n  allowed_origins: ['{origin}']\n{shared}",
+        d = dir.display()
+    )
+}
+
+async fn preflight_origin(base: &str, origin: &str) -> Option<String> {
+    let response = http()
+        .request(reqwest::Method::OPTIONS, format!("{base}/api/v3/x"))
+        .header("Origin", origin)
+        .header("Access-Control-Request-Method", "GET")
+        .send()
+        .await
+        .unwrap();
+    response.headers().get("access-control-allow-origin").map(|v| v.to_str().unwrap().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upgrade_under_load_reloads_config_and_drops_no_request() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    // No per-session limit: the load below is far above 600 requests a minute.
+    let shared = shared_redis_yaml(&redis.url(), dir.path(), "local") + "  per_session_per_minute: 0\n";
+    let (port, admin) = (free_port(), free_port());
+    let config = dir.path().join("gateway.yaml");
+    let log = dir.path().join("gateway.log");
+    std::fs::write(&config, config_text(port, admin, dir.path(), &shared, "https://old.example.com")).unwrap();
+    let mut old = spawn(&config, false, &log);
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", admin)).is_err() {
+        assert!(Instant::now() < deadline, "gateway did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // A session to proxy with: it lives in Redis and the key is shared, so it survives the upgrade.
+    let mock = start_mock(MockSettings::default()).await;
+    let redirect = {
+        let started: serde_json::Value = http()
+            .get(format!("{base}/authorize?{}&platform_url={}", authorize_query("u"), urlencode(&mock.origin)))
+            .header("Accept", "application/json")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let ib_token = query_param(started["loginUrl"].as_str().unwrap(), "token").unwrap();
+        control_http().post(mock.url(&format!("/_mock/complete?token={ib_token}"))).send().await.unwrap();
+        let done: serde_json::Value = http()
+            .get(format!("{base}/authorize/poll?token={}", started["token"].as_str().unwrap()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        done["redirect_url"].as_str().unwrap().to_string()
+    };
+    let code = query_param(&redirect, "code").unwrap();
+    let (status, tokens) = post_form(
+        &format!("{base}/token"),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT_URI),
+            ("client_id", PUBLIC_CLIENT),
+            ("code_verifier", VERIFIER),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    let access = tokens["access_token"].as_str().unwrap().to_string();
+    assert_eq!(preflight_origin(&base, "https://old.example.com").await.as_deref(), Some("https://old.example.com"));
+
+    // Continuous load: proxied calls, each on a fresh connection, until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (stop, ok, failed, base, access) = (stop.clone(), ok.clone(), failed.clone(), base.clone(), access.clone());
+        workers.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                let result = client.get(format!("{base}/api/v3/resource")).bearer_auth(&access).send().await;
+                match result {
+                    Ok(response) if response.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Reload: a new configuration, taken up by the new process.
+    std::fs::write(&config, config_text(port, admin, dir.path(), &shared, "https://new.example.com")).unwrap();
+    let mut new = spawn(&config, true, &log);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal(&old, "QUIT");
+    let old_status = tokio::task::spawn_blocking(move || wait_exit(&mut old, Duration::from_secs(30))).await.unwrap();
+    assert!(old_status.success(), "{old_status:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert!(ok > 20, "only {ok} requests went through");
+    assert_eq!(failed, 0, "{failed} of {} requests failed across the upgrade", ok + failed);
+    assert_eq!(preflight_origin(&base, "https://new.example.com").await.as_deref(), Some("https://new.example.com"));
+    assert_eq!(preflight_origin(&base, "https://old.example.com").await, None, "the new config is in force");
+
+    // SIGTERM: the new process drains and exits cleanly.
+    signal(&new, "TERM");
+    let status = tokio::task::spawn_blocking(move || wait_exit(&mut new, Duration::from_secs(30))).await.unwrap();
+    assert!(status.success(), "{status:?}");
+}
