@@ -90,6 +90,11 @@ ensure_redis() {
     _ibgw_require "redis-server" redis-server redis-cli
 }
 
+# promtool checks deploy/prometheus (Debian's `prometheus` package ships it).
+ensure_promtool() {
+    _ibgw_require "prometheus" promtool
+}
+
 ensure_lint_tools() {
     if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
         _ibgw_log "error: rustfmt/clippy missing: run: rustup component add rustfmt clippy"

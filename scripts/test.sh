@@ -52,6 +52,7 @@ phase() {
 check_tools() {
     ensure_build_deps
     ensure_redis
+    ensure_promtool
     if [[ $SKIP_LINT != 1 ]]; then ensure_lint_tools; fi
 }
 
@@ -65,6 +66,8 @@ start_redis() {
 }
 
 phase tools check_tools || exit $?
+# tests/deploy_files.rs fails rather than skips when promtool is missing.
+export IBGW_REQUIRE_PROMTOOL=1
 TMP_DIR=$(mktemp -d "${TMPDIR:-/tmp}/ibgw-test.XXXXXX")
 phase redis start_redis || exit $?
 if [[ $SKIP_LINT == 1 ]]; then

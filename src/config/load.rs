@@ -150,8 +150,11 @@ fn validate_store(store: &StoreConfig) -> Result<(), ConfigError> {
     if let Some(password) = &redis.password {
         password.resolve().map_err(|e| err("store.redis.password", e))?;
     }
-    if redis.connect_timeout_ms == 0 || redis.command_timeout_ms == 0 {
-        return Err(err("store.redis.command_timeout_ms", "timeouts must be positive"));
+    if redis.connect_timeout_ms == 0 {
+        return Err(err("store.redis.connect_timeout_ms", "must be positive"));
+    }
+    if redis.command_timeout_ms == 0 {
+        return Err(err("store.redis.command_timeout_ms", "must be positive"));
     }
     Ok(())
 }

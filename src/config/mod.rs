@@ -12,10 +12,10 @@ pub(crate) use load::check_redirect_uri;
 pub use load::{load, load_str, ConfigError};
 pub use secret::{Secret, SecretSource};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The whole configuration, as validated.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
@@ -42,7 +42,7 @@ pub struct Config {
 }
 
 /// Listeners, the public identity of the gateway and Pingora's process settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Plain-HTTP listen addresses for the OAuth endpoints and the proxy.
@@ -76,7 +76,7 @@ pub struct ServerConfig {
     pub max_form_body_bytes: usize,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DownstreamTls {
     pub listen: Vec<String>,
@@ -84,7 +84,7 @@ pub struct DownstreamTls {
     pub key_file: String,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreBackend {
     #[default]
@@ -92,7 +92,7 @@ pub enum StoreBackend {
     Redis,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     #[serde(default)]
@@ -104,12 +104,12 @@ pub struct StoreConfig {
 }
 
 /// Bounds of the embedded store: when full, writes are refused (503) rather than memory growing.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MemoryStoreConfig {
     #[serde(default = "default_max_sessions")]
     pub max_sessions: usize,
-    /// Codes, login attempts and registered clients together.
+    /// Bound of each of the two record maps: authorization codes, and login attempts with registered clients.
     #[serde(default = "default_max_records")]
     pub max_records: usize,
 }
@@ -120,7 +120,7 @@ impl Default for MemoryStoreConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RedisMode {
     #[default]
@@ -129,7 +129,7 @@ pub enum RedisMode {
     Cluster,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     #[serde(default)]
@@ -169,7 +169,7 @@ impl Default for RedisConfig {
 }
 
 /// Lifetimes of what the gateway issues, and the refresh rules.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
     #[serde(default = "default_access_ttl")]
@@ -207,7 +207,7 @@ impl Default for TokenConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub enum SigningAlgorithm {
     #[default]
     EdDSA,
@@ -215,7 +215,7 @@ pub enum SigningAlgorithm {
     RS256,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SigningConfig {
     #[serde(default)]
@@ -228,7 +228,7 @@ pub struct SigningConfig {
     pub previous: Vec<VerificationKeyConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SigningKeyConfig {
     pub kid: String,
@@ -236,7 +236,7 @@ pub struct SigningKeyConfig {
     pub private_key: SecretSource,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct VerificationKeyConfig {
     pub kid: String,
@@ -246,7 +246,7 @@ pub struct VerificationKeyConfig {
     pub public_key: SecretSource,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionConfig {
     /// Used only when IB's login omits `logintimeoutperiod`; clamped to IB's 1-120 h.
@@ -266,7 +266,7 @@ impl Default for SessionConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlatformConfig {
     /// A platform host must end with one of these (a leading dot means "a subdomain of").
@@ -290,7 +290,7 @@ impl Default for PlatformConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     #[serde(default = "default_connect_timeout")]
@@ -321,7 +321,7 @@ impl Default for UpstreamConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OAuthConfig {
     #[serde(default = "default_scopes")]
@@ -343,7 +343,7 @@ impl Default for OAuthConfig {
 }
 
 /// RFC 7591 dynamic client registration (public clients only).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistrationConfig {
     #[serde(default = "default_true")]
@@ -364,7 +364,7 @@ impl Default for RegistrationConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientConfig {
     pub client_id: String,
@@ -385,7 +385,7 @@ pub struct ClientConfig {
     pub ib_session_in_token_response: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CorsConfig {
     /// `["*"]` or exact origins.
@@ -417,7 +417,7 @@ impl Default for CorsConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RateLimitBackend {
     /// Per instance (pingora-limits); N instances admit up to N times the limit.
@@ -427,7 +427,7 @@ pub enum RateLimitBackend {
     Redis,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     #[serde(default)]
@@ -450,7 +450,7 @@ impl Default for RateLimitConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -458,7 +458,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoggingConfig {
     /// An env_logger filter such as `info` or `info,ib_oauth_gateway=debug`; `RUST_LOG` overrides it.

@@ -24,6 +24,17 @@ impl std::fmt::Debug for SecretSource {
     }
 }
 
+/// Serialized (e.g. for an effective-config dump) as where it comes from, never its value.
+impl serde::Serialize for SecretSource {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            SecretSource::Inline(_) => serializer.serialize_str("***"),
+            SecretSource::File { file } => serializer.serialize_str(&format!("file:{file}")),
+            SecretSource::Env { env } => serializer.serialize_str(&format!("env:{env}")),
+        }
+    }
+}
+
 impl SecretSource {
     /// Reads the secret; the error says where it looked, never what it found.
     pub fn resolve(&self) -> Result<Secret, String> {

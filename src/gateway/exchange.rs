@@ -168,7 +168,9 @@ impl Reply {
         }
     }
 
+    /// Sets a header, replacing one of the same name.
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.retain(|(existing, _)| !existing.eq_ignore_ascii_case(name));
         self.headers.push((name, value.into()));
         self
     }

@@ -74,8 +74,9 @@ fn route_label(path: &str) -> &'static str {
     }
 }
 
+/// 64 random bits as 16 hex digits: unique enough to find a request in the logs, cheap on the hot path.
 fn new_request_id() -> String {
-    crate::tokens::random_secret()[..16].to_string()
+    format!("{:016x}", rand::random::<u64>())
 }
 
 fn client_ip(session: &Session) -> Option<IpAddr> {
@@ -211,13 +212,13 @@ impl Gateway {
         }
         let target = route::bind(&route, &stored)?;
         if !target.tls && !state.config.platforms.allow_insecure_loopback {
-            log::error!("session {} has a plain-HTTP IB host while the development switch is off", stored.id);
+            log::error!("session {} has a plain-HTTP IB host while the development switch is off", stored.id.log_tag());
             return Err(ApiError::HostNotAllowed);
         }
         let verdict = state.rate_limits.session(session_id.as_str(), store_count, now).inspect_err(|_| {
             state.metrics.rate_limited.with_label_values(&["session"]).inc();
         })?;
-        let addr = state.dns.resolve(&target.host, target.port).await?;
+        let addr = state.dns.resolve(&target.authority, &target.host, target.port).await?;
         Ok(Proxied { target, addr, session_id, sid: stored.grant.sid.clone(), verdict })
     }
 }
@@ -258,6 +259,12 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         let now = now_unix();
+        if let Some(id) = session.req_header().headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
+            // A client's own request id is kept when it is a plain token, so both sides can quote it.
+            if (8..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+                ctx.request_id = id.to_string();
+            }
+        }
         let header = session.req_header();
         let path = header.uri.path().to_string();
         let requested_method = header.headers.get("access-control-request-method").and_then(|v| v.to_str().ok());
@@ -349,8 +356,10 @@ impl ProxyHttp for Gateway {
                 self.state.metrics.session_timeouts.with_label_values(&["upstream_rejected"]).inc();
                 // IB ended the session: every instance must refuse it from now on.
                 match self.state.store.end_session(&proxied.session_id, SessionState::UpstreamRejected).await {
-                    Ok(_) => log::info!("IB rejected the sid of session {}; session ended", proxied.session_id),
-                    Err(e) => log::error!("could not mark session {} as rejected: {e}", proxied.session_id),
+                    Ok(_) => {
+                        log::info!("IB rejected the sid of session {}; session ended", proxied.session_id.log_tag())
+                    }
+                    Err(e) => log::error!("could not mark session {} as rejected: {e}", proxied.session_id.log_tag()),
                 }
                 let error = ApiError::InvalidToken(SESSION_EXPIRED);
                 let body = Bytes::from(error.body().to_string());
@@ -369,6 +378,11 @@ impl ProxyHttp for Gateway {
             upstream_response.remove_header(*name);
         }
         for (name, value) in self.state.cors.response_headers(Self::origin(session).as_deref()) {
+            // Keep IB's own `Vary` (e.g. Accept-Encoding) and add ours to it.
+            let value = match upstream_response.headers.get(name).and_then(|v| v.to_str().ok()) {
+                Some(existing) if name == "Vary" && !existing.is_empty() => format!("{existing}, {value}"),
+                _ => value,
+            };
             upstream_response.insert_header(name, value)?;
         }
         if let Some(verdict) = ctx.proxied.as_ref().and_then(|p| p.verdict) {
@@ -423,11 +437,10 @@ impl ProxyHttp for Gateway {
         let metrics = &self.state.metrics;
         metrics.http_requests.with_label_values(&[ctx.route_class, &status.to_string()]).inc();
         metrics.http_duration.with_label_values(&[ctx.route_class]).observe(ctx.started.elapsed().as_secs_f64());
-        let session_hash = ctx
-            .proxied
-            .as_ref()
-            .map(|p| crate::tokens::TokenHash::of(p.session_id.as_str()).encoded()[..12].to_string())
-            .unwrap_or_else(|| "-".into());
+        if !log::log_enabled!(log::Level::Info) {
+            return;
+        }
+        let session_hash = ctx.proxied.as_ref().map(|p| p.session_id.log_tag()).unwrap_or_else(|| "-".into());
         log::info!(
             "request id={} method={} route={} status={} duration_ms={:.1} session={}",
             ctx.request_id,

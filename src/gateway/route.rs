@@ -43,17 +43,27 @@ fn check_raw_target(raw: &str) -> Result<(), ApiError> {
     if raw.bytes().any(|b| b == b'\\' || b < 0x20 || b == 0x7f) {
         return Err(malformed("control character or backslash"));
     }
-    let lower = raw.to_ascii_lowercase();
-    if lower.contains("%00") || lower.contains("%0a") || lower.contains("%0d") || lower.contains("%5c") {
-        return Err(malformed("encoded control character or backslash"));
-    }
-    let path = lower.split('?').next().unwrap_or_default();
+    let path = raw.split('?').next().unwrap_or_default();
     for segment in path.split('/') {
+        if segment == "." || segment == ".." {
+            return Err(malformed("dot segment"));
+        }
+        if !segment.contains('%') {
+            continue;
+        }
+        let lower = segment.to_ascii_lowercase();
+        if ["%00", "%0a", "%0d", "%5c"].iter().any(|encoded| lower.contains(encoded)) {
+            return Err(malformed("encoded control character or backslash"));
+        }
         // `%2f` inside a segment would let a segment smuggle its own dot segments.
-        let decoded = segment.replace("%2e", ".").replace("%2f", "/");
+        let decoded = lower.replace("%2e", ".").replace("%2f", "/");
         if decoded.split('/').any(|part| part == "." || part == "..") {
             return Err(malformed("dot segment"));
         }
+    }
+    let query = raw.split_once('?').map(|(_, q)| q.to_ascii_lowercase()).unwrap_or_default();
+    if ["%00", "%0a", "%0d"].iter().any(|encoded| query.contains(encoded)) {
+        return Err(malformed("encoded control character"));
     }
     Ok(())
 }
@@ -105,7 +115,7 @@ pub fn bind(route: &ProxyRoute, session: &Session) -> Result<Target, ApiError> {
     let grant = &session.grant;
     let target = |origin: &str, path_and_query: Vec<u8>| -> Result<Target, ApiError> {
         let (host, port, tls, authority) = origin_parts(origin).ok_or_else(|| {
-            log::error!("session {} holds an unusable IB origin", session.id);
+            log::error!("session {} holds an unusable IB origin", session.id.log_tag());
             ApiError::ServerError
         })?;
         Ok(Target { host, port, tls, authority, path_and_query })

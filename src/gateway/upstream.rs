@@ -19,9 +19,9 @@ const DNS_CACHE_HOSTS: usize = 4_096;
 /// Addresses of one (host, port), and when they were looked up.
 type Resolved = (Vec<SocketAddr>, Instant);
 
-/// Host name → addresses, for `dns_cache_ttl_seconds`.
+/// `host[:port]` → addresses, for `dns_cache_ttl_seconds`.
 pub struct DnsCache {
-    entries: RwLock<HashMap<(String, u16), Resolved>>,
+    entries: RwLock<HashMap<String, Resolved>>,
     ttl: Duration,
 }
 
@@ -30,9 +30,9 @@ impl DnsCache {
         DnsCache { entries: RwLock::new(HashMap::new()), ttl: Duration::from_secs(ttl_seconds) }
     }
 
-    pub async fn resolve(&self, host: &str, port: u16) -> Result<SocketAddr, ApiError> {
-        let key = (host.to_string(), port);
-        if let Some((addrs, at)) = self.entries.read().get(&key) {
+    /// `authority` is `host` or `host:port` as in [`super::route::Target`]; it is the cache key.
+    pub async fn resolve(&self, authority: &str, host: &str, port: u16) -> Result<SocketAddr, ApiError> {
+        if let Some((addrs, at)) = self.entries.read().get(authority) {
             if at.elapsed() < self.ttl {
                 if let Some(addr) = addrs.first() {
                     return Ok(*addr);
@@ -54,7 +54,7 @@ impl DnsCache {
                 entries.clear();
             }
         }
-        entries.insert(key, (addrs, Instant::now()));
+        entries.insert(authority.to_string(), (addrs, Instant::now()));
         Ok(first)
     }
 }

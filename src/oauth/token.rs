@@ -87,7 +87,7 @@ async fn authorization_code(state: &AppState, client: &Client, form: &Params) ->
     let refresh = RefreshToken::generate(&session.id);
     let refresh_expires_at = rules::refresh_token_expiry(&session, now, state.config.tokens.refresh_token_ttl_seconds);
     state.store.create_session(&session, &refresh.hash(), refresh_expires_at, now).await?;
-    log::info!("tokens issued: grant=authorization_code client={} session={}", client.client_id, session.id);
+    log::info!("tokens issued: grant=authorization_code client={} session={}", client.client_id, session.id.log_tag());
     state.metrics.tokens_issued.with_label_values(&["authorization_code"]).inc();
     token_response(state, client, &session, &refresh, now)
 }
@@ -140,24 +140,32 @@ async fn refresh(state: &AppState, client: &Client, form: &Params) -> Result<Rep
             log::info!(
                 "tokens refreshed: client={} session={} refresh_count={}",
                 client.client_id,
-                session.id,
+                session.id.log_tag(),
                 session.refresh_count
             );
             token_response(state, client, &session, &successor, now)
         }
         RotateOutcome::Repeated { session, sealed_successor } => {
             let successor = open_successor(&old, &sealed_successor).ok_or_else(|| {
-                log::error!("sealed successor of session {} does not open", session.id);
+                log::error!("sealed successor of session {} does not open", session.id.log_tag());
                 ApiError::ServerError
             })?;
             token_response(state, client, &session, &successor, now)
         }
         RotateOutcome::Refused(status) => {
-            log::info!("refresh refused: client={} session={session_id} reason={status:?}", client.client_id);
+            log::info!(
+                "refresh refused: client={} session={} reason={status:?}",
+                client.client_id,
+                session_id.log_tag()
+            );
             Err(ApiError::for_refresh(status))
         }
         RotateOutcome::ReuseDetected => {
-            log::warn!("refresh token reuse detected: client={} session={session_id} revoked", client.client_id);
+            log::warn!(
+                "refresh token reuse detected: client={} session={} revoked",
+                client.client_id,
+                session_id.log_tag()
+            );
             Err(ApiError::InvalidGrant("Refresh token was already used; the session has been revoked".into()))
         }
         RotateOutcome::Invalid => Err(invalid()),

@@ -38,6 +38,12 @@ impl SessionId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// What logs show instead of the id: 12 characters of its SHA-256, the same in every log line, so lines
+    /// about one session can be matched without the logs holding a usable id.
+    pub fn log_tag(&self) -> String {
+        crate::tokens::TokenHash::of(&self.0).encoded()[..12].to_string()
+    }
 }
 
 impl std::fmt::Debug for SessionId {

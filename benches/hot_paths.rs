@@ -1,0 +1,75 @@
+//! The per-request work of a proxied call, piece by piece: verifying an access token (full signature check
+//! and the verified-token cache hit that replaces it), the session rule, parsing and binding the route, and
+//! rewriting the upstream request headers.
+//!
+//!   cargo bench --bench hot_paths -- --warm-up-time 1 --measurement-time 3
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use std::hint::black_box;
+
+use ib_oauth_gateway::config::{self, SigningAlgorithm};
+use ib_oauth_gateway::gateway::token_cache::VerifiedTokens;
+use ib_oauth_gateway::gateway::{route, upstream};
+use ib_oauth_gateway::keys::SigningKeys;
+use ib_oauth_gateway::oauth::access_token;
+use ib_oauth_gateway::session::{rules, IbSid, IbUser, Limits, Session, SessionGrant, SessionId};
+use ib_oauth_gateway::store::now_unix;
+use pingora::http::RequestHeader;
+
+fn session(now: u64) -> Session {
+    let grant = SessionGrant {
+        sid: IbSid::new("ib-session-id"),
+        platform_url: "https://acme.intelligencebank.com".into(),
+        api_v3_url: "https://lbv3us1.intelligencebank.com".into(),
+        ib_client_id: "AbC1".into(),
+        user: IbUser {
+            uuid: "4f1c2b1e-8d7a-4e0b-9a57-0c6f5d2e9b11".into(),
+            first_name: "Ada".into(),
+            last_name: "Lovelace".into(),
+            email: None,
+            login_time: Some(now),
+        },
+        login_timeout_hours: Some(8),
+        oauth_client_id: "mcp-public-client".into(),
+        scope: "profile".into(),
+    };
+    Session::start(SessionId::generate(), grant, now, 120)
+}
+
+fn benches(c: &mut Criterion) {
+    let config = config::load_str("server:\n  public_url: https://gateway.example.com\n").unwrap();
+    let now = now_unix();
+    let session = session(now);
+    for algorithm in [SigningAlgorithm::EdDSA, SigningAlgorithm::ES256] {
+        let keys = SigningKeys::ephemeral(algorithm).unwrap();
+        let (token, _) = access_token::issue(&keys, &config, &session, now).unwrap();
+        c.bench_function(&format!("access_token_verify_full_{algorithm:?}"), |b| {
+            b.iter(|| access_token::verify(&keys, &config, black_box(&token), now).unwrap())
+        });
+        let cache = VerifiedTokens::new(100_000);
+        cache.verify(&keys, &config, &token, now).unwrap();
+        c.bench_function(&format!("access_token_verify_cached_{algorithm:?}"), |b| {
+            b.iter(|| cache.verify(&keys, &config, black_box(&token), now).unwrap())
+        });
+    }
+    let limits = Limits { max_refresh_count: 120, near_expiry_margin: 300 };
+    c.bench_function("session_access_status", |b| b.iter(|| rules::access_status(black_box(&session), now, &limits)));
+    let raw =
+        "/proxy/lbv3us1.intelligencebank.com/api/3.0.0/AbC1/resource.limit(100).order(createTime:-1)?verbose=null";
+    c.bench_function("route_parse_and_bind", |b| {
+        b.iter(|| route::bind(&route::parse(black_box(raw)).unwrap(), &session).unwrap())
+    });
+    let target = route::bind(&route::parse(raw).unwrap(), &session).unwrap();
+    c.bench_function("rewrite_upstream_request", |b| {
+        b.iter(|| {
+            let mut request = RequestHeader::build("GET", raw.as_bytes(), Some(6)).unwrap();
+            request.append_header("Authorization", "Bearer x").unwrap();
+            request.append_header("Accept", "application/json").unwrap();
+            upstream::rewrite_request(&mut request, &target, "ib-session-id", None, true, "req").unwrap();
+            request
+        })
+    });
+}
+
+criterion_group!(hot_paths, benches);
+criterion_main!(hot_paths);

@@ -1,0 +1,48 @@
+//! A plain Pingora pass-through, built from the same tree and dependency versions as the gateway: the
+//! baseline `benches/load.sh` compares the gateway against. It forwards every request unchanged to one
+//! upstream over Pingora's pooled connections; no authentication, no rewriting, no store.
+//!
+//! Usage: `passthrough LISTEN_ADDR UPSTREAM_ADDR` (both `127.0.0.1:PORT`).
+
+use async_trait::async_trait;
+use pingora::prelude::*;
+use pingora::server::configuration::ServerConf;
+
+struct PassThrough {
+    upstream: std::net::SocketAddr,
+}
+
+#[async_trait]
+impl ProxyHttp for PassThrough {
+    type CTX = ();
+
+    fn new_ctx(&self) -> Self::CTX {}
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
+        Ok(Box::new(HttpPeer::new(self.upstream, false, String::new())))
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(listen), Some(upstream)) = (args.get(1), args.get(2)) else {
+        eprintln!("usage: passthrough LISTEN_ADDR UPSTREAM_ADDR");
+        std::process::exit(2);
+    };
+    let upstream = upstream.parse().unwrap_or_else(|e| {
+        eprintln!("upstream address: {e}");
+        std::process::exit(2);
+    });
+    let conf = ServerConf {
+        threads: 2,
+        upgrade_sock: format!("/tmp/passthrough-{}.sock", std::process::id()),
+        pid_file: format!("/tmp/passthrough-{}.pid", std::process::id()),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, PassThrough { upstream });
+    proxy.add_tcp(listen);
+    server.add_service(proxy);
+    server.run_forever()
+}

@@ -1,0 +1,537 @@
+//! The deployment files under `deploy/` are well-formed and agree with the gateway: every YAML and JSON file
+//! parses; the Kubernetes Deployment runs at least three replicas with both probes on the admin port, and its
+//! ConfigMap's `gateway.yaml` loads as a configuration whose secrets and writable paths the Deployment provides;
+//! the alerting rules and the Grafana dashboard use only metrics the gateway exports; the systemd unit waits
+//! out the drain; and, when `promtool` is installed (required with `IBGW_REQUIRE_PROMTOOL=1`), Prometheus
+//! accepts the rules, their unit tests and the scrape configuration.
+
+use serde::Deserialize;
+use serde_yaml::Value as Yaml;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Every metric the gateway exports. The source of truth is `src/metrics.rs`: keep this list in step with it.
+const METRICS: &[&str] = &[
+    "ibgw_http_requests_total",
+    "ibgw_http_request_duration_seconds",
+    "ibgw_upstream_duration_seconds",
+    "ibgw_upstream_errors_total",
+    "ibgw_token_refreshes_total",
+    "ibgw_session_timeouts_total",
+    "ibgw_tokens_issued_total",
+    "ibgw_logins_total",
+    "ibgw_auth_failures_total",
+    "ibgw_rate_limited_total",
+    "ibgw_store_operation_duration_seconds",
+    "ibgw_store_errors_total",
+    "ibgw_store_up",
+    "ibgw_active_sessions",
+    "ibgw_build_info",
+];
+
+/// The histograms among [`METRICS`]: their series are `<name>_bucket`, `<name>_sum` and `<name>_count`.
+const HISTOGRAMS: &[&str] =
+    &["ibgw_http_request_duration_seconds", "ibgw_upstream_duration_seconds", "ibgw_store_operation_duration_seconds"];
+
+/// Series Prometheus itself writes for every scrape target; the only non-`ibgw_` names the files may use.
+const PROMETHEUS_SERIES: &[&str] = &["up"];
+
+const ALERTS: &str = "deploy/prometheus/alerts.yml";
+const DASHBOARD: &str = "deploy/grafana/ib-oauth-gateway.json";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(relative: &str) -> String {
+    let path = root().join(relative);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    for entry in entries {
+        let path = entry.expect("readable directory entry").path();
+        if path.is_dir() {
+            collect_files(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+/// Files under `deploy/` whose extension is one of `extensions`, sorted.
+fn deploy_files(extensions: &[&str]) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    collect_files(&root().join("deploy"), &mut files);
+    files.retain(|path| path.extension().and_then(|e| e.to_str()).is_some_and(|e| extensions.contains(&e)));
+    files.sort();
+    files
+}
+
+/// Every document of a (possibly multi-document) YAML file.
+fn yaml_documents(relative: &str) -> Vec<Yaml> {
+    serde_yaml::Deserializer::from_str(&read(relative))
+        .map(|document| Yaml::deserialize(document).unwrap_or_else(|e| panic!("{relative}: {e}")))
+        .collect()
+}
+
+fn relative(path: &Path) -> String {
+    path.strip_prefix(root()).expect("under the repository").display().to_string()
+}
+
+/// The one document of `relative` whose `kind` is `kind`.
+fn kubernetes_object(relative: &str, kind: &str) -> Yaml {
+    let mut found: Vec<Yaml> =
+        yaml_documents(relative).into_iter().filter(|doc| doc["kind"].as_str() == Some(kind)).collect();
+    assert_eq!(found.len(), 1, "{relative}: expected one {kind}");
+    found.remove(0)
+}
+
+#[test]
+fn every_yaml_and_json_file_under_deploy_parses() {
+    let yaml = deploy_files(&["yaml", "yml"]);
+    for expected in [
+        "deploy/kubernetes/configmap.yaml",
+        "deploy/kubernetes/secret.example.yaml",
+        "deploy/kubernetes/deployment.yaml",
+        "deploy/kubernetes/service.yaml",
+        "deploy/kubernetes/pdb.yaml",
+        "deploy/kubernetes/hpa.yaml",
+        "deploy/kubernetes/servicemonitor.yaml",
+        "deploy/prometheus/prometheus.yml",
+        ALERTS,
+    ] {
+        assert!(yaml.iter().any(|path| relative(path) == expected), "{expected} is missing");
+    }
+    for path in &yaml {
+        let name = relative(path);
+        let documents = yaml_documents(&name);
+        assert!(documents.iter().any(|doc| !doc.is_null()), "{name}: no YAML document");
+        if name.starts_with("deploy/kubernetes/") {
+            for doc in documents.iter().filter(|doc| !doc.is_null()) {
+                assert!(doc["apiVersion"].is_string() && doc["kind"].is_string(), "{name}: not a Kubernetes object");
+            }
+        }
+    }
+    let json = deploy_files(&["json"]);
+    assert!(json.iter().any(|path| relative(path) == DASHBOARD), "{DASHBOARD} is missing");
+    for path in &json {
+        let name = relative(path);
+        serde_json::from_str::<serde_json::Value>(&read(&name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
+
+/// A probe's port as a number, resolving a named port against the container's ports.
+fn probe_port(container: &Yaml, probe: &str) -> Option<u64> {
+    let port = &container[probe]["httpGet"]["port"];
+    if let Some(number) = port.as_u64() {
+        return Some(number);
+    }
+    let name = port.as_str()?;
+    container["ports"].as_sequence()?.iter().find(|p| p["name"].as_str() == Some(name))?["containerPort"].as_u64()
+}
+
+#[test]
+fn kubernetes_deployment_runs_three_replicas_with_both_probes_on_the_admin_port() {
+    let deployment = kubernetes_object("deploy/kubernetes/deployment.yaml", "Deployment");
+    let replicas = deployment["spec"]["replicas"].as_u64().expect("spec.replicas");
+    assert!(replicas >= 3, "replicas: {replicas}");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"].as_str(), Some("/readyz"));
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"].as_str(), Some("/healthz"));
+    assert_eq!(probe_port(container, "readinessProbe"), Some(9090));
+    assert_eq!(probe_port(container, "livenessProbe"), Some(9090));
+    let security = &container["securityContext"];
+    assert_eq!(security["readOnlyRootFilesystem"].as_bool(), Some(true));
+    assert_eq!(security["allowPrivilegeEscalation"].as_bool(), Some(false));
+    assert_eq!(security["capabilities"]["drop"][0].as_str(), Some("ALL"));
+
+    let pdb = kubernetes_object("deploy/kubernetes/pdb.yaml", "PodDisruptionBudget");
+    assert!(pdb["spec"]["minAvailable"].as_u64().is_some_and(|n| n >= 2 && n < replicas));
+    let hpa = kubernetes_object("deploy/kubernetes/hpa.yaml", "HorizontalPodAutoscaler");
+    assert_eq!(hpa["spec"]["minReplicas"].as_u64(), Some(replicas));
+}
+
+/// Replaces every `{file: ...}` secret with a file written to `dir` (a real key pair for signing keys) and
+/// gives every `{env: ...}` secret a value. Returns the files and variables the configuration referenced.
+fn substitute_secrets(
+    value: &mut Yaml,
+    key: &str,
+    algorithm: ib_oauth_gateway::config::SigningAlgorithm,
+    dir: &Path,
+    referenced: &mut (Vec<String>, Vec<String>),
+) {
+    if let Some(mapping) = value.as_mapping_mut() {
+        if mapping.len() == 1 {
+            if let Some(path) = mapping.get_mut("file") {
+                referenced.0.push(path.as_str().expect("a file path").to_string());
+                let (private_pem, public_pem) =
+                    ib_oauth_gateway::keys::generate_pem(algorithm).expect("a key pair is generated");
+                let contents = match key {
+                    "private_key" => private_pem,
+                    "public_key" => public_pem,
+                    _ => "a-secret-of-at-least-sixteen-characters".to_string(),
+                };
+                let substitute = dir.join(format!("secret-{}", referenced.0.len()));
+                std::fs::write(&substitute, contents).expect("temporary secret file is written");
+                *path = Yaml::String(substitute.display().to_string());
+                return;
+            }
+            if let Some(name) = mapping.get("env").and_then(Yaml::as_str) {
+                referenced.1.push(name.to_string());
+                if std::env::var_os(name).is_none() {
+                    std::env::set_var(name, "a-secret-of-at-least-sixteen-characters");
+                }
+                return;
+            }
+        }
+        for (child_key, child) in mapping.iter_mut() {
+            let child_key = child_key.as_str().unwrap_or_default().to_string();
+            substitute_secrets(child, &child_key, algorithm, dir, referenced);
+        }
+    } else if let Some(sequence) = value.as_sequence_mut() {
+        for child in sequence {
+            substitute_secrets(child, key, algorithm, dir, referenced);
+        }
+    }
+}
+
+fn signing_algorithm(config: &Yaml) -> ib_oauth_gateway::config::SigningAlgorithm {
+    use ib_oauth_gateway::config::SigningAlgorithm;
+    match config["signing"]["algorithm"].as_str() {
+        None | Some("EdDSA") => SigningAlgorithm::EdDSA,
+        Some("ES256") => SigningAlgorithm::ES256,
+        Some("RS256") => SigningAlgorithm::RS256,
+        Some(other) => panic!("unknown signing.algorithm {other}"),
+    }
+}
+
+#[test]
+fn kubernetes_configmap_gateway_yaml_loads_with_the_secrets_and_paths_the_deployment_provides() {
+    use ib_oauth_gateway::config::{LogFormat, RateLimitBackend, StoreBackend};
+
+    let configmap = kubernetes_object("deploy/kubernetes/configmap.yaml", "ConfigMap");
+    let text = configmap["data"]["gateway.yaml"].as_str().expect("data.gateway.yaml");
+    let mut yaml: Yaml = serde_yaml::from_str(text).expect("gateway.yaml is YAML");
+    let dir = tempfile::tempdir().unwrap();
+    let mut referenced = (Vec::new(), Vec::new());
+    let algorithm = signing_algorithm(&yaml);
+    substitute_secrets(&mut yaml, "", algorithm, dir.path(), &mut referenced);
+    let substituted = serde_yaml::to_string(&yaml).unwrap();
+    let config = ib_oauth_gateway::config::load_str(&substituted).unwrap_or_else(|e| panic!("gateway.yaml: {e}"));
+
+    assert_eq!(config.store.backend, StoreBackend::Redis);
+    assert_eq!(config.rate_limits.backend, RateLimitBackend::Redis);
+    assert_eq!(config.logging.format, LogFormat::Json);
+    assert_eq!(config.server.admin_listen, "0.0.0.0:9090");
+    assert!(config.signing.current.is_some(), "replicas must share a configured signing key");
+    assert!(config.store.redis.password.is_some(), "the Redis password comes from the Secret");
+
+    let deployment = kubernetes_object("deploy/kubernetes/deployment.yaml", "Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let (files, variables) = referenced;
+    let provided: Vec<&str> =
+        container["env"].as_sequence().into_iter().flatten().filter_map(|e| e["name"].as_str()).collect();
+    for variable in &variables {
+        assert!(
+            provided.contains(&variable.as_str()),
+            "gateway.yaml reads ${variable}, the Deployment does not set it"
+        );
+    }
+    let mounts = container["volumeMounts"].as_sequence().expect("volumeMounts");
+    let mount_of = |path: &str| {
+        mounts
+            .iter()
+            .filter(|m| m["mountPath"].as_str().is_some_and(|dir| Path::new(path).starts_with(dir)))
+            .max_by_key(|m| m["mountPath"].as_str().map_or(0, str::len))
+            .cloned()
+    };
+    for file in &files {
+        assert!(mount_of(file.as_str()).is_some(), "gateway.yaml reads {file}, which no volume provides");
+    }
+    // The root filesystem is read-only: the upgrade socket and pid file need a writable volume.
+    for path in [config.server.upgrade_sock.as_str(), config.server.pid_file.as_str()] {
+        let mount = mount_of(path).unwrap_or_else(|| panic!("{path} is on the read-only root filesystem"));
+        assert_ne!(mount["readOnly"].as_bool(), Some(true), "{path} is on a read-only volume");
+    }
+
+    // Kubernetes kills the pod terminationGracePeriodSeconds after deletion starts: the preStop sleep and
+    // the gateway's own drain must both fit.
+    let pre_stop = &container["lifecycle"]["preStop"]["exec"]["command"];
+    let sleep: u64 = pre_stop[1].as_str().and_then(|s| s.parse().ok()).expect("preStop: [/bin/sleep, SECONDS]");
+    let termination = pod["terminationGracePeriodSeconds"].as_u64().expect("terminationGracePeriodSeconds");
+    let drain = config.server.grace_period_seconds + config.server.graceful_shutdown_timeout_seconds;
+    assert!(termination > sleep + drain, "terminationGracePeriodSeconds {termination} <= {sleep} + {drain}");
+}
+
+#[test]
+fn systemd_unit_runs_in_the_foreground_and_waits_out_the_drain() {
+    let unit = read("deploy/systemd/ib-oauth-gateway.service");
+    let setting = |name: &str| {
+        unit.lines().find_map(|line| line.trim().strip_prefix(name).and_then(|rest| rest.strip_prefix('=')))
+    };
+    assert_eq!(setting("Type"), Some("simple"));
+    assert_eq!(setting("KillSignal"), Some("SIGTERM"));
+    assert!(setting("ExecStart").is_some_and(|exec| exec.contains("--config")));
+    assert!(setting("ExecReload").is_none(), "the gateway has no reload");
+    let defaults = ib_oauth_gateway::config::load_str("server:\n  public_url: https://gateway.example.com\n").unwrap();
+    let drain = defaults.server.grace_period_seconds + defaults.server.graceful_shutdown_timeout_seconds;
+    let timeout: u64 = setting("TimeoutStopSec").and_then(|t| t.parse().ok()).expect("TimeoutStopSec in seconds");
+    assert!(timeout > drain, "TimeoutStopSec {timeout} does not cover the default drain of {drain} s");
+}
+
+/// Metric names a PromQL expression reads. A small lexer, enough for our files: strings, label matchers,
+/// range selectors and grouping clauses are skipped; aggregations and identifiers followed by `(` are
+/// functions; keywords and numbers are skipped; every other identifier names a metric.
+fn promql_metrics(expr: &str) -> Vec<String> {
+    const KEYWORDS: &[&str] = &["and", "or", "unless", "bool", "offset", "inf", "nan"];
+    const CLAUSES: &[&str] = &["by", "without", "on", "ignoring", "group_left", "group_right"];
+    const AGGREGATIONS: &[&str] = &[
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "group",
+        "stddev",
+        "stdvar",
+        "count",
+        "count_values",
+        "bottomk",
+        "topk",
+        "quantile",
+    ];
+    let chars: Vec<char> = expr.chars().collect();
+    let skip_string = |mut i: usize| {
+        let quote = chars[i];
+        i += 1;
+        while i < chars.len() {
+            if chars[i] == '\\' && quote != '`' {
+                i += 2;
+            } else if chars[i] == quote {
+                return i + 1;
+            } else {
+                i += 1;
+            }
+        }
+        i
+    };
+    let skip_group = |mut i: usize, open: char, close: char| {
+        let mut depth = 0;
+        while i < chars.len() {
+            match chars[i] {
+                '"' | '\'' | '`' => i = skip_string(i),
+                c if c == open => {
+                    depth += 1;
+                    i += 1;
+                }
+                c if c == close => {
+                    depth -= 1;
+                    i += 1;
+                    if depth == 0 {
+                        return i;
+                    }
+                }
+                _ => i += 1,
+            }
+        }
+        i
+    };
+    let mut names = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if matches!(c, '"' | '\'' | '`') {
+            i = skip_string(i);
+        } else if c == '{' {
+            i = skip_group(i, '{', '}');
+        } else if c == '[' {
+            i = skip_group(i, '[', ']');
+        } else if c.is_ascii_digit() || (c == '.' && chars.get(i + 1).is_some_and(char::is_ascii_digit)) {
+            // Numbers and durations: 0.05, 1e-9, 1d.
+            i += 1;
+            while i < chars.len()
+                && (chars[i].is_ascii_alphanumeric()
+                    || chars[i] == '.'
+                    || (matches!(chars[i], '+' | '-') && matches!(chars[i - 1], 'e' | 'E')))
+            {
+                i += 1;
+            }
+        } else if c.is_ascii_alphabetic() || c == '_' || c == ':' {
+            let start = i;
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':') {
+                i += 1;
+            }
+            let word: String = chars[start..i].iter().collect();
+            let mut next = i;
+            while next < chars.len() && chars[next].is_whitespace() {
+                next += 1;
+            }
+            let called = chars.get(next) == Some(&'(');
+            if CLAUSES.contains(&word.as_str()) && called {
+                i = skip_group(next, '(', ')');
+            } else if !(called || KEYWORDS.contains(&word.as_str()) || AGGREGATIONS.contains(&word.as_str())) {
+                names.push(word);
+            }
+        } else {
+            i += 1;
+        }
+    }
+    names
+}
+
+/// The exported metric a series name belongs to (`x_bucket` of histogram `x` is `x`), if any.
+fn exported_metric(series: &str) -> Option<&'static str> {
+    if let Some(metric) = METRICS.iter().copied().find(|m| *m == series) {
+        return Some(metric);
+    }
+    HISTOGRAMS.iter().copied().find(|histogram| {
+        series.strip_prefix(histogram).is_some_and(|suffix| matches!(suffix, "_bucket" | "_sum" | "_count"))
+    })
+}
+
+/// Every `ibgw_...` word in a text, wherever it appears (expressions, descriptions, variable queries).
+fn ibgw_words(text: &str) -> BTreeSet<String> {
+    let mut words = BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("ibgw_") {
+        let tail = &rest[at..];
+        let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+        if end > "ibgw_".len() {
+            words.insert(tail[..end].to_string());
+        }
+        rest = &tail[end..];
+    }
+    words
+}
+
+/// Checks the expressions and words of one file; returns the exported metrics it uses.
+fn check_metric_names(file: &str, expressions: &[String]) -> BTreeSet<&'static str> {
+    assert!(!expressions.is_empty(), "{file}: no expressions found");
+    let mut used = BTreeSet::new();
+    for expr in expressions {
+        let names = promql_metrics(expr);
+        assert!(!names.is_empty(), "{file}: `{expr}` reads no metric");
+        for name in names {
+            if PROMETHEUS_SERIES.contains(&name.as_str()) {
+                continue;
+            }
+            assert!(name.starts_with("ibgw_"), "{file}: `{name}` in `{expr}` is not a gateway metric");
+            let metric = exported_metric(&name)
+                .unwrap_or_else(|| panic!("{file}: `{name}` in `{expr}` is not exported (src/metrics.rs)"));
+            used.insert(metric);
+        }
+    }
+    for word in ibgw_words(&read(file)) {
+        assert!(exported_metric(&word).is_some(), "{file}: `{word}` is not an exported metric");
+    }
+    used
+}
+
+fn json_expressions(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(object) => {
+            for (key, child) in object {
+                match (key.as_str(), child.as_str()) {
+                    ("expr", Some(expr)) => out.push(expr.to_string()),
+                    _ => json_expressions(child, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|item| json_expressions(item, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn promql_lexer_finds_metrics_and_nothing_else() {
+    let expr = r#"histogram_quantile(0.99, sum by (le) (rate(ibgw_x_bucket{route="proxy", a=~"{b}"}[5m])))
+        / (sum(rate(up[1d] offset 1d)) + (sum(rate(ibgw_y{kind!="5xx"}[$__rate_interval])) or vector(1e-9))) > 0.05
+        and on (job) ibgw_z == bool 1"#;
+    assert_eq!(promql_metrics(expr), ["ibgw_x_bucket", "up", "ibgw_y", "ibgw_z"]);
+}
+
+#[test]
+fn alerting_rules_use_only_exported_metrics_and_say_what_is_wrong() {
+    let documents = yaml_documents(ALERTS);
+    let groups = documents[0]["groups"].as_sequence().expect("groups");
+    let mut expressions = Vec::new();
+    let mut alerts = BTreeSet::new();
+    for rule in groups.iter().flat_map(|group| group["rules"].as_sequence().expect("rules")) {
+        let alert = rule["alert"].as_str().expect("every rule is an alert");
+        assert!(alerts.insert(alert.to_string()), "{alert} is defined twice");
+        assert!(rule["for"].is_string(), "{alert}: no `for:`");
+        let severity = rule["labels"]["severity"].as_str();
+        assert!(matches!(severity, Some("critical" | "warning" | "info")), "{alert}: severity {severity:?}");
+        for annotation in ["summary", "description"] {
+            assert!(rule["annotations"][annotation].as_str().is_some_and(|s| !s.is_empty()), "{alert}: {annotation}");
+        }
+        expressions.push(rule["expr"].as_str().expect("expr").to_string());
+    }
+    let used = check_metric_names(ALERTS, &expressions);
+    for required in [
+        "ibgw_token_refreshes_total",
+        "ibgw_session_timeouts_total",
+        "ibgw_upstream_errors_total",
+        "ibgw_http_request_duration_seconds",
+        "ibgw_store_errors_total",
+        "ibgw_store_up",
+    ] {
+        assert!(used.contains(required), "{ALERTS}: nothing alerts on {required}");
+    }
+    assert!(expressions.iter().any(|e| e.contains(r#"result="reuse_detected""#)), "reuse detection alert");
+    assert!(expressions.iter().any(|e| e.contains(r#"result="refresh_limit_exceeded""#)), "refresh limit alert");
+    assert!(expressions.iter().any(|e| promql_metrics(e).iter().any(|m| m == "up")), "instance down alert");
+}
+
+#[test]
+fn grafana_dashboard_shows_every_exported_metric() {
+    let dashboard: serde_json::Value = serde_json::from_str(&read(DASHBOARD)).unwrap();
+    assert!(dashboard["schemaVersion"].as_u64().is_some_and(|v| v >= 36), "schemaVersion");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let mut ids = BTreeSet::new();
+    for panel in panels {
+        assert!(ids.insert(panel["id"].as_u64().expect("panel id")), "panel ids are unique");
+        if panel["type"] != "row" {
+            assert!(panel["targets"].as_array().is_some_and(|t| !t.is_empty()), "{}: no query", panel["title"]);
+        }
+    }
+    let mut expressions = Vec::new();
+    json_expressions(&dashboard, &mut expressions);
+    let used = check_metric_names(DASHBOARD, &expressions);
+    let missing: Vec<_> = METRICS.iter().filter(|m| !used.contains(*m)).collect();
+    assert!(missing.is_empty(), "{DASHBOARD} shows nothing of {missing:?}");
+}
+
+fn promtool_available() -> bool {
+    Command::new("promtool").arg("--version").output().is_ok_and(|output| output.status.success())
+}
+
+#[test]
+fn promtool_accepts_the_rules_their_tests_and_the_scrape_config() {
+    if !promtool_available() {
+        assert_ne!(
+            std::env::var("IBGW_REQUIRE_PROMTOOL").as_deref(),
+            Ok("1"),
+            "IBGW_REQUIRE_PROMTOOL=1 but promtool is not on PATH (Debian: apt-get install prometheus)"
+        );
+        eprintln!("promtool is not on PATH: Prometheus checks skipped (IBGW_REQUIRE_PROMTOOL=1 makes this fail)");
+        return;
+    }
+    for args in [
+        ["check", "rules", ALERTS],
+        ["test", "rules", "deploy/prometheus/alerts.test.yml"],
+        ["check", "config", "deploy/prometheus/prometheus.yml"],
+    ] {
+        let output = Command::new("promtool").args(args).current_dir(root()).output().unwrap();
+        assert!(
+            output.status.success(),
+            "promtool {}:\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
