@@ -95,6 +95,19 @@ ensure_promtool() {
     _ibgw_require "prometheus" promtool
 }
 
+# A standard OAuth library (authlib) validates the discovery documents in tests/oauth_flow.rs; it runs on
+# Debian's own /usr/bin/python3, whatever python3 is first on PATH.
+ensure_authlib() {
+    if /usr/bin/python3 -c 'import authlib' >/dev/null 2>&1; then
+        return 0
+    fi
+    if ! _ibgw_can_apt; then
+        _ibgw_log "error: authlib missing: run: sudo apt-get install -y python3-authlib"
+        exit 1
+    fi
+    _ibgw_apt_install python3-authlib || { _ibgw_log "error: apt-get install python3-authlib failed"; exit 1; }
+}
+
 ensure_lint_tools() {
     if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
         _ibgw_log "error: rustfmt/clippy missing: run: rustup component add rustfmt clippy"

@@ -53,6 +53,7 @@ check_tools() {
     ensure_build_deps
     ensure_redis
     ensure_promtool
+    ensure_authlib
     if [[ $SKIP_LINT != 1 ]]; then ensure_lint_tools; fi
 }
 

@@ -73,40 +73,8 @@ async fn upgrade_under_load_reloads_config_and_drops_no_request() {
 
     // A session to proxy with: it lives in Redis and the key is shared, so it survives the upgrade.
     let mock = start_mock(MockSettings::default()).await;
-    let redirect = {
-        let started: serde_json::Value = http()
-            .get(format!("{base}/authorize?{}&platform_url={}", authorize_query("u"), urlencode(&mock.origin)))
-            .header("Accept", "application/json")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let ib_token = query_param(started["loginUrl"].as_str().unwrap(), "token").unwrap();
-        control_http().post(mock.url(&format!("/_mock/complete?token={ib_token}"))).send().await.unwrap();
-        let done: serde_json::Value = http()
-            .get(format!("{base}/authorize/poll?token={}", started["token"].as_str().unwrap()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        done["redirect_url"].as_str().unwrap().to_string()
-    };
-    let code = query_param(&redirect, "code").unwrap();
-    let (status, tokens) = post_form(
-        &format!("{base}/token"),
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT_URI),
-            ("client_id", PUBLIC_CLIENT),
-            ("code_verifier", VERIFIER),
-        ],
-    )
-    .await;
+    let redirect = login_at(&base, &mock, &authorize_query("u"), "").await;
+    let (status, tokens) = exchange_at(&base, &redirect).await;
     assert_eq!(status, 200, "{tokens}");
     let access = tokens["access_token"].as_str().unwrap().to_string();
     assert_eq!(preflight_origin(&base, "https://old.example.com").await.as_deref(), Some("https://old.example.com"));

@@ -200,3 +200,34 @@ async fn dynamic_registration_issues_a_usable_public_client() {
         assert_eq!(response.status(), 400, "{bad}");
     }
 }
+
+/// Validates the RFC 8414 document with authlib, a standard OAuth library, on Debian's Python
+/// (./scripts/test.sh installs python3-authlib).
+#[tokio::test(flavor = "multi_thread")]
+async fn discovery_metadata_passes_a_standard_oauth_library() {
+    let gateway = GatewayProcess::start_with("", Some("https://gateway.example.com"));
+    let metadata =
+        http().get(gateway.url("/.well-known/oauth-authorization-server")).send().await.unwrap().text().await.unwrap();
+    let script = "import json, sys\n\
+        from authlib.oauth2.rfc8414 import AuthorizationServerMetadata\n\
+        metadata = AuthorizationServerMetadata(json.loads(sys.stdin.read()))\n\
+        metadata.validate()\n\
+        assert metadata.issuer == 'https://gateway.example.com'\n\
+        print('valid')\n";
+    let mut child = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("/usr/bin/python3 with authlib is needed: run ./scripts/test.sh, or apt-get install python3-authlib");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(metadata.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "authlib refused the metadata: {}\n{metadata}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "valid");
+}

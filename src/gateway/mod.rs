@@ -223,21 +223,26 @@ impl Gateway {
     }
 }
 
-/// Maps a failed proxy attempt to what the client is told.
-fn upstream_failure(error: &Error) -> Option<ApiError> {
+/// Maps a failed proxy attempt to what the client is told, and the `kind` label of
+/// `ibgw_upstream_errors_total` when the failure was IB's side.
+fn upstream_failure(error: &Error) -> Option<(ApiError, Option<&'static str>)> {
     use pingora::ErrorType::*;
     match error.etype() {
-        ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => Some(ApiError::GatewayTimeout),
+        ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => {
+            Some((ApiError::GatewayTimeout, Some("timeout")))
+        }
         ConnectRefused | ConnectNoRoute | ConnectError | ConnectProxyFailure | SocketError | BindError => {
-            Some(ApiError::BadGateway("IntelligenceBank could not be reached"))
+            Some((ApiError::BadGateway("IntelligenceBank could not be reached"), Some("connect")))
         }
         TLSHandshakeFailure | TLSWantX509Lookup | InvalidCert | HandshakeError => {
-            Some(ApiError::BadGateway("The TLS connection to IntelligenceBank failed"))
+            Some((ApiError::BadGateway("The TLS connection to IntelligenceBank failed"), Some("tls")))
         }
         _ => match error.esource() {
-            pingora::ErrorSource::Upstream => Some(ApiError::BadGateway("IntelligenceBank failed to answer")),
+            pingora::ErrorSource::Upstream => {
+                Some((ApiError::BadGateway("IntelligenceBank failed to answer"), Some("connect")))
+            }
             pingora::ErrorSource::Downstream => None,
-            _ => Some(ApiError::ServerError),
+            _ => Some((ApiError::ServerError, None)),
         },
     }
 }
@@ -409,16 +414,10 @@ impl ProxyHttp for Gateway {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Self::CTX) -> FailToProxy {
-        let Some(error) = upstream_failure(e) else {
+        let Some((error, kind)) = upstream_failure(e) else {
             return FailToProxy { error_code: 0, can_reuse_downstream: false };
         };
         log::warn!("request {} failed upstream: {:?}", ctx.request_id, e.etype());
-        let kind = match &error {
-            ApiError::GatewayTimeout => Some("timeout"),
-            ApiError::BadGateway(d) if d.contains("TLS") => Some("tls"),
-            ApiError::BadGateway(_) => Some("connect"),
-            _ => None,
-        };
         if let Some(kind) = kind {
             self.state.metrics.upstream_errors.with_label_values(&[kind]).inc();
         }

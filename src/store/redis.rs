@@ -210,6 +210,18 @@ impl RedisStore {
     fn connection(&self) -> Connection {
         self.connection.clone()
     }
+
+    /// Runs a script that ends a session (1: ended, 0: nothing to end) and drops it from the count index.
+    async fn end_with(&self, id: &SessionId, invocation: ::redis::ScriptInvocation<'_>) -> Result<bool, StoreError> {
+        let mut connection = self.connection();
+        let ended: i64 = invocation.invoke_async(&mut connection).await.map_err(unavailable)?;
+        if ended == 1 {
+            // Best effort: the index only feeds the active-sessions estimate.
+            let _: ::redis::RedisResult<()> =
+                ::redis::cmd("ZREM").arg(self.index_key()).arg(id.as_str()).query_async(&mut connection).await;
+        }
+        Ok(ended == 1)
+    }
 }
 
 /// Rebuilds a session from the fields `g ca ex rc lr st` (in that order).
@@ -356,18 +368,9 @@ impl TokenStore for RedisStore {
     }
 
     async fn end_session(&self, id: &SessionId, state: SessionState) -> Result<bool, StoreError> {
-        let mut connection = self.connection();
-        let ended: i64 = END_SESSION
-            .key(self.session_key(id))
-            .arg(state.as_str())
-            .invoke_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
-        if ended == 1 {
-            let _: ::redis::RedisResult<()> =
-                ::redis::cmd("ZREM").arg(self.index_key()).arg(id.as_str()).query_async(&mut connection).await;
-        }
-        Ok(ended == 1)
+        let mut invocation = END_SESSION.key(self.session_key(id));
+        invocation.arg(state.as_str());
+        self.end_with(id, invocation).await
     }
 
     async fn revoke_by_refresh(
@@ -376,19 +379,9 @@ impl TokenStore for RedisStore {
         presented: &TokenHash,
         client_id: &str,
     ) -> Result<bool, StoreError> {
-        let mut connection = self.connection();
-        let ended: i64 = REVOKE_BY_REFRESH
-            .key(self.session_key(id))
-            .arg(presented.encoded())
-            .arg(client_id)
-            .invoke_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
-        if ended == 1 {
-            let _: ::redis::RedisResult<()> =
-                ::redis::cmd("ZREM").arg(self.index_key()).arg(id.as_str()).query_async(&mut connection).await;
-        }
-        Ok(ended == 1)
+        let mut invocation = REVOKE_BY_REFRESH.key(self.session_key(id));
+        invocation.arg(presented.encoded()).arg(client_id);
+        self.end_with(id, invocation).await
     }
 
     async fn find_by_refresh(

@@ -154,9 +154,15 @@ pub fn query_param(url: &str, name: &str) -> Option<String> {
 /// Drives `/authorize` → mock login → poll, returning the redirect URL with the code.
 /// `complete_query` is appended to the mock's `/_mock/complete` call (e.g. `&logintimeoutperiod=1`).
 pub async fn login(gateway: &GatewayProcess, mock: &MockHandle, query: &str, complete_query: &str) -> String {
+    login_at(&gateway.base, mock, query, complete_query).await
+}
+
+/// [`login`] against a gateway at `base` (e.g. one a test runs itself).
+pub async fn login_at(base: &str, mock: &MockHandle, query: &str, complete_query: &str) -> String {
+    let url = |path: &str| format!("{base}{path}");
     let client = http();
     let started: serde_json::Value = client
-        .get(gateway.url(&format!("/authorize?{query}&platform_url={}", urlencode(&mock.origin))))
+        .get(url(&format!("/authorize?{query}&platform_url={}", urlencode(&mock.origin))))
         .header("Accept", "application/json")
         .send()
         .await
@@ -167,7 +173,7 @@ pub async fn login(gateway: &GatewayProcess, mock: &MockHandle, query: &str, com
     let login_url = started["loginUrl"].as_str().unwrap_or_else(|| panic!("{started}"));
     let poll_token = started["token"].as_str().unwrap();
     let ib_token = query_param(login_url, "token").unwrap();
-    let pending = client.get(gateway.url(&format!("/authorize/poll?token={poll_token}"))).send().await.unwrap();
+    let pending = client.get(url(&format!("/authorize/poll?token={poll_token}"))).send().await.unwrap();
     assert_eq!(pending.status(), 404);
     let body: serde_json::Value = pending.json().await.unwrap();
     assert_eq!(body["error"], "authorization_pending");
@@ -177,14 +183,8 @@ pub async fn login(gateway: &GatewayProcess, mock: &MockHandle, query: &str, com
         .await
         .unwrap();
     assert!(completed.status().is_success(), "{:?}", completed.text().await);
-    let done: serde_json::Value = client
-        .get(gateway.url(&format!("/authorize/poll?token={poll_token}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let done: serde_json::Value =
+        client.get(url(&format!("/authorize/poll?token={poll_token}"))).send().await.unwrap().json().await.unwrap();
     done["redirect_url"].as_str().unwrap_or_else(|| panic!("{done}")).to_string()
 }
 
@@ -197,9 +197,14 @@ pub async fn post_form(url: &str, form: &[(&str, &str)]) -> (u16, serde_json::Va
 
 /// Exchanges a code from [`login`] for tokens, as the public client.
 pub async fn exchange(gateway: &GatewayProcess, redirect_url: &str) -> (u16, serde_json::Value) {
+    exchange_at(&gateway.base, redirect_url).await
+}
+
+/// [`exchange`] against a gateway at `base`.
+pub async fn exchange_at(base: &str, redirect_url: &str) -> (u16, serde_json::Value) {
     let code = query_param(redirect_url, "code").unwrap();
     post_form(
-        &gateway.url("/token"),
+        &format!("{base}/token"),
         &[
             ("grant_type", "authorization_code"),
             ("code", &code),
