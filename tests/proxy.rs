@@ -366,7 +366,7 @@ async fn redis_rate_limit_holds_across_two_instances_in_one_round_trip_each() {
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_upstream_is_verified_against_the_extra_ca() {
     let pki = common::pki::test_pki();
-    let trusted = GatewayProcess::start_full("", None, &format!("  extra_ca_file: {}\n", pki.ca.display()));
+    let trusted = GatewayProcess::start_full("", None, &format!("  extra_ca_file: {}\n", pki.ca.display()), "");
     let untrusted = GatewayProcess::start("");
     let mock = common::pki::start_tls_mock(&pki).await;
     assert!(mock.origin.starts_with("https://"));
@@ -431,4 +431,34 @@ async fn a_gibibyte_streams_both_ways_with_flat_gateway_memory() {
     let peak = gateway.peak_rss_kib();
     assert!(baseline > 0 && peak > 0);
     assert!(peak - baseline < 64 * 1024, "gateway memory grew from {baseline} KiB to {peak} KiB while streaming 2 GiB");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn per_ip_limits_use_forwarded_for_only_behind_trusted_proxies() {
+    // The test client connects from 127.0.0.1, which plays the load balancer for the first gateway.
+    let limits = "rate_limits:\n  per_ip_per_minute: 2\n";
+    let behind_proxy = GatewayProcess::start_full(limits, None, "", "  trusted_proxies: ['127.0.0.1']\n");
+    let direct = GatewayProcess::start(limits);
+    let discovery = |gateway: &GatewayProcess, forwarded: &str| {
+        http()
+            .get(gateway.url("/.well-known/oauth-authorization-server"))
+            .header("X-Forwarded-For", forwarded.to_string())
+            .send()
+    };
+    let now = ib_oauth_gateway::store::now_unix();
+    if 60 - now % 60 < 10 {
+        tokio::time::sleep(std::time::Duration::from_secs(60 - now % 60)).await;
+    }
+    // Behind a trusted proxy, each forwarded client has its own budget.
+    for client in ["198.51.100.1", "198.51.100.1", "198.51.100.2", "198.51.100.2"] {
+        assert_eq!(discovery(&behind_proxy, client).await.unwrap().status(), 200, "{client}");
+    }
+    assert_eq!(discovery(&behind_proxy, "198.51.100.1").await.unwrap().status(), 429);
+    // A forged entry left of the real one changes nothing.
+    assert_eq!(discovery(&behind_proxy, "203.0.113.50, 198.51.100.2").await.unwrap().status(), 429);
+    // Without trusted proxies, X-Forwarded-For is ignored: the peer is the client.
+    for client in ["198.51.100.1", "198.51.100.2"] {
+        assert_eq!(discovery(&direct, client).await.unwrap().status(), 200);
+    }
+    assert_eq!(discovery(&direct, "198.51.100.3").await.unwrap().status(), 429);
 }

@@ -108,10 +108,20 @@ fn validate_server(server: &ServerConfig) -> Result<(), ConfigError> {
     if server.threads == 0 {
         return Err(err("server.threads", "must be at least 1"));
     }
+    for (i, proxy) in server.trusted_proxies.iter().enumerate() {
+        parse_network(proxy).ok_or_else(|| {
+            err(format!("server.trusted_proxies[{i}]"), format!("`{proxy}` is not an IP address or CIDR"))
+        })?;
+    }
     if server.max_form_body_bytes < 1024 {
         return Err(err("server.max_form_body_bytes", "must be at least 1024"));
     }
     Ok(())
+}
+
+/// An IP address (as a single-host network) or a CIDR.
+pub fn parse_network(text: &str) -> Option<ipnet::IpNet> {
+    text.parse::<ipnet::IpNet>().ok().or_else(|| text.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
 fn validate_store(store: &StoreConfig) -> Result<(), ConfigError> {

@@ -9,6 +9,7 @@ mod load;
 mod secret;
 
 pub(crate) use load::check_redirect_uri;
+pub use load::parse_network;
 pub use load::{load, load_str, ConfigError};
 pub use secret::{Secret, SecretSource};
 
@@ -74,6 +75,10 @@ pub struct ServerConfig {
     /// Largest request body the OAuth endpoints accept, in bytes (larger: 413).
     #[serde(default = "default_max_form_bytes")]
     pub max_form_body_bytes: usize,
+    /// Load balancers / reverse proxies (IPs or CIDRs) whose `X-Forwarded-For` is believed when finding the
+    /// client IP for per-IP limits. Empty: the TCP peer is the client.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

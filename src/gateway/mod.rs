@@ -79,8 +79,30 @@ fn new_request_id() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 
-fn client_ip(session: &Session) -> Option<IpAddr> {
+/// The TCP peer's address.
+fn peer_ip(session: &Session) -> Option<IpAddr> {
     session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())
+}
+
+/// The client's address for per-IP limits: the peer, or, when the peer is a trusted proxy, the right-most
+/// `X-Forwarded-For` entry that is not a trusted proxy (entries left of it could be forged by the client).
+pub fn client_ip(peer: Option<IpAddr>, forwarded_for: &[&str], trusted: &[ipnet::IpNet]) -> Option<IpAddr> {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let peer = peer?;
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let mut hops = forwarded_for.iter().rev().flat_map(|value| value.rsplit(',')).map(str::trim);
+    let mut last_trusted = peer;
+    for hop in hops.by_ref() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) if is_trusted(&ip) => last_trusted = ip,
+            Ok(ip) => return Some(ip),
+            // Garbage from further out: the last address a trusted proxy vouched for.
+            Err(_) => return Some(last_trusted),
+        }
+    }
+    Some(last_trusted)
 }
 
 /// Reads the whole request body, refusing more than `limit` bytes (413) before reading it when the
@@ -117,6 +139,16 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, ApiErro
 const HOP_BY_HOP_RESPONSE: &[&str] = &["connection", "keep-alive", "proxy-connection", "trailer", "upgrade"];
 
 impl Gateway {
+    fn client_ip(&self, session: &Session) -> Option<IpAddr> {
+        let trusted = &self.state.trusted_proxies;
+        if trusted.is_empty() {
+            return peer_ip(session);
+        }
+        let forwarded: Vec<&str> =
+            session.req_header().headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
+        client_ip(peer_ip(session), &forwarded, trusted)
+    }
+
     fn resource_metadata(&self) -> String {
         format!("{}/.well-known/oauth-protected-resource", self.state.config.server.public_url.trim_end_matches('/'))
     }
@@ -159,7 +191,7 @@ impl Gateway {
             query: header.uri.query().unwrap_or_default().to_string(),
             headers: header.headers.clone(),
             body,
-            client_ip: client_ip(session),
+            client_ip: self.client_ip(session),
         };
         crate::oauth::handle(&self.state, &request).await
     }
@@ -290,7 +322,7 @@ impl ProxyHttp for Gateway {
                         self.state.metrics.refused(&error, None);
                     }
                     // Refused proxy traffic counts against the client IP (and is refused harder past it).
-                    let error = match (&error, self.state.rate_limits.ip(client_ip(session), now)) {
+                    let error = match (&error, self.state.rate_limits.ip(self.client_ip(session), now)) {
                         (ApiError::MissingToken | ApiError::InvalidToken(_), Err(limited)) => {
                             self.state.metrics.rate_limited.with_label_values(&["ip"]).inc();
                             limited
@@ -302,7 +334,7 @@ impl ProxyHttp for Gateway {
             }
         } else if crate::oauth::owns(&path) {
             ctx.route_class = route_label(&path);
-            match self.state.rate_limits.ip(client_ip(session), now) {
+            match self.state.rate_limits.ip(self.client_ip(session), now) {
                 Ok(()) => self.oauth(session).await,
                 Err(limited) => {
                     self.state.metrics.rate_limited.with_label_values(&["ip"]).inc();
@@ -338,7 +370,7 @@ impl ProxyHttp for Gateway {
             upstream_request,
             &proxied.target,
             proxied.sid.expose(),
-            client_ip(session),
+            peer_ip(session),
             downstream_tls,
             &ctx.request_id,
         )
@@ -449,5 +481,26 @@ impl ProxyHttp for Gateway {
             ctx.started.elapsed().as_secs_f64() * 1e3,
             session_hash,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_ip;
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted = vec!["10.0.0.0/8".parse().unwrap()];
+        let peer = |ip: &str| Some(ip.parse().unwrap());
+        let ip = |text: &str| Some(text.parse().unwrap());
+        // An untrusted peer is the client, whatever it claims.
+        assert_eq!(client_ip(peer("203.0.113.9"), &["1.2.3.4"], &trusted), ip("203.0.113.9"));
+        // A trusted peer: the right-most untrusted hop; forged entries further left do not matter.
+        assert_eq!(client_ip(peer("10.0.0.2"), &["6.6.6.6, 198.51.100.7"], &trusted), ip("198.51.100.7"));
+        assert_eq!(client_ip(peer("10.0.0.2"), &["198.51.100.7, 10.0.0.5"], &trusted), ip("198.51.100.7"));
+        assert_eq!(client_ip(peer("10.0.0.2"), &["6.6.6.6", "198.51.100.7"], &trusted), ip("198.51.100.7"));
+        // Nothing forwarded, or garbage: the last trusted address.
+        assert_eq!(client_ip(peer("10.0.0.2"), &[], &trusted), ip("10.0.0.2"));
+        assert_eq!(client_ip(peer("10.0.0.2"), &["nonsense, 10.0.0.3"], &trusted), ip("10.0.0.3"));
     }
 }

@@ -37,6 +37,8 @@ pub struct AppState {
     pub rate_limits: RateLimits,
     pub verified_tokens: VerifiedTokens,
     pub dns: DnsCache,
+    /// `server.trusted_proxies`, parsed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub store: Arc<dyn TokenStore>,
     pub metrics: Arc<Metrics>,
 }
@@ -124,6 +126,7 @@ pub fn run(config: Config, opt: Opt) -> Result<(), String> {
         rate_limits: RateLimits::new(&config.rate_limits),
         verified_tokens: VerifiedTokens::new(VERIFIED_TOKEN_CACHE_ENTRIES),
         dns: DnsCache::new(config.upstream.dns_cache_ttl_seconds),
+        trusted_proxies: config.server.trusted_proxies.iter().filter_map(|p| crate::config::parse_network(p)).collect(),
         config: config.clone(),
         keys: Arc::new(keys),
         metrics,

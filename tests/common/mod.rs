@@ -65,16 +65,16 @@ impl GatewayProcess {
 
     /// Like [`Self::start`]; instances behind one load balancer share `public_url` (the token issuer).
     pub fn start_with(extra: &str, public_url: Option<&str>) -> Self {
-        Self::start_full(extra, public_url, "")
+        Self::start_full(extra, public_url, "", "")
     }
 
-    /// `platforms` is YAML added under `platforms:` (e.g. `  extra_ca_file: /path\n`).
-    pub fn start_full(extra: &str, public_url: Option<&str>, platforms: &str) -> Self {
+    /// `platforms` and `server` are YAML added under `platforms:` and `server:` (e.g. `  extra_ca_file: /path\n`).
+    pub fn start_full(extra: &str, public_url: Option<&str>, platforms: &str, server: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (port, admin) = (free_port(), free_port());
         let public_url = public_url.map(str::to_string).unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
         let config = format!(
-            "server:\n  listen: ['127.0.0.1:{port}']\n  admin_listen: '127.0.0.1:{admin}'\n  public_url: {public_url}\n  upgrade_sock: {d}/upgrade.sock\n  pid_file: {d}/gateway.pid\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\n  threads: 2\nplatforms:\n  allow_insecure_loopback: true\n{platforms}oauth:\n  clients:\n    - client_id: {PUBLIC_CLIENT}\n      redirect_uri_patterns: ['http://127.0.0.1:{{port}}/callback']\n    - client_id: {CONFIDENTIAL_CLIENT}\n      client_secret: {CONFIDENTIAL_SECRET}\n      redirect_uris: ['{CONFIDENTIAL_REDIRECT}']\n      ib_session_in_token_response: false\n{extra}",
+            "server:\n  listen: ['127.0.0.1:{port}']\n  admin_listen: '127.0.0.1:{admin}'\n  public_url: {public_url}\n  upgrade_sock: {d}/upgrade.sock\n  pid_file: {d}/gateway.pid\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\n  threads: 2\n{server}platforms:\n  allow_insecure_loopback: true\n{platforms}oauth:\n  clients:\n    - client_id: {PUBLIC_CLIENT}\n      redirect_uri_patterns: ['http://127.0.0.1:{{port}}/callback']\n    - client_id: {CONFIDENTIAL_CLIENT}\n      client_secret: {CONFIDENTIAL_SECRET}\n      redirect_uris: ['{CONFIDENTIAL_REDIRECT}']\n      ib_session_in_token_response: false\n{extra}",
             d = dir.path().display()
         );
         let path = dir.path().join("gateway.yaml");
