@@ -93,16 +93,22 @@ impl Request {
     /// The Bearer token from the `Authorization` header (never from the query string).
     /// `Ok(None)` when no credentials were sent at all.
     pub fn bearer_token(&self) -> Result<Option<&str>, ApiError> {
-        let Some(value) = self.headers.get(http::header::AUTHORIZATION) else {
-            return Ok(None);
-        };
-        let value = value.to_str().map_err(|_| ApiError::InvalidToken(crate::errors::INVALID_ACCESS_TOKEN))?;
-        match value.split_once(' ') {
-            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
-                Ok(Some(token.trim()))
-            }
-            _ => Err(ApiError::InvalidToken(crate::errors::INVALID_ACCESS_TOKEN)),
+        bearer_token(self.headers.get(http::header::AUTHORIZATION))
+    }
+}
+
+/// The token of an `Authorization: Bearer` header; `Ok(None)` when there is no header, `invalid_token` when it
+/// is not a usable Bearer credential.
+pub fn bearer_token(authorization: Option<&http::HeaderValue>) -> Result<Option<&str>, ApiError> {
+    let Some(value) = authorization else {
+        return Ok(None);
+    };
+    let value = value.to_str().map_err(|_| ApiError::InvalidToken(crate::errors::INVALID_ACCESS_TOKEN))?;
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+            Ok(Some(token.trim()))
         }
+        _ => Err(ApiError::InvalidToken(crate::errors::INVALID_ACCESS_TOKEN)),
     }
 }
 

@@ -204,17 +204,8 @@ impl Gateway {
             .map_err(|_| ApiError::InvalidRequest("Malformed request path".into()))?
             .to_string();
         let route = route::parse(&raw_target)?;
-        let authorization = header.headers.get(http::header::AUTHORIZATION);
-        let token = match authorization.map(|v| v.to_str()) {
-            None => return Err(ApiError::MissingToken),
-            Some(Ok(value)) => match value.split_once(' ') {
-                Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
-                    token.trim()
-                }
-                _ => return Err(ApiError::InvalidToken(INVALID_ACCESS_TOKEN)),
-            },
-            Some(Err(_)) => return Err(ApiError::InvalidToken(INVALID_ACCESS_TOKEN)),
-        };
+        let token =
+            exchange::bearer_token(header.headers.get(http::header::AUTHORIZATION))?.ok_or(ApiError::MissingToken)?;
         let verified = state
             .verified_tokens
             .verify(&state.keys, &state.config, token, now)
