@@ -10,24 +10,34 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn spawn(config: &std::path::Path, upgrade: bool, log: &std::path::Path) -> Child {
+/// A gateway process that is killed if the test ends (or fails) before it exits by itself.
+struct Gateway(Child);
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(config: &std::path::Path, upgrade: bool, log: &std::path::Path) -> Gateway {
     let mut command = Command::new(BIN);
     command.arg("--config").arg(config);
     if upgrade {
         command.arg("-u");
     }
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    command.stdout(Stdio::null()).stderr(log).spawn().unwrap()
+    Gateway(command.stdout(Stdio::null()).stderr(log).spawn().unwrap())
 }
 
-fn signal(child: &Child, name: &str) {
-    assert!(Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status().unwrap().success());
+fn signal(gateway: &Gateway, name: &str) {
+    assert!(Command::new("kill").args([&format!("-{name}"), &gateway.0.id().to_string()]).status().unwrap().success());
 }
 
-fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+fn wait_exit(gateway: &mut Gateway, within: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + within;
     loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = gateway.0.try_wait().unwrap() {
             return status;
         }
         assert!(Instant::now() < deadline, "process did not exit");
