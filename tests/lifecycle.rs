@@ -101,7 +101,10 @@ async fn upgrade_under_load_reloads_config_and_drops_no_request() {
                 let result = client.get(format!("{base}/api/v3/resource")).bearer_auth(&access).send().await;
                 match result {
                     Ok(response) if response.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
-                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                    other => {
+                        eprintln!("failed request: {:?}", other.map(|r| r.status()));
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
                 };
             }
         }));
@@ -111,7 +114,13 @@ async fn upgrade_under_load_reloads_config_and_drops_no_request() {
     // Reload: a new configuration, taken up by the new process.
     std::fs::write(&config, config_text(port, admin, dir.path(), &shared, "https://new.example.com")).unwrap();
     let mut new = spawn(&config, true, &log);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The new process listens on the upgrade socket for the old one's sockets; only then may the old one go.
+    let upgrade_sock = dir.path().join("upgrade.sock");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !upgrade_sock.exists() {
+        assert!(Instant::now() < deadline, "the new process never waited on the upgrade socket");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     signal(&old, "QUIT");
     let old_status = tokio::task::spawn_blocking(move || wait_exit(&mut old, Duration::from_secs(30))).await.unwrap();
     assert!(old_status.success(), "{old_status:?}");
