@@ -7,11 +7,11 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 
+use ib_oauth_gateway::auth::access_token;
+use ib_oauth_gateway::auth::token_cache::VerifiedTokens;
 use ib_oauth_gateway::config::{self, SigningAlgorithm};
-use ib_oauth_gateway::gateway::token_cache::VerifiedTokens;
 use ib_oauth_gateway::gateway::{route, upstream};
 use ib_oauth_gateway::keys::SigningKeys;
-use ib_oauth_gateway::oauth::access_token;
 use ib_oauth_gateway::session::{rules, IbSid, IbUser, Limits, Session, SessionGrant, SessionId};
 use ib_oauth_gateway::store::now_unix;
 use pingora::http::RequestHeader;

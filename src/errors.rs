@@ -2,13 +2,61 @@
 //! `error_description` and headers. Internal detail goes to the log at the place the error is made,
 //! never into a description.
 
-use crate::session::SessionStatus;
-
 /// Descriptions old clients match on exactly: they re-login on these instead of retrying.
 pub const SESSION_EXPIRED: &str = "Session has expired";
 pub const SESSION_REFRESH_LIMIT: &str = "Session refresh limit exceeded";
 pub const ACCESS_TOKEN_EXPIRED: &str = "The access token has expired";
 pub const INVALID_ACCESS_TOKEN: &str = "Invalid or expired access token";
+
+/// Why a session can no longer be used; `label` is the `reason` of `ibgw_session_timeouts_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SessionEnd {
+    /// `now >= sid_expiry`.
+    Expired,
+    /// `refresh_count` reached `tokens.max_refresh_count` (refresh only).
+    RefreshLimit,
+    /// Ended by the user, an operator, refresh-token reuse or a code replay.
+    Revoked,
+    /// IntelligenceBank answered 401 for the session's `sid`.
+    UpstreamRejected,
+}
+
+impl SessionEnd {
+    pub fn label(self) -> &'static str {
+        match self {
+            SessionEnd::Expired => "expired",
+            SessionEnd::RefreshLimit => "refresh_limit",
+            SessionEnd::Revoked => "revoked",
+            SessionEnd::UpstreamRejected => "upstream_rejected",
+        }
+    }
+
+    /// The description a client sees: old clients tell "log in again" by these two strings.
+    pub fn description(self) -> &'static str {
+        match self {
+            SessionEnd::RefreshLimit => SESSION_REFRESH_LIMIT,
+            _ => SESSION_EXPIRED,
+        }
+    }
+}
+
+/// Which limit refused a request; `label` is the `scope` of `ibgw_rate_limited_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LimitScope {
+    Session,
+    Ip,
+    Registration,
+}
+
+impl LimitScope {
+    pub fn label(self) -> &'static str {
+        match self {
+            LimitScope::Session => "session",
+            LimitScope::Ip => "ip",
+            LimitScope::Registration => "registration",
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiError {
@@ -32,8 +80,15 @@ pub enum ApiError {
     AuthorizationPending,
     /// 401 Bearer challenge without an error code: no credentials were sent (RFC 6750 §3.1).
     MissingToken,
-    /// 401 `invalid_token` with one of the descriptions above.
+    /// 401 `invalid_token` with one of the access-token descriptions above.
     InvalidToken(&'static str),
+    /// 401 `invalid_token`: the token is fine but its session is over (`Session has expired` or
+    /// `Session refresh limit exceeded`, the descriptions old clients re-login on).
+    SessionEnded(SessionEnd),
+    /// 400 `invalid_grant`: a refresh refused because the session is over (the same descriptions).
+    RefreshRefused(SessionEnd),
+    /// 400 `invalid_grant`: a retired refresh token came back after the grace window; the session is revoked.
+    RefreshTokenReused,
     /// 403 `forbidden`: the proxy target is not the session's own IB host.
     HostNotAllowed,
     /// 404 `not_found`.
@@ -45,7 +100,7 @@ pub enum ApiError {
     /// 415.
     UnsupportedMediaType(&'static str),
     /// 429 with `Retry-After` and `RateLimit-*`.
-    RateLimited { limit: u32, retry_after: u64 },
+    RateLimited { limit: u32, retry_after: u64, scope: LimitScope },
     /// 502: the IB host could not be reached, or IB failed.
     BadGateway(&'static str),
     /// 504: the IB host did not answer in time.
@@ -65,8 +120,13 @@ impl ApiError {
             | ApiError::UnsupportedGrantType
             | ApiError::UnsupportedResponseType
             | ApiError::InvalidScope(_)
-            | ApiError::InvalidClientMetadata { .. } => 400,
-            ApiError::InvalidClient { .. } | ApiError::MissingToken | ApiError::InvalidToken(_) => 401,
+            | ApiError::InvalidClientMetadata { .. }
+            | ApiError::RefreshRefused(_)
+            | ApiError::RefreshTokenReused => 400,
+            ApiError::InvalidClient { .. }
+            | ApiError::MissingToken
+            | ApiError::InvalidToken(_)
+            | ApiError::SessionEnded(_) => 401,
             ApiError::HostNotAllowed => 403,
             ApiError::AuthorizationPending | ApiError::NotFound => 404,
             ApiError::MethodNotAllowed(_) => 405,
@@ -84,7 +144,7 @@ impl ApiError {
         match self {
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::InvalidClient { .. } => "invalid_client",
-            ApiError::InvalidGrant(_) => "invalid_grant",
+            ApiError::InvalidGrant(_) | ApiError::RefreshRefused(_) | ApiError::RefreshTokenReused => "invalid_grant",
             ApiError::UnauthorizedClient(_) => "unauthorized_client",
             ApiError::UnsupportedGrantType => "unsupported_grant_type",
             ApiError::UnsupportedResponseType => "unsupported_response_type",
@@ -92,7 +152,7 @@ impl ApiError {
             ApiError::InvalidClientMetadata { error, .. } => error,
             ApiError::AuthorizationPending => "authorization_pending",
             ApiError::MissingToken => "invalid_request",
-            ApiError::InvalidToken(_) => "invalid_token",
+            ApiError::InvalidToken(_) | ApiError::SessionEnded(_) => "invalid_token",
             ApiError::HostNotAllowed => "forbidden",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
@@ -119,6 +179,8 @@ impl ApiError {
             ApiError::AuthorizationPending => "The user has not completed the IntelligenceBank login yet".into(),
             ApiError::MissingToken => "Bearer access token required in the Authorization header".into(),
             ApiError::InvalidToken(d) => (*d).into(),
+            ApiError::SessionEnded(end) | ApiError::RefreshRefused(end) => end.description().into(),
+            ApiError::RefreshTokenReused => "Refresh token was already used; the session has been revoked".into(),
             ApiError::HostNotAllowed => {
                 "The target host does not belong to this session's IntelligenceBank platform".into()
             }
@@ -143,14 +205,15 @@ impl ApiError {
             ApiError::MissingToken => {
                 vec![("WWW-Authenticate", format!(r#"Bearer resource_metadata="{resource_metadata}""#))]
             }
-            ApiError::InvalidToken(description) => vec![(
+            ApiError::InvalidToken(_) | ApiError::SessionEnded(_) => vec![(
                 "WWW-Authenticate",
                 format!(
-                    r#"Bearer error="invalid_token", error_description="{description}", resource_metadata="{resource_metadata}""#
+                    r#"Bearer error="invalid_token", error_description="{}", resource_metadata="{resource_metadata}""#,
+                    self.description()
                 ),
             )],
             ApiError::MethodNotAllowed(allow) => vec![("Allow", (*allow).into())],
-            ApiError::RateLimited { limit, retry_after } => vec![
+            ApiError::RateLimited { limit, retry_after, .. } => vec![
                 ("Retry-After", retry_after.to_string()),
                 ("RateLimit-Limit", limit.to_string()),
                 ("RateLimit-Remaining", "0".into()),
@@ -165,27 +228,35 @@ impl ApiError {
         serde_json::json!({ "error": self.code(), "error_description": self.description() })
     }
 
-    /// What a refused session means to a client holding its token.
-    pub fn for_session(status: SessionStatus) -> ApiError {
-        match status {
-            SessionStatus::RefreshLimitExceeded => ApiError::InvalidToken(SESSION_REFRESH_LIMIT),
-            _ => ApiError::InvalidToken(SESSION_EXPIRED),
+    /// The `reason` of `ibgw_auth_failures_total` when this error refuses credentials.
+    pub fn auth_failure_reason(&self) -> Option<&'static str> {
+        Some(match self {
+            ApiError::MissingToken => "missing_token",
+            ApiError::InvalidToken(ACCESS_TOKEN_EXPIRED) => "token_expired",
+            ApiError::InvalidToken(_) => "invalid_token",
+            ApiError::SessionEnded(_) => "session_ended",
+            ApiError::HostNotAllowed => "host_not_allowed",
+            ApiError::InvalidClient { .. } => "invalid_client",
+            ApiError::InvalidGrant(_) | ApiError::RefreshRefused(_) | ApiError::RefreshTokenReused => "invalid_grant",
+            _ => return None,
+        })
+    }
+
+    /// The session end this error reports, if any (`ibgw_session_timeouts_total`).
+    pub fn session_end(&self) -> Option<SessionEnd> {
+        match self {
+            ApiError::SessionEnded(end) | ApiError::RefreshRefused(end) => Some(*end),
+            ApiError::RefreshTokenReused => Some(SessionEnd::Revoked),
+            _ => None,
         }
     }
 
-    /// The token endpoint's answer to a refused refresh: `invalid_grant` with the same descriptions.
-    pub fn for_refresh(status: SessionStatus) -> ApiError {
-        match status {
-            SessionStatus::RefreshLimitExceeded => ApiError::InvalidGrant(SESSION_REFRESH_LIMIT.into()),
-            _ => ApiError::InvalidGrant(SESSION_EXPIRED.into()),
+    /// The limit that refused the request, if any (`ibgw_rate_limited_total`).
+    pub fn limit_scope(&self) -> Option<LimitScope> {
+        match self {
+            ApiError::RateLimited { scope, .. } => Some(*scope),
+            _ => None,
         }
-    }
-}
-
-impl From<crate::store::StoreError> for ApiError {
-    fn from(error: crate::store::StoreError) -> Self {
-        log::error!("store error: {error}");
-        ApiError::TemporarilyUnavailable
     }
 }
 
@@ -203,20 +274,25 @@ mod tests {
 
     #[test]
     fn dead_sessions_use_the_descriptions_old_clients_match() {
-        assert_eq!(ApiError::for_session(SessionStatus::Expired).description(), "Session has expired");
-        assert_eq!(ApiError::for_session(SessionStatus::UpstreamRejected).description(), "Session has expired");
-        assert_eq!(
-            ApiError::for_session(SessionStatus::RefreshLimitExceeded).description(),
-            "Session refresh limit exceeded"
-        );
-        let refused = ApiError::for_refresh(SessionStatus::Expired);
+        assert_eq!(ApiError::SessionEnded(SessionEnd::Expired).description(), "Session has expired");
+        assert_eq!(ApiError::SessionEnded(SessionEnd::UpstreamRejected).description(), "Session has expired");
+        let limit = ApiError::SessionEnded(SessionEnd::RefreshLimit);
+        assert_eq!((limit.status(), limit.code()), (401, "invalid_token"));
+        assert_eq!(limit.description(), "Session refresh limit exceeded");
+        assert!(limit.headers("m")[0].1.contains(r#"error_description="Session refresh limit exceeded""#));
+        let refused = ApiError::RefreshRefused(SessionEnd::Expired);
         assert_eq!((refused.status(), refused.code()), (400, "invalid_grant"));
+        assert_eq!(refused.description(), "Session has expired");
     }
 
     #[test]
-    fn store_trouble_is_503_never_401() {
-        let e = ApiError::from(crate::store::StoreError::Unavailable("down".into()));
-        assert_eq!(e.status(), 503);
-        assert!(e.headers("").iter().any(|(name, _)| *name == "Retry-After"));
+    fn each_refusal_has_its_metric_labels() {
+        assert_eq!(ApiError::RefreshTokenReused.session_end(), Some(SessionEnd::Revoked));
+        assert_eq!(ApiError::RefreshTokenReused.auth_failure_reason(), Some("invalid_grant"));
+        assert_eq!(ApiError::InvalidToken(ACCESS_TOKEN_EXPIRED).auth_failure_reason(), Some("token_expired"));
+        assert_eq!(ApiError::SessionEnded(SessionEnd::Revoked).auth_failure_reason(), Some("session_ended"));
+        let limited = ApiError::RateLimited { limit: 1, retry_after: 1, scope: LimitScope::Ip };
+        assert_eq!(limited.limit_scope(), Some(LimitScope::Ip));
+        assert_eq!(ApiError::NotFound.auth_failure_reason(), None);
     }
 }

@@ -41,6 +41,26 @@ const DEFAULT_KID_LEN: usize = 16;
 /// `typ` of an OAuth 2.0 JWT access token (RFC 9068 section 2.1).
 const ACCESS_TOKEN_TYP: &str = "at+jwt";
 
+/// Why a key could not be loaded, made or used. Between modules this is the only error type of `keys`;
+/// `Display` is one line and never carries key material.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// A configured key is unusable; `setting` is the configuration key (e.g. `signing.current.private_key`).
+    #[error("{setting}: {problem}")]
+    Setting { setting: String, problem: String },
+    /// The crypto backend failed: generating, signing, or the start-up self-test.
+    #[error("{0}")]
+    Crypto(String),
+    /// `keygen` could not write its files (or was given an unusable `--kid`).
+    #[error("{0}")]
+    Files(String),
+}
+
+fn setting(at: impl Into<String>) -> impl FnOnce(String) -> KeyError {
+    let setting = at.into();
+    move |problem| KeyError::Setting { setting, problem }
+}
+
 /// The current signing key and every key that still verifies tokens, by `kid`.
 pub struct SigningKeys {
     algorithm: Algorithm,
@@ -76,46 +96,45 @@ impl SigningKeys {
     /// `ephemeral = true` (the caller warns loudly: tokens die with the process and other replicas reject
     /// them). Errors are one line and name the configuration key, e.g.
     /// `signing.current.private_key: not a PKCS#8 PEM Ed25519 key (...)`.
-    pub fn from_config(config: &SigningConfig) -> Result<(SigningKeys, bool), String> {
+    pub fn from_config(config: &SigningConfig) -> Result<(SigningKeys, bool), KeyError> {
         let (mut keys, ephemeral) = match &config.current {
             Some(current) => {
-                check_kid("signing.current.kid", &current.kid)?;
+                check_kid(&current.kid).map_err(setting("signing.current.kid"))?;
                 let at = "signing.current.private_key";
-                let pem = current.private_key.resolve().map_err(|e| format!("{at}: {e}"))?;
-                let setting = format!("signing.algorithm is {:?}", config.algorithm);
-                let private =
-                    PrivateKey::from_pem(config.algorithm, pem.expose(), &setting).map_err(|e| format!("{at}: {e}"))?;
-                let keys = SigningKeys::new(config.algorithm, current.kid.clone(), &private)
-                    .map_err(|e| format!("{at}: {e}"))?;
+                let pem = current.private_key.resolve().map_err(|e| setting(at)(e.to_string()))?;
+                let what = format!("signing.algorithm is {:?}", config.algorithm);
+                let private = PrivateKey::from_pem(config.algorithm, pem.expose(), &what).map_err(setting(at))?;
+                let keys = SigningKeys::new(config.algorithm, current.kid.clone(), &private).map_err(setting(at))?;
                 (keys, false)
             }
             None => (SigningKeys::ephemeral(config.algorithm)?, true),
         };
         for (i, previous) in config.previous.iter().enumerate() {
             let at = format!("signing.previous[{i}]");
-            check_kid(&format!("{at}.kid"), &previous.kid)?;
+            check_kid(&previous.kid).map_err(setting(format!("{at}.kid")))?;
             if keys.verifiers.iter().any(|v| v.kid == previous.kid) {
-                return Err(format!("{at}.kid: kid `{}` is used twice", previous.kid));
+                return Err(setting(format!("{at}.kid"))(format!("kid `{}` is used twice", previous.kid)));
             }
             let algorithm = previous.algorithm.unwrap_or(config.algorithm);
-            let setting = match previous.algorithm {
+            let what = match previous.algorithm {
                 Some(a) => format!("{at}.algorithm is {a:?}"),
                 None => format!("{at}.algorithm defaults to signing.algorithm, {algorithm:?}"),
             };
-            let pem = previous.public_key.resolve().map_err(|e| format!("{at}.public_key: {e}"))?;
-            let public =
-                PublicKey::from_pem(algorithm, pem.expose(), &setting).map_err(|e| format!("{at}.public_key: {e}"))?;
-            keys.verifiers.push(VerificationKey::new(previous.kid.clone(), jwt_algorithm(algorithm), &public)?);
+            let at = format!("{at}.public_key");
+            let pem = previous.public_key.resolve().map_err(|e| setting(&at)(e.to_string()))?;
+            let public = PublicKey::from_pem(algorithm, pem.expose(), &what).map_err(setting(&at))?;
+            let verifier = VerificationKey::new(previous.kid.clone(), jwt_algorithm(algorithm), &public);
+            keys.verifiers.push(verifier.map_err(setting(&at))?);
         }
         Ok((keys, ephemeral))
     }
 
     /// A freshly generated key that lives as long as the process (development only). Its kid is
     /// `ephemeral-` followed by the key's truncated thumbprint.
-    pub fn ephemeral(algorithm: SigningAlgorithm) -> Result<SigningKeys, String> {
-        let private = PrivateKey::generate(algorithm)?;
+    pub fn ephemeral(algorithm: SigningAlgorithm) -> Result<SigningKeys, KeyError> {
+        let private = PrivateKey::generate(algorithm).map_err(KeyError::Crypto)?;
         let kid = format!("ephemeral-{}", default_kid(&private.public()));
-        SigningKeys::new(algorithm, kid, &private)
+        SigningKeys::new(algorithm, kid, &private).map_err(KeyError::Crypto)
     }
 
     fn new(algorithm: SigningAlgorithm, kid: String, private: &PrivateKey) -> Result<SigningKeys, String> {
@@ -165,8 +184,9 @@ impl SigningKeys {
     }
 
     /// Signs claims with the current key; the JWT header carries `alg`, `kid` and `typ: at+jwt` (RFC 9068).
-    pub fn sign<T: serde::Serialize>(&self, claims: &T) -> Result<String, String> {
-        jsonwebtoken::encode(&self.header, claims, &self.encoding).map_err(|e| format!("cannot sign a token: {e}"))
+    pub fn sign<T: serde::Serialize>(&self, claims: &T) -> Result<String, KeyError> {
+        jsonwebtoken::encode(&self.header, claims, &self.encoding)
+            .map_err(|e| KeyError::Crypto(format!("cannot sign a token: {e}")))
     }
 
     /// The decoding key and pinned algorithm for a `kid` (current or previous); None for unknown kids.
@@ -194,20 +214,32 @@ impl VerificationKey {
 }
 
 /// Generates a key pair as (PKCS#8 private PEM, SPKI public PEM). RS256 keys have 2048 bits.
-pub fn generate_pem(algorithm: SigningAlgorithm) -> Result<(String, String), String> {
-    let private = PrivateKey::generate(algorithm)?;
-    Ok((private.to_pkcs8_pem()?.to_string(), private.public().to_spki_pem()?))
+pub fn generate_pem(algorithm: SigningAlgorithm) -> Result<(String, String), KeyError> {
+    let pems = || -> Result<(String, String), String> {
+        let private = PrivateKey::generate(algorithm)?;
+        Ok((private.to_pkcs8_pem()?.to_string(), private.public().to_spki_pem()?))
+    };
+    pems().map_err(KeyError::Crypto)
 }
 
 /// The `keygen` command: writes `DIR/KID.key` (PKCS#8 PEM, mode 0600) and `DIR/KID.pub` (SPKI PEM), creating
 /// DIR if needed, and returns what to print: the kid, both paths and the YAML to put under `signing:`. Never
 /// the private key. Refuses to overwrite existing files. Without `kid`, the kid is the key's RFC 7638
 /// thumbprint truncated to 16 characters.
-pub fn keygen(algorithm: SigningAlgorithm, out_dir: &Path, kid: Option<&str>) -> Result<String, String> {
+pub fn keygen(algorithm: SigningAlgorithm, out_dir: &Path, kid: Option<&str>) -> Result<String, KeyError> {
     if let Some(kid) = kid {
-        check_file_kid(kid)?;
+        check_file_kid(kid).map_err(KeyError::Files)?;
     }
-    let private = PrivateKey::generate(algorithm)?;
+    let private = PrivateKey::generate(algorithm).map_err(KeyError::Crypto)?;
+    write_key_pair(algorithm, &private, out_dir, kid).map_err(KeyError::Files)
+}
+
+fn write_key_pair(
+    algorithm: SigningAlgorithm,
+    private: &PrivateKey,
+    out_dir: &Path,
+    kid: Option<&str>,
+) -> Result<String, String> {
     let public = private.public();
     let kid = kid.map_or_else(|| default_kid(&public), str::to_string);
 
@@ -265,12 +297,12 @@ fn write_new_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), String>
     })
 }
 
-fn check_kid(at: &str, kid: &str) -> Result<(), String> {
+fn check_kid(kid: &str) -> Result<(), String> {
     if kid.is_empty() {
-        return Err(format!("{at}: must not be empty"));
+        return Err("must not be empty".into());
     }
     if kid.len() > 128 || kid.chars().any(char::is_control) {
-        return Err(format!("{at}: must be at most 128 characters, none of them control characters"));
+        return Err("must be at most 128 characters, none of them control characters".into());
     }
     Ok(())
 }
@@ -665,7 +697,7 @@ mod tests {
 
         // Without `algorithm`, the previous key must be of signing.algorithm.
         rotated.previous[0].algorithm = None;
-        let e = SigningKeys::from_config(&rotated).unwrap_err();
+        let e = SigningKeys::from_config(&rotated).unwrap_err().to_string();
         assert!(e.starts_with("signing.previous[0].public_key: not an SPKI PEM Ed25519 public key"), "{e}");
         assert!(e.contains("P-256") && e.contains("signing.previous[0].algorithm"), "{e}");
     }
@@ -776,13 +808,16 @@ mod tests {
         assert!(verify(&keys, &keys.sign(&claims()).unwrap()).is_ok());
 
         // Same kid again: refused, and the existing files are untouched.
-        let e = keygen(SigningAlgorithm::EdDSA, &out, Some(kid)).unwrap_err();
+        let e = keygen(SigningAlgorithm::EdDSA, &out, Some(kid)).unwrap_err().to_string();
         assert!(e.contains("refusing to overwrite"), "{e}");
         assert_eq!(std::fs::read_to_string(&key_path).unwrap(), private_pem);
 
         // Only the .pub is there: still refused, and no .key is left behind.
         std::fs::write(out.join("lone.pub"), "x").unwrap();
-        assert!(keygen(SigningAlgorithm::ES256, &out, Some("lone")).unwrap_err().contains("refusing to overwrite"));
+        assert!(keygen(SigningAlgorithm::ES256, &out, Some("lone"))
+            .unwrap_err()
+            .to_string()
+            .contains("refusing to overwrite"));
         assert!(!out.join("lone.key").exists());
 
         // An explicit kid names the files; one that could escape the directory is refused.
@@ -808,55 +843,56 @@ mod tests {
 
     #[test]
     fn garbage_pem_names_the_config_key() {
-        let e = SigningKeys::from_config(&config(SigningAlgorithm::EdDSA, "k", "not a key")).unwrap_err();
+        let e = SigningKeys::from_config(&config(SigningAlgorithm::EdDSA, "k", "not a key")).unwrap_err().to_string();
         assert!(e.starts_with("signing.current.private_key: not a PKCS#8 PEM Ed25519 key"), "{e}");
         assert!(!e.contains('\n'));
 
         let damaged = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
-        let e = SigningKeys::from_config(&config(SigningAlgorithm::ES256, "k", damaged)).unwrap_err();
+        let e = SigningKeys::from_config(&config(SigningAlgorithm::ES256, "k", damaged)).unwrap_err().to_string();
         assert!(e.starts_with("signing.current.private_key: not a PKCS#8 PEM P-256 key"), "{e}");
 
         let (_, public) = generate_pem(SigningAlgorithm::EdDSA).unwrap();
-        let e = SigningKeys::from_config(&config(SigningAlgorithm::EdDSA, "k", &public)).unwrap_err();
+        let e = SigningKeys::from_config(&config(SigningAlgorithm::EdDSA, "k", &public)).unwrap_err().to_string();
         assert!(e.contains("public key, not a private key"), "{e}");
 
         let mut with_previous = config(SigningAlgorithm::EdDSA, "k", &generate_pem(SigningAlgorithm::EdDSA).unwrap().0);
         with_previous.previous.push(previous("p", None, "garbage"));
-        let e = SigningKeys::from_config(&with_previous).unwrap_err();
+        let e = SigningKeys::from_config(&with_previous).unwrap_err().to_string();
         assert!(e.starts_with("signing.previous[0].public_key: not an SPKI PEM Ed25519 public key"), "{e}");
     }
 
     #[test]
     fn a_key_of_another_algorithm_is_refused() {
         let (es256_private, _) = generate_pem(SigningAlgorithm::ES256).unwrap();
-        let e = SigningKeys::from_config(&config(SigningAlgorithm::EdDSA, "k", &es256_private)).unwrap_err();
+        let e =
+            SigningKeys::from_config(&config(SigningAlgorithm::EdDSA, "k", &es256_private)).unwrap_err().to_string();
         assert!(e.starts_with("signing.current.private_key: not a PKCS#8 PEM Ed25519 key"), "{e}");
         assert!(e.contains("it is a P-256 key, for ES256; signing.algorithm is EdDSA"), "{e}");
 
         let (ed_private, _) = generate_pem(SigningAlgorithm::EdDSA).unwrap();
-        let e = SigningKeys::from_config(&config(SigningAlgorithm::RS256, "k", &ed_private)).unwrap_err();
+        let e = SigningKeys::from_config(&config(SigningAlgorithm::RS256, "k", &ed_private)).unwrap_err().to_string();
         assert!(e.contains("it is an Ed25519 key, for EdDSA; signing.algorithm is RS256"), "{e}");
     }
 
     #[test]
     fn sec1_and_short_rsa_keys_are_explained() {
         let sec1 = p256::SecretKey::random(&mut OsRng).to_sec1_pem(LineEnding::LF).unwrap();
-        let e = SigningKeys::from_config(&config(SigningAlgorithm::ES256, "k", &sec1)).unwrap_err();
+        let e = SigningKeys::from_config(&config(SigningAlgorithm::ES256, "k", &sec1)).unwrap_err().to_string();
         assert!(e.contains("SEC1") && e.contains("openssl pkcs8 -topk8 -nocrypt"), "{e}");
 
         let short = rsa::RsaPrivateKey::new(&mut OsRng, 1024).unwrap().to_pkcs8_pem(LineEnding::LF).unwrap();
-        let e = SigningKeys::from_config(&config(SigningAlgorithm::RS256, "k", &short)).unwrap_err();
+        let e = SigningKeys::from_config(&config(SigningAlgorithm::RS256, "k", &short)).unwrap_err().to_string();
         assert_eq!(e, "signing.current.private_key: the RSA key has 1024 bits; at least 2048 are required");
     }
 
     #[test]
     fn kids_are_checked() {
         let (private, public) = generate_pem(SigningAlgorithm::EdDSA).unwrap();
-        let e = SigningKeys::from_config(&config(SigningAlgorithm::EdDSA, "", &private)).unwrap_err();
+        let e = SigningKeys::from_config(&config(SigningAlgorithm::EdDSA, "", &private)).unwrap_err().to_string();
         assert!(e.starts_with("signing.current.kid:"), "{e}");
         let mut twice = config(SigningAlgorithm::EdDSA, "k", &private);
         twice.previous.push(previous("k", None, &public));
-        let e = SigningKeys::from_config(&twice).unwrap_err();
+        let e = SigningKeys::from_config(&twice).unwrap_err().to_string();
         assert!(e.starts_with("signing.previous[0].kid: kid `k` is used twice"), "{e}");
     }
 

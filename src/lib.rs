@@ -1,19 +1,37 @@
 //! ib-oauth-gateway: an OAuth 2.0 authorization server over IntelligenceBank's Browser Login, and an
 //! authenticating Pingora proxy that forwards API calls to IntelligenceBank with the user's IB session.
 //!
-//! The path of a request, by module: [`config`] (the YAML schema), [`server`] (the Pingora services),
-//! [`session`] (the session model and its pure rules), [`store`] (the token store: memory or Redis),
-//! [`tokens`] (opaque secrets and their hashes).
+//! The crate is layered; each module imports only from the layers below it (`tests/layers.rs` checks it,
+//! `docs/architecture.md` draws it):
+//!
+//! - [`server`]: assembles the Pingora services (public gateway, admin) from the configuration.
+//! - [`gateway`]: the `ProxyHttp` phases: decide, pick the IB peer, rewrite, answer.
+//! - [`oauth`]: the authorization server's endpoints, a [`exchange::Request`] in, a [`exchange::Reply`] out.
+//! - [`state`]: what every handler shares; [`auth`]: the one authentication path, access tokens, clients.
+//! - [`store`] (memory or Redis), [`ib`] (the IntelligenceBank client), [`keys`] (signing keys).
+//! - [`tokens`] (opaque secrets and their hashes); [`session`] (the model and its pure rules), [`limits`]
+//!   (rate limits), [`exchange`] (the plain HTTP request/reply the endpoints work on, CORS).
+//! - [`errors`] (the one client-facing error), [`metrics`] (handles, reading nobody), [`logging`].
+//! - [`config`]: the YAML schema and its validation.
+//!
+//! `mock` (feature `mock`, on by default) is a stand-in IntelligenceBank platform for tests and the demo;
+//! production builds (`--no-default-features`) leave it out.
 
+pub mod auth;
 pub mod config;
 pub mod errors;
+pub mod exchange;
 pub mod gateway;
 pub mod ib;
 pub mod keys;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
+#[cfg(feature = "mock")]
+pub mod mock;
 pub mod oauth;
 pub mod server;
 pub mod session;
+pub mod state;
 pub mod store;
 pub mod tokens;

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use ib_oauth_gateway::config::{self, SigningAlgorithm};
-use ib_oauth_gateway::ib::mock::{self, MockSettings};
+use ib_oauth_gateway::mock::{self, MockSettings};
 use ib_oauth_gateway::{logging, server};
 use pingora::server::configuration::Opt;
 use std::process::ExitCode;
@@ -40,6 +40,7 @@ enum Command {
         kid: Option<String>,
     },
     /// Run the mock IntelligenceBank platform (tests, benches, demo): Browser Login API and an echoing API v3.
+    #[cfg(feature = "mock")]
     MockPlatform {
         #[arg(long, default_value = "127.0.0.1:8081")]
         listen: String,
@@ -54,6 +55,7 @@ enum Command {
         api_v3_url: Option<String>,
     },
     /// Start the mock platform and a development gateway (conf/dev.yaml) together, and print the URL to open.
+    #[cfg(feature = "mock")]
     Demo {
         #[arg(long, default_value = "conf/dev.yaml")]
         config: String,
@@ -75,7 +77,8 @@ fn parse_algorithm(text: &str) -> Result<SigningAlgorithm, String> {
 const EXIT_BAD_CONFIG: u8 = 2;
 
 fn load_config(path: &str) -> Result<config::Config, ExitCode> {
-    config::load(path).map_err(|e| {
+    let config = config::load(path).and_then(|config| server::check(&config).map(|()| config));
+    config.map_err(|e| {
         eprintln!("error: {path}: {e}");
         ExitCode::from(EXIT_BAD_CONFIG)
     })
@@ -103,6 +106,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        #[cfg(feature = "mock")]
         Some(Command::MockPlatform { listen, tls, login_timeout_hours, api_v3_url }) => {
             let settings = MockSettings {
                 login_timeout_hours: (login_timeout_hours > 0).then_some(login_timeout_hours),
@@ -118,6 +122,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        #[cfg(feature = "mock")]
         Some(Command::Demo { config, mock_listen }) => demo(&config, &mock_listen),
         None => {
             let config = match load_config(&cli.config) {
@@ -138,6 +143,7 @@ fn main() -> ExitCode {
 }
 
 /// The whole flow on one machine: the mock platform in a thread, the gateway in the foreground.
+#[cfg(feature = "mock")]
 fn demo(config_path: &str, mock_listen: &str) -> ExitCode {
     let config = match load_config(config_path) {
         Ok(config) => config,

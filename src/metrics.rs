@@ -1,14 +1,14 @@
 //! Prometheus metrics: one registry, one prefix (`ibgw_`), names that say what they count. Every label has
 //! a small fixed set of values: never a token, sid, user, client id or a path with ids in it.
+//!
+//! This module only holds the handles: others observe into them (the store times its operations, the
+//! gateway counts each refusal where it becomes a response, the admin service refreshes the gauges before
+//! a scrape). It reads nothing itself.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::time::Duration;
-
-use crate::errors::ApiError;
-use crate::session::SessionStatus;
-use crate::store::TokenStore;
 
 /// Latency buckets from 0.5 ms to 30 s.
 const LATENCY_BUCKETS: &[f64] =
@@ -49,31 +49,6 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     let metric = IntGauge::new(name, help).expect("static metric definition");
     registry.register(Box::new(metric.clone())).expect("each metric is registered once");
     metric
-}
-
-/// The `reason` label of a session that can no longer be used.
-pub fn timeout_reason(status: SessionStatus) -> Option<&'static str> {
-    match status {
-        SessionStatus::Expired => Some("expired"),
-        SessionStatus::RefreshLimitExceeded => Some("refresh_limit"),
-        SessionStatus::UpstreamRejected => Some("upstream_rejected"),
-        SessionStatus::Revoked => Some("revoked"),
-        SessionStatus::Active | SessionStatus::NearExpiry => None,
-    }
-}
-
-/// The `reason` label of an authentication failure, when the error is one.
-pub fn auth_failure_reason(error: &ApiError) -> Option<&'static str> {
-    Some(match error {
-        ApiError::MissingToken => "missing_token",
-        ApiError::InvalidToken(crate::errors::ACCESS_TOKEN_EXPIRED) => "token_expired",
-        ApiError::InvalidToken(crate::errors::INVALID_ACCESS_TOKEN) => "invalid_token",
-        ApiError::InvalidToken(_) => "session_ended",
-        ApiError::HostNotAllowed => "host_not_allowed",
-        ApiError::InvalidClient { .. } => "invalid_client",
-        ApiError::InvalidGrant(_) => "invalid_grant",
-        _ => return None,
-    })
 }
 
 impl Metrics {
@@ -151,13 +126,17 @@ impl Metrics {
         }
     }
 
-    /// Counts what a refusal says about authentication, sessions and limits.
-    pub fn refused(&self, error: &ApiError, session_status: Option<SessionStatus>) {
-        if let Some(reason) = auth_failure_reason(error) {
+    /// Counts one refusal by its labels: the `reason` of an authentication failure, the `reason` a session
+    /// ended, the `scope` of a rate limit (each when the refusal is one).
+    pub fn refused(&self, auth_failure: Option<&str>, session_end: Option<&str>, limit_scope: Option<&str>) {
+        if let Some(reason) = auth_failure {
             self.auth_failures.with_label_values(&[reason]).inc();
         }
-        if let Some(reason) = session_status.and_then(timeout_reason) {
+        if let Some(reason) = session_end {
             self.session_timeouts.with_label_values(&[reason]).inc();
+        }
+        if let Some(scope) = limit_scope {
+            self.rate_limited.with_label_values(&[scope]).inc();
         }
     }
 
@@ -165,12 +144,13 @@ impl Metrics {
         self.store_up.set(i64::from(up));
     }
 
-    /// The text exposition, with the gauges read from the store first.
-    pub async fn render(&self, store: &dyn TokenStore) -> Vec<u8> {
-        self.set_store_up(store.ping().await.is_ok());
-        if let Ok(count) = store.session_count().await {
-            self.active_sessions.set(i64::try_from(count).unwrap_or(i64::MAX));
-        }
+    /// `ibgw_active_sessions`, as the admin service last read it from the store.
+    pub fn set_active_sessions(&self, count: u64) {
+        self.active_sessions.set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             log::error!("cannot encode metrics: {e}");

@@ -1,6 +1,6 @@
 //! The IntelligenceBank client against the mock platform, over real HTTP and TLS on 127.0.0.1.
 //!
-//! Every test starts its own mock (`ib::mock::serve`) on a free port and drives the real `IbClient` built from
+//! Every test starts its own mock (`mock::serve`) on a free port and drives the real `IbClient` built from
 //! a real `Config`. TLS tests generate a throwaway CA and a server certificate for `127.0.0.1`/`localhost`.
 
 mod common;
@@ -8,8 +8,8 @@ mod common;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ib_oauth_gateway::config::{self, Config};
-use ib_oauth_gateway::ib::mock::{self, MockHandle, MockSettings};
-use ib_oauth_gateway::ib::{CompletedLogin, IbClient, IbError, LoginPoll, PlatformUrl};
+use ib_oauth_gateway::ib::{CompletedLogin, IbClient, IbError, IbSetupError, LoginPoll, PlatformUrl};
+use ib_oauth_gateway::mock::{self, MockHandle, MockSettings};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -340,7 +340,8 @@ fn extra_ca_file_without_certificates_is_a_configuration_error() {
     let path = dir.path().join("empty.pem");
     std::fs::write(&path, "not a certificate\n").expect("write");
     let err = IbClient::new(&gateway_config(path.to_str(), 1_000)).expect_err("refused");
-    assert!(err.starts_with("platforms.extra_ca_file"), "{err}");
+    assert!(matches!(err, IbSetupError::CaFileEmpty { .. } | IbSetupError::CaFileNotPem { .. }), "{err}");
+    assert!(err.to_string().starts_with("platforms.extra_ca_file"), "{err}");
 }
 
 // ---- failures of the platform itself ----

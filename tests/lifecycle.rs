@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use ib_oauth_gateway::ib::mock::MockSettings;
+use ib_oauth_gateway::mock::MockSettings;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

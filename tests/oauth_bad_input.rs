@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use ib_oauth_gateway::ib::mock::{MockHandle, MockSettings};
+use ib_oauth_gateway::mock::{MockHandle, MockSettings};
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 use std::time::Duration;

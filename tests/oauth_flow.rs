@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use ib_oauth_gateway::ib::mock::MockSettings;
+use ib_oauth_gateway::mock::MockSettings;
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread")]

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use ib_oauth_gateway::ib::mock::MockSettings;
+use ib_oauth_gateway::mock::MockSettings;
 use serde_json::Value;
 
 /// The value of one sample (`name{labels} value`), 0 when absent.

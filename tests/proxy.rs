@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use ib_oauth_gateway::ib::mock::MockSettings;
+use ib_oauth_gateway::mock::MockSettings;
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -17,7 +17,7 @@ fn host(origin: &str) -> String {
     origin.trim_start_matches("http://").trim_start_matches("https://").to_string()
 }
 
-async fn mock_stats(mock: &ib_oauth_gateway::ib::mock::MockHandle) -> Value {
+async fn mock_stats(mock: &ib_oauth_gateway::mock::MockHandle) -> Value {
     http().get(mock.url("/_mock/stats")).send().await.unwrap().json().await.unwrap()
 }
 
@@ -409,7 +409,7 @@ async fn a_gibibyte_streams_both_ways_with_flat_gateway_memory() {
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.unwrap();
         for (i, byte) in chunk.iter().enumerate().step_by(4099) {
-            assert_eq!(*byte, ib_oauth_gateway::ib::mock::pattern_byte(received + i as u64));
+            assert_eq!(*byte, ib_oauth_gateway::mock::pattern_byte(received + i as u64));
         }
         received += chunk.len() as u64;
     }

@@ -11,7 +11,7 @@ mod secret;
 pub(crate) use load::check_redirect_uri;
 pub use load::parse_network;
 pub use load::{load, load_str, ConfigError};
-pub use secret::{Secret, SecretSource};
+pub use secret::{Secret, SecretError, SecretSource};
 
 use serde::{Deserialize, Serialize};
 

@@ -35,22 +35,32 @@ impl serde::Serialize for SecretSource {
     }
 }
 
+/// Why a secret could not be read. `Display` says where it looked, never what it found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    #[error("cannot read secret file {file}: {reason}")]
+    FileUnreadable { file: String, reason: String },
+    #[error("environment variable {env} is not set")]
+    EnvUnset { env: String },
+    #[error("secret is empty")]
+    Empty,
+}
+
 impl SecretSource {
-    /// Reads the secret; the error says where it looked, never what it found.
-    pub fn resolve(&self) -> Result<Secret, String> {
+    /// Reads the secret.
+    pub fn resolve(&self) -> Result<Secret, SecretError> {
         let value = match self {
             SecretSource::Inline(value) => value.clone(),
             SecretSource::File { file } => {
-                let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read secret file {file}: {e}"))?;
+                let text = std::fs::read_to_string(file)
+                    .map_err(|e| SecretError::FileUnreadable { file: file.clone(), reason: e.to_string() })?;
                 // A trailing newline from `echo x > file` is not part of the secret.
                 text.trim_end_matches(['\n', '\r']).to_string()
             }
-            SecretSource::Env { env } => {
-                std::env::var(env).map_err(|_| format!("environment variable {env} is not set"))?
-            }
+            SecretSource::Env { env } => std::env::var(env).map_err(|_| SecretError::EnvUnset { env: env.clone() })?,
         };
         if value.is_empty() {
-            return Err("secret is empty".into());
+            return Err(SecretError::Empty);
         }
         Ok(Secret(Zeroizing::new(value)))
     }
@@ -99,6 +109,7 @@ mod tests {
     #[test]
     fn missing_env_secret_names_the_variable() {
         let err = SecretSource::Env { env: "IBGW_TEST_SURELY_UNSET".into() }.resolve().unwrap_err();
-        assert!(err.contains("IBGW_TEST_SURELY_UNSET"));
+        assert_eq!(err, SecretError::EnvUnset { env: "IBGW_TEST_SURELY_UNSET".into() });
+        assert!(err.to_string().contains("IBGW_TEST_SURELY_UNSET"));
     }
 }

@@ -10,11 +10,7 @@
 //!
 //! Nothing here logs a token, code, sid or secret; bodies stream through untouched.
 
-pub mod cors;
-pub mod exchange;
-pub mod rate_limit;
 pub mod route;
-pub mod token_cache;
 pub mod upstream;
 
 use async_trait::async_trait;
@@ -26,17 +22,21 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::errors::{ApiError, ACCESS_TOKEN_EXPIRED, INVALID_ACCESS_TOKEN, SESSION_EXPIRED};
-use crate::oauth::access_token::Verified;
-use crate::server::AppState;
-use crate::session::{rules, IbSid, SessionId, SessionState};
+use crate::auth::Meter;
+use crate::errors::{ApiError, SessionEnd};
+use crate::exchange::cors::Cors;
+use crate::exchange::{Reply, Request};
+use crate::limits::{self, Verdict};
+use crate::session::{IbSid, SessionId, SessionState};
+use crate::state::AppState;
 use crate::store::now_unix;
-use exchange::{Reply, Request};
-use rate_limit::Verdict;
 use route::Target;
+use upstream::DnsCache;
 
 pub struct Gateway {
     pub state: Arc<AppState>,
+    /// IB API hosts, resolved asynchronously and cached.
+    dns: DnsCache,
 }
 
 /// What `request_filter` decided for a proxied request.
@@ -139,6 +139,22 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, ApiErro
 const HOP_BY_HOP_RESPONSE: &[&str] = &["connection", "keep-alive", "proxy-connection", "trailer", "upgrade"];
 
 impl Gateway {
+    pub fn new(state: Arc<AppState>) -> Self {
+        let dns = DnsCache::new(state.config.upstream.dns_cache_ttl_seconds);
+        Gateway { state, dns }
+    }
+
+    /// The one place a refusal becomes a response: it is counted here (authentication failures, ended
+    /// sessions, rate limits), once, and written as the RFC 6749/6750 JSON error.
+    fn refuse(&self, error: &ApiError) -> Reply {
+        self.state.metrics.refused(
+            error.auth_failure_reason(),
+            error.session_end().map(SessionEnd::label),
+            error.limit_scope().map(|scope| scope.label()),
+        );
+        Reply::error(error, &self.resource_metadata())
+    }
+
     fn client_ip(&self, session: &Session) -> Option<IpAddr> {
         let trusted = &self.state.trusted_proxies;
         if trusted.is_empty() {
@@ -178,12 +194,9 @@ impl Gateway {
         Ok(())
     }
 
-    async fn oauth(&self, session: &mut Session) -> Reply {
+    async fn oauth(&self, session: &mut Session) -> Result<Reply, ApiError> {
         let limit = self.state.config.server.max_form_body_bytes;
-        let body = match read_body(session, limit).await {
-            Ok(body) => body,
-            Err(error) => return Reply::error(&error, &self.resource_metadata()),
-        };
+        let body = read_body(session, limit).await?;
         let header = session.req_header();
         let request = Request {
             method: header.method.clone(),
@@ -201,48 +214,24 @@ impl Gateway {
         let state = &self.state;
         let header = session.req_header();
         let raw_target = std::str::from_utf8(header.raw_path())
-            .map_err(|_| ApiError::InvalidRequest("Malformed request path".into()))?
-            .to_string();
-        let route = route::parse(&raw_target)?;
-        let token =
-            exchange::bearer_token(header.headers.get(http::header::AUTHORIZATION))?.ok_or(ApiError::MissingToken)?;
-        let verified = state
-            .verified_tokens
-            .verify(&state.keys, &state.config, token, now)
-            .map_err(|_| ApiError::InvalidToken(INVALID_ACCESS_TOKEN))?;
-        let session_id = verified.claims().session_id().ok_or(ApiError::InvalidToken(INVALID_ACCESS_TOKEN))?;
+            .map_err(|_| ApiError::InvalidRequest("Malformed request path".into()))?;
+        let route = route::parse(raw_target)?;
         // One store round trip: the session, and (Redis limit backend) this window's count with it.
-        let (stored, store_count) = if state.rate_limits.counted_by_store() {
-            let (window, _) = rate_limit::window(now);
-            let (stored, count) =
-                state.store.get_session_metered(&session_id, window, rate_limit::WINDOW_SECONDS).await?;
-            (stored, Some(count))
-        } else {
-            (state.store.get_session(&session_id).await?, None)
-        };
-        let stored = stored.ok_or(ApiError::InvalidToken(INVALID_ACCESS_TOKEN))?;
-        let limits = crate::oauth::token::limits(state);
-        let status = match verified {
-            Verified::Expired(_) => rules::refresh_status(&stored, now, &limits),
-            Verified::Valid(_) => rules::access_status(&stored, now, &limits),
-        };
-        if !status.is_usable() {
-            state.metrics.refused(&ApiError::for_session(status), Some(status));
-            return Err(ApiError::for_session(status));
-        }
-        if let Verified::Expired(_) = verified {
-            return Err(ApiError::InvalidToken(ACCESS_TOKEN_EXPIRED));
-        }
+        let meter = state
+            .rate_limits
+            .counted_by_store()
+            .then(|| Meter { window: limits::window(now).0, window_seconds: limits::WINDOW_SECONDS });
+        let authenticated =
+            state.auth.authenticate(header.headers.get(http::header::AUTHORIZATION), now, meter).await?;
+        let stored = authenticated.session;
         let target = route::bind(&route, &stored)?;
         if !target.tls && !state.config.platforms.allow_insecure_loopback {
             log::error!("session {} has a plain-HTTP IB host while the development switch is off", stored.id.log_tag());
             return Err(ApiError::HostNotAllowed);
         }
-        let verdict = state.rate_limits.session(session_id.as_str(), store_count, now).inspect_err(|_| {
-            state.metrics.rate_limited.with_label_values(&["session"]).inc();
-        })?;
-        let addr = state.dns.resolve(&target.authority, &target.host, target.port).await?;
-        Ok(Proxied { target, addr, session_id, sid: stored.grant.sid.clone(), verdict })
+        let verdict = state.rate_limits.session(stored.id.as_str(), authenticated.count, now)?;
+        let addr = self.dns.resolve(&target.authority, &target.host, target.port).await?;
+        Ok(Proxied { target, addr, session_id: stored.id.clone(), sid: stored.grant.sid.clone(), verdict })
     }
 }
 
@@ -296,7 +285,7 @@ impl ProxyHttp for Gateway {
         let header = session.req_header();
         let path = header.uri.path().to_string();
         let requested_method = header.headers.get("access-control-request-method").and_then(|v| v.to_str().ok());
-        let reply = if cors::Cors::is_preflight(&header.method, requested_method) {
+        let reply = if Cors::is_preflight(&header.method, requested_method) {
             ctx.route_class = "preflight";
             self.state.cors.preflight(Self::origin(session).as_deref())
         } else if route::is_proxy_path(&path) {
@@ -307,33 +296,23 @@ impl ProxyHttp for Gateway {
                     return Ok(false);
                 }
                 Err(error) => {
-                    // Session ends were counted where they were found; count the other refusals here.
-                    if !matches!(error, ApiError::InvalidToken(SESSION_EXPIRED | crate::errors::SESSION_REFRESH_LIMIT))
-                    {
-                        self.state.metrics.refused(&error, None);
-                    }
                     // Refused proxy traffic counts against the client IP (and is refused harder past it).
                     let error = match (&error, self.state.rate_limits.ip(self.client_ip(session), now)) {
-                        (ApiError::MissingToken | ApiError::InvalidToken(_), Err(limited)) => {
-                            self.state.metrics.rate_limited.with_label_values(&["ip"]).inc();
-                            limited
-                        }
+                        (ApiError::MissingToken | ApiError::InvalidToken(_), Err(limited)) => limited,
                         _ => error,
                     };
-                    Reply::error(&error, &self.resource_metadata())
+                    self.refuse(&error)
                 }
             }
         } else if crate::oauth::owns(&path) {
             ctx.route_class = route_label(&path);
-            match self.state.rate_limits.ip(self.client_ip(session), now) {
+            let answer = match self.state.rate_limits.ip(self.client_ip(session), now) {
                 Ok(()) => self.oauth(session).await,
-                Err(limited) => {
-                    self.state.metrics.rate_limited.with_label_values(&["ip"]).inc();
-                    Reply::error(&limited, &self.resource_metadata())
-                }
-            }
+                Err(limited) => Err(limited),
+            };
+            answer.unwrap_or_else(|error| self.refuse(&error))
         } else {
-            Reply::error(&ApiError::NotFound, &self.resource_metadata())
+            self.refuse(&ApiError::NotFound)
         };
         self.send(session, ctx, reply).await?;
         Ok(true)
@@ -381,7 +360,6 @@ impl ProxyHttp for Gateway {
         }
         if upstream_response.status == 401 {
             if let Some(proxied) = &ctx.proxied {
-                self.state.metrics.session_timeouts.with_label_values(&["upstream_rejected"]).inc();
                 // IB ended the session: every instance must refuse it from now on.
                 match self.state.store.end_session(&proxied.session_id, SessionState::UpstreamRejected).await {
                     Ok(_) => {
@@ -389,17 +367,14 @@ impl ProxyHttp for Gateway {
                     }
                     Err(e) => log::error!("could not mark session {} as rejected: {e}", proxied.session_id.log_tag()),
                 }
-                let error = ApiError::InvalidToken(SESSION_EXPIRED);
-                let body = Bytes::from(error.body().to_string());
-                let mut replacement = ResponseHeader::build(401, Some(8))?;
-                for (name, value) in error.headers(&self.resource_metadata()) {
-                    replacement.insert_header(name, value)?;
+                let reply = self.refuse(&ApiError::SessionEnded(SessionEnd::UpstreamRejected));
+                let mut replacement = ResponseHeader::build(reply.status, Some(reply.headers.len() + 1))?;
+                for (name, value) in &reply.headers {
+                    replacement.insert_header(*name, value.as_str())?;
                 }
-                replacement.insert_header("Content-Type", "application/json")?;
-                replacement.insert_header("Content-Length", body.len().to_string())?;
-                replacement.insert_header("Cache-Control", "no-store")?;
+                replacement.insert_header("Content-Length", reply.body.len().to_string())?;
                 *upstream_response = replacement;
-                ctx.replacement_body = Some(body);
+                ctx.replacement_body = Some(reply.body);
             }
         }
         for name in HOP_BY_HOP_RESPONSE {

@@ -98,6 +98,19 @@ impl CompletedLogin {
     }
 }
 
+/// Why the IntelligenceBank client could not be built at start-up; `Display` names the setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IbSetupError {
+    #[error("platforms.extra_ca_file: cannot read {path}: {reason}")]
+    CaFileUnreadable { path: String, reason: String },
+    #[error("platforms.extra_ca_file: {path} is not a PEM certificate bundle: {reason}")]
+    CaFileNotPem { path: String, reason: String },
+    #[error("platforms.extra_ca_file: {path} holds no PEM certificate")]
+    CaFileEmpty { path: String },
+    #[error("cannot build the IntelligenceBank HTTPS client: {0}")]
+    Client(String),
+}
+
 /// The Browser Login calls, over one pooled HTTPS client shared by every request.
 #[derive(Debug, Clone)]
 pub struct IbClient {
@@ -107,7 +120,7 @@ pub struct IbClient {
 
 impl IbClient {
     /// Builds the shared client from `platforms` and `upstream`. The error names the configuration key.
-    pub fn new(config: &Config) -> Result<Self, String> {
+    pub fn new(config: &Config) -> Result<Self, IbSetupError> {
         super::install_crypto_provider();
         let upstream = &config.upstream;
         let mut builder = reqwest::Client::builder()
@@ -118,15 +131,16 @@ impl IbClient {
             .pool_max_idle_per_host(upstream.pool_size)
             .redirect(reqwest::redirect::Policy::none());
         if let Some(path) = &config.platforms.extra_ca_file {
-            let pem = std::fs::read(path).map_err(|e| format!("platforms.extra_ca_file: cannot read {path}: {e}"))?;
+            let pem = std::fs::read(path)
+                .map_err(|e| IbSetupError::CaFileUnreadable { path: path.clone(), reason: e.to_string() })?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("platforms.extra_ca_file: {path} is not a PEM certificate bundle: {e}"))?;
+                .map_err(|e| IbSetupError::CaFileNotPem { path: path.clone(), reason: e.to_string() })?;
             if certs.is_empty() {
-                return Err(format!("platforms.extra_ca_file: {path} holds no PEM certificate"));
+                return Err(IbSetupError::CaFileEmpty { path: path.clone() });
             }
             builder = builder.tls_certs_merge(certs);
         }
-        let http = builder.build().map_err(|e| format!("cannot build the IntelligenceBank HTTPS client: {e}"))?;
+        let http = builder.build().map_err(|e| IbSetupError::Client(e.to_string()))?;
         Ok(IbClient { http, policy: PlatformPolicy::new(&config.platforms) })
     }
 

@@ -3,16 +3,15 @@
 //! - [`platform_url`]: which platform and API hosts the gateway may talk to at all ([`PlatformPolicy`]).
 //! - [`client`]: the Browser Login calls (`/v1/auth/app/token`, `/v1/auth/app/info`) over one shared HTTPS
 //!   client ([`IbClient`]).
-//! - [`mock`]: a real HTTP(S) server that behaves like an IB platform and API host, for tests, benches and
-//!   the demo.
+//!
+//! The stand-in for IB used by tests, benches and the demo lives in `crate::mock`, behind the `mock` feature.
 //!
 //! Nothing here ever logs a `sid`, a login token or any other secret.
 
 pub mod client;
-pub mod mock;
 pub mod platform_url;
 
-pub use client::{CompletedLogin, IbClient, IbError, LoginPoll};
+pub use client::{CompletedLogin, IbClient, IbError, IbSetupError, LoginPoll};
 pub use platform_url::{PlatformPolicy, PlatformUrl, PlatformUrlError};
 
 /// Makes aws-lc-rs the process-wide rustls crypto provider.
@@ -22,5 +21,5 @@ pub use platform_url::{PlatformPolicy, PlatformUrl, PlatformUrlError};
 /// anyone else) is kept.
 pub fn install_crypto_provider() {
     // Err only means a default is already installed, which is what we want.
-    let _ = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }

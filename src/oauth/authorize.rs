@@ -5,12 +5,12 @@
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-use super::clients::Client;
+use crate::auth::clients::Client;
 use crate::errors::ApiError;
-use crate::gateway::exchange::{Params, Reply, Request};
+use crate::exchange::{Params, Reply, Request};
 use crate::ib::{IbClient, LoginPoll};
-use crate::server::AppState;
 use crate::session::SessionGrant;
+use crate::state::AppState;
 use crate::store::RecordKind;
 use crate::tokens::{random_secret, TokenHash};
 
@@ -142,7 +142,7 @@ fn error_redirect(state: &AppState, refusal: RedirectError) -> Reply {
     if let Some(client_state) = &refusal.state {
         pairs.push(("state", client_state));
     }
-    Reply::redirect(redirect_with(&refusal.redirect_uri, &super::access_token::audience(&state.config), &pairs))
+    Reply::redirect(redirect_with(&refusal.redirect_uri, &crate::auth::access_token::audience(&state.config), &pairs))
 }
 
 fn escape_html(text: &str) -> String {
@@ -267,7 +267,7 @@ pub(super) async fn poll(state: &AppState, request: &Request) -> Result<Reply, A
     if let Some(client_state) = &attempt.state {
         pairs.push(("state", client_state));
     }
-    let location = redirect_with(&attempt.redirect_uri, &super::access_token::audience(&state.config), &pairs);
+    let location = redirect_with(&attempt.redirect_uri, &crate::auth::access_token::audience(&state.config), &pairs);
     Ok(Reply::json(200, &serde_json::json!({ "redirect_url": location })))
 }
 

@@ -4,20 +4,18 @@
 //! 9700, 8414, 9728, 7009, 7662 and 7591. Handlers take a [`Request`] and give a [`Reply`]; nothing here
 //! logs a token, code, poll token, sid or secret.
 
-pub mod access_token;
 mod authorize;
-pub mod clients;
 mod discovery;
 mod register;
 mod revoke;
-pub(crate) mod token;
+mod token;
 mod userinfo;
 
 use http::Method;
 
 use crate::errors::ApiError;
-use crate::gateway::exchange::{Reply, Request};
-use crate::server::AppState;
+use crate::exchange::{Reply, Request};
+use crate::state::AppState;
 
 /// Does this path belong to the authorization server?
 pub fn owns(path: &str) -> bool {
@@ -47,21 +45,11 @@ fn only(method: &Method, allowed: &[Method], allow_header: &'static str) -> Resu
     }
 }
 
-/// Answers a request to one of the paths [`owns`] accepts.
-pub async fn handle(state: &AppState, request: &Request) -> Reply {
-    let result = route(state, request).await;
-    result.unwrap_or_else(|error| {
-        if !matches!(
-            error,
-            ApiError::InvalidToken(crate::errors::SESSION_EXPIRED | crate::errors::SESSION_REFRESH_LIMIT)
-        ) {
-            state.metrics.refused(&error, None);
-        }
-        Reply::error(&error, &discovery::resource_metadata_url(&state.config))
-    })
-}
+pub use discovery::resource_metadata_url;
 
-async fn route(state: &AppState, request: &Request) -> Result<Reply, ApiError> {
+/// Answers a request to one of the paths [`owns`] accepts. A refusal comes back as the error; the caller
+/// turns it into the response (and counts it, once).
+pub async fn handle(state: &AppState, request: &Request) -> Result<Reply, ApiError> {
     let method = &request.method;
     match request.path.as_str() {
         "/authorize" => {

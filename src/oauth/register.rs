@@ -4,11 +4,11 @@
 
 use serde::Deserialize;
 
-use super::clients::Client;
+use crate::auth::clients::Client;
 use crate::config::check_redirect_uri;
-use crate::errors::ApiError;
-use crate::gateway::exchange::{Reply, Request};
-use crate::server::AppState;
+use crate::errors::{ApiError, LimitScope};
+use crate::exchange::{Reply, Request};
+use crate::state::AppState;
 use crate::store::{now_unix, RecordKind};
 use crate::tokens::random_secret;
 
@@ -35,8 +35,11 @@ pub(super) async fn register(state: &AppState, request: &Request) -> Result<Repl
     if let Some(ip) = request.client_ip.filter(|_| registration.per_ip_per_hour > 0) {
         let seen = state.registration_limiter.observe(&ip, 1);
         if seen > i64::from(registration.per_ip_per_hour) as isize {
-            state.metrics.rate_limited.with_label_values(&["registration"]).inc();
-            return Err(ApiError::RateLimited { limit: registration.per_ip_per_hour, retry_after: 3_600 });
+            return Err(ApiError::RateLimited {
+                limit: registration.per_ip_per_hour,
+                retry_after: 3_600,
+                scope: LimitScope::Registration,
+            });
         }
     }
     let content_type = request.header("content-type").unwrap_or_default();

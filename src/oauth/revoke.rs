@@ -2,12 +2,11 @@
 //! Revocation answers 200 whatever the token; revoking any token of a session ends the session.
 //! Introspection needs a confidential client and says only `{"active": false}` about inactive tokens.
 
-use super::access_token;
-use super::token::limits;
+use crate::auth::access_token;
 use crate::errors::ApiError;
-use crate::gateway::exchange::{Reply, Request};
-use crate::server::AppState;
-use crate::session::{rules, SessionState};
+use crate::exchange::{Reply, Request};
+use crate::session::{rules, Limits, SessionState};
+use crate::state::AppState;
 use crate::store::now_unix;
 use crate::tokens::RefreshToken;
 
@@ -50,7 +49,8 @@ pub(super) async fn introspect(state: &AppState, request: &Request) -> Result<Re
         let Some((session, expires_at)) = state.store.find_by_refresh(&session_id, &refresh.hash()).await? else {
             return Ok(inactive);
         };
-        if now >= expires_at || !rules::refresh_status(&session, now, &limits(state)).is_usable() {
+        if now >= expires_at || !rules::refresh_status(&session, now, &Limits::from(state.config.as_ref())).is_usable()
+        {
             return Ok(inactive);
         }
         return Ok(Reply::json(
@@ -73,7 +73,7 @@ pub(super) async fn introspect(state: &AppState, request: &Request) -> Result<Re
         return Ok(inactive);
     };
     let active = match state.store.get_session(&session_id).await? {
-        Some(session) => rules::access_status(&session, now, &limits(state)).is_usable(),
+        Some(session) => rules::access_status(&session, now, &Limits::from(state.config.as_ref())).is_usable(),
         None => false,
     };
     if !active {

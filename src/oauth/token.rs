@@ -5,25 +5,18 @@
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::access_token;
 use super::authorize::CodeGrant;
-use super::clients::Client;
+use crate::auth::access_token;
+use crate::auth::clients::Client;
 use crate::errors::ApiError;
-use crate::gateway::exchange::{Params, Reply, Request};
-use crate::server::AppState;
+use crate::exchange::{Params, Reply, Request};
 use crate::session::{rules, Limits, Session, SessionId, SessionState, SessionStatus};
+use crate::state::AppState;
 use crate::store::{now_unix, CodeRedemption, RotateOutcome, RotateRequest};
 use crate::tokens::{b64, open_successor, seal_successor, RefreshToken, TokenHash};
 
 /// How long a spent code is remembered, so that a replay revokes what it issued.
 const CODE_REPLAY_WINDOW_SECONDS: u64 = 600;
-
-pub fn limits(state: &AppState) -> Limits {
-    Limits {
-        max_refresh_count: state.config.tokens.max_refresh_count,
-        near_expiry_margin: state.config.session.near_expiry_margin_seconds,
-    }
-}
 
 pub(super) async fn token(state: &AppState, request: &Request) -> Result<Reply, ApiError> {
     let form = request.form()?;
@@ -80,9 +73,8 @@ async fn authorization_code(state: &AppState, client: &Client, form: &Params) ->
     verify_pkce(code_grant.code_challenge.as_deref(), verifier)?;
     let now = now_unix();
     let session = Session::start(session_id, code_grant.grant, now, state.config.session.default_login_timeout_hours);
-    let status = rules::access_status(&session, now, &limits(state));
-    if !status.is_usable() {
-        return Err(ApiError::for_refresh(status));
+    if let Some(end) = rules::access_status(&session, now, &Limits::from(state.config.as_ref())).end() {
+        return Err(ApiError::RefreshRefused(end));
     }
     let refresh = RefreshToken::generate(&session.id);
     let refresh_expires_at = rules::refresh_token_expiry(&session, now, state.config.tokens.refresh_token_ttl_seconds);
@@ -111,7 +103,7 @@ async fn refresh(state: &AppState, client: &Client, form: &Params) -> Result<Rep
         sealed_successor: &sealed,
         client_id: &client.client_id,
         now,
-        limits: limits(state),
+        limits: Limits::from(state.config.as_ref()),
         grace_seconds: state.config.tokens.refresh_grace_seconds,
         refresh_ttl: state.config.tokens.refresh_token_ttl_seconds,
     };
@@ -125,15 +117,8 @@ async fn refresh(state: &AppState, client: &Client, form: &Params) -> Result<Rep
         RotateOutcome::Invalid => "invalid",
     };
     metrics.token_refreshes.with_label_values(&[result]).inc();
-    match &outcome {
-        RotateOutcome::Rotated(_) | RotateOutcome::Repeated { .. } => {
-            metrics.tokens_issued.with_label_values(&["refresh_token"]).inc();
-        }
-        RotateOutcome::Refused(status) => metrics.refused(&ApiError::for_refresh(*status), Some(*status)),
-        RotateOutcome::ReuseDetected => {
-            metrics.refused(&ApiError::InvalidGrant(String::new()), Some(SessionStatus::Revoked))
-        }
-        RotateOutcome::Invalid => {}
+    if matches!(outcome, RotateOutcome::Rotated(_) | RotateOutcome::Repeated { .. }) {
+        metrics.tokens_issued.with_label_values(&["refresh_token"]).inc();
     }
     match outcome {
         RotateOutcome::Rotated(session) => {
@@ -158,7 +143,7 @@ async fn refresh(state: &AppState, client: &Client, form: &Params) -> Result<Rep
                 client.client_id,
                 session_id.log_tag()
             );
-            Err(ApiError::for_refresh(status))
+            Err(status.end().map_or_else(invalid, ApiError::RefreshRefused))
         }
         RotateOutcome::ReuseDetected => {
             log::warn!(
@@ -166,7 +151,7 @@ async fn refresh(state: &AppState, client: &Client, form: &Params) -> Result<Rep
                 client.client_id,
                 session_id.log_tag()
             );
-            Err(ApiError::InvalidGrant("Refresh token was already used; the session has been revoked".into()))
+            Err(ApiError::RefreshTokenReused)
         }
         RotateOutcome::Invalid => Err(invalid()),
     }

@@ -1,43 +1,16 @@
-//! `GET /userinfo` and the Bearer check it shares with the proxy: verify the access token, find its session,
-//! apply the session rules, and say precisely why when refusing.
+//! `GET /userinfo`: the OIDC-style claims of the stored IB login. The caller is authenticated by the same
+//! path as the proxy ([`crate::auth::Authenticator::authenticate`]): a refusal here is worded exactly as
+//! there.
 
-use super::access_token::{self, AccessClaims, Verified};
-use super::token::limits;
-use crate::errors::{ApiError, ACCESS_TOKEN_EXPIRED, INVALID_ACCESS_TOKEN};
-use crate::gateway::exchange::{Reply, Request};
-use crate::server::AppState;
-use crate::session::{rules, Session};
+use crate::errors::ApiError;
+use crate::exchange::{Reply, Request};
+use crate::state::AppState;
 use crate::store::now_unix;
 
-/// The session behind an access token, or the refusal a client should see.
-pub async fn authenticate(state: &AppState, token: &str, now: u64) -> Result<(AccessClaims, Session), ApiError> {
-    let (claims, expired) = match access_token::verify(&state.keys, &state.config, token, now) {
-        Ok(Verified::Valid(claims)) => (claims, false),
-        Ok(Verified::Expired(claims)) => (claims, true),
-        Err(_) => return Err(ApiError::InvalidToken(INVALID_ACCESS_TOKEN)),
-    };
-    let session_id = claims.session_id().ok_or(ApiError::InvalidToken(INVALID_ACCESS_TOKEN))?;
-    let session = state.store.get_session(&session_id).await?.ok_or(ApiError::InvalidToken(INVALID_ACCESS_TOKEN))?;
-    let limits = limits(state);
-    // An expired token: tell "refresh and retry" apart from "log in again".
-    let status = if expired {
-        rules::refresh_status(&session, now, &limits)
-    } else {
-        rules::access_status(&session, now, &limits)
-    };
-    if !status.is_usable() {
-        state.metrics.refused(&ApiError::for_session(status), Some(status));
-        return Err(ApiError::for_session(status));
-    }
-    if expired {
-        return Err(ApiError::InvalidToken(ACCESS_TOKEN_EXPIRED));
-    }
-    Ok((claims, session))
-}
-
 pub(super) async fn userinfo(state: &AppState, request: &Request) -> Result<Reply, ApiError> {
-    let token = request.bearer_token()?.ok_or(ApiError::MissingToken)?;
-    let (claims, session) = authenticate(state, token, now_unix()).await?;
+    let authenticated =
+        state.auth.authenticate(request.headers.get(http::header::AUTHORIZATION), now_unix(), None).await?;
+    let (claims, session) = (authenticated.claims, authenticated.session);
     let grant = &session.grant;
     let user = &grant.user;
     let name = [user.first_name.as_str(), user.last_name.as_str()]

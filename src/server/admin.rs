@@ -7,7 +7,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use std::sync::Arc;
 
-use super::AppState;
+use crate::state::AppState;
 
 pub struct AdminApp {
     pub state: Arc<AppState>,
@@ -41,11 +41,15 @@ impl ServeHttp for AdminApp {
                     text(StatusCode::SERVICE_UNAVAILABLE, "application/json", r#"{"status":"store_unavailable"}"#)
                 }
             },
-            "/metrics" => text(
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                self.state.metrics.render(self.state.store.as_ref()).await,
-            ),
+            "/metrics" => {
+                // The gauges that describe the store are read now, by this service; metrics read nothing.
+                let metrics = &self.state.metrics;
+                metrics.set_store_up(self.state.store.ping().await.is_ok());
+                if let Ok(count) = self.state.store.session_count().await {
+                    metrics.set_active_sessions(count);
+                }
+                text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics.render())
+            }
             _ => text(StatusCode::NOT_FOUND, "application/json", r#"{"error":"not_found"}"#),
         }
     }

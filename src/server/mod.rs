@@ -9,38 +9,25 @@ use pingora::prelude::*;
 use pingora::server::configuration::{Opt, ServerConf};
 use std::sync::Arc;
 
-use crate::config::{Config, StoreBackend};
-use crate::gateway::cors::Cors;
-use crate::gateway::rate_limit::RateLimits;
-use crate::gateway::token_cache::VerifiedTokens;
-use crate::gateway::upstream::DnsCache;
+use crate::config::{Config, ConfigError, StoreBackend};
 use crate::gateway::Gateway;
-use crate::ib::IbClient;
 use crate::keys::SigningKeys;
 use crate::metrics::Metrics;
-use crate::oauth::clients::ClientRegistry;
+use crate::state::AppState;
 use crate::store::{self, SharedStore, TokenStore};
-use pingora_limits::rate::Rate;
 
-/// Access tokens whose signature this instance has checked, kept until their `exp`.
-const VERIFIED_TOKEN_CACHE_ENTRIES: usize = 100_000;
-
-/// What every request handler shares.
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub keys: Arc<SigningKeys>,
-    pub ib: IbClient,
-    pub clients: ClientRegistry,
-    pub cors: Cors,
-    /// Registrations per client IP per hour (RFC 7591 endpoint).
-    pub registration_limiter: Rate,
-    pub rate_limits: RateLimits,
-    pub verified_tokens: VerifiedTokens,
-    pub dns: DnsCache,
-    /// `server.trusted_proxies`, parsed.
-    pub trusted_proxies: Vec<ipnet::IpNet>,
-    pub store: Arc<dyn TokenStore>,
-    pub metrics: Arc<Metrics>,
+/// Checks what the configuration schema cannot: that the signing keys parse as keys of their algorithm.
+/// `check-config` and start-up both run it.
+pub fn check(config: &Config) -> Result<(), ConfigError> {
+    let signing = &config.signing;
+    if signing.current.is_none() && signing.previous.is_empty() {
+        return Ok(());
+    }
+    match SigningKeys::from_config(signing) {
+        Ok(_) => Ok(()),
+        Err(crate::keys::KeyError::Setting { setting, problem }) => Err(ConfigError { key: setting, message: problem }),
+        Err(other) => Err(ConfigError { key: "signing".into(), message: other.to_string() }),
+    }
 }
 
 /// Pingora's upstream TLS trusts one CA file instead of the system roots; with `platforms.extra_ca_file`
@@ -109,7 +96,7 @@ pub fn run(config: Config, opt: Opt) -> Result<(), String> {
     };
     let metrics = Arc::new(Metrics::new(backend));
     let store: Arc<dyn TokenStore> = Arc::new(SharedStore::new(config.clone(), metrics.clone()));
-    let (keys, ephemeral) = SigningKeys::from_config(&config.signing)?;
+    let (keys, ephemeral) = SigningKeys::from_config(&config.signing).map_err(|e| e.to_string())?;
     if ephemeral {
         log::warn!(
             "NO SIGNING KEY CONFIGURED (signing.current): using an ephemeral {:?} key. Access tokens will NOT \
@@ -118,31 +105,15 @@ pub fn run(config: Config, opt: Opt) -> Result<(), String> {
             config.signing.algorithm
         );
     }
-    let state = Arc::new(AppState {
-        ib: IbClient::new(&config)?,
-        clients: ClientRegistry::from_config(&config.oauth.clients)?,
-        cors: Cors::new(&config.cors),
-        registration_limiter: Rate::new(std::time::Duration::from_secs(3_600)),
-        rate_limits: RateLimits::new(&config.rate_limits),
-        verified_tokens: VerifiedTokens::new(VERIFIED_TOKEN_CACHE_ENTRIES),
-        dns: DnsCache::new(config.upstream.dns_cache_ttl_seconds),
-        trusted_proxies: config.server.trusted_proxies.iter().filter_map(|p| crate::config::parse_network(p)).collect(),
-        config: config.clone(),
-        keys: Arc::new(keys),
-        metrics,
-        store,
-    });
+    let state = Arc::new(AppState::new(config.clone(), Arc::new(keys), store, metrics).map_err(|e| e.to_string())?);
 
     let mut conf = server_conf(&config, &opt);
     conf.ca_file = upstream_ca_bundle(&config)?;
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let mut gateway = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Gateway { state: state.clone() },
-        "gateway",
-    );
+    let mut gateway =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, Gateway::new(state.clone()), "gateway");
     for addr in &config.server.listen {
         gateway.add_tcp(addr);
     }

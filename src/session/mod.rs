@@ -26,7 +26,7 @@ impl SessionId {
     pub fn generate() -> Self {
         let mut bytes = [0u8; 16];
         rand::rng().fill_bytes(&mut bytes);
-        SessionId(crate::tokens::b64(&bytes))
+        SessionId(base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes))
     }
 
     /// Accepts only the shape [`SessionId::generate`] makes, so a client-supplied id can name no other key.
@@ -42,7 +42,9 @@ impl SessionId {
     /// What logs show instead of the id: 12 characters of its SHA-256, the same in every log line, so lines
     /// about one session can be matched without the logs holding a usable id.
     pub fn log_tag(&self) -> String {
-        crate::tokens::TokenHash::of(&self.0).encoded()[..12].to_string()
+        // The same digest and alphabet as `tokens::TokenHash` (tokens sit above sessions, so not shared).
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(self.0.as_bytes());
+        base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, digest)[..12].to_string()
     }
 }
 

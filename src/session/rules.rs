@@ -5,6 +5,8 @@
 //! store conformance suite checks both agree at every boundary.
 
 use super::{Session, SessionState, LOGIN_TIMEOUT_HOURS};
+use crate::config::Config;
+use crate::errors::SessionEnd;
 
 /// What the rules need besides the session and the clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,6 +14,15 @@ pub struct Limits {
     pub max_refresh_count: u32,
     /// The seed's "approaching expiry" margin (default 300 s).
     pub near_expiry_margin: u64,
+}
+
+impl From<&Config> for Limits {
+    fn from(config: &Config) -> Self {
+        Limits {
+            max_refresh_count: config.tokens.max_refresh_count,
+            near_expiry_margin: config.session.near_expiry_margin_seconds,
+        }
+    }
 }
 
 /// Why a session is or is not usable. Precedence, highest first: `Revoked`, `UpstreamRejected`, `Expired`,
@@ -32,6 +43,17 @@ pub enum SessionStatus {
 impl SessionStatus {
     pub fn is_usable(self) -> bool {
         matches!(self, SessionStatus::Active | SessionStatus::NearExpiry)
+    }
+
+    /// Why an unusable session is over; `None` while it is usable.
+    pub fn end(self) -> Option<SessionEnd> {
+        match self {
+            SessionStatus::Active | SessionStatus::NearExpiry => None,
+            SessionStatus::Expired => Some(SessionEnd::Expired),
+            SessionStatus::RefreshLimitExceeded => Some(SessionEnd::RefreshLimit),
+            SessionStatus::Revoked => Some(SessionEnd::Revoked),
+            SessionStatus::UpstreamRejected => Some(SessionEnd::UpstreamRejected),
+        }
     }
 }
 

@@ -35,6 +35,13 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl From<StoreError> for crate::errors::ApiError {
+    fn from(error: StoreError) -> Self {
+        log::error!("store error: {error}");
+        crate::errors::ApiError::TemporarilyUnavailable
+    }
+}
+
 /// A refresh-token rotation, prepared by the caller: the successor token is generated (and sealed with the
 /// presented token, for the grace window) before the store decides atomically whether it takes effect.
 #[derive(Debug, Clone)]

@@ -130,7 +130,7 @@ impl RedisStore {
     /// Connects as configured. Fails when no server answers, so a misconfigured gateway does not start.
     pub async fn connect(config: &RedisConfig) -> Result<Self, StoreError> {
         let password = match &config.password {
-            Some(source) => Some(source.resolve().map_err(StoreError::Unavailable)?),
+            Some(source) => Some(source.resolve().map_err(|e| StoreError::Unavailable(e.to_string()))?),
             None => None,
         };
         let password = password.as_ref().map(|p| p.expose());

@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ib_oauth_gateway::ib::mock::{self, MockHandle, MockSettings};
+use ib_oauth_gateway::mock::{self, MockHandle, MockSettings};
 use sha2::{Digest, Sha256};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ib-oauth-gateway");

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use ib_oauth_gateway::ib::mock::{self, MockHandle, MockSettings};
+use ib_oauth_gateway::mock::{self, MockHandle, MockSettings};
 use tokio::net::TcpListener;
 
 pub struct TestPki {

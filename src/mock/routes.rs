@@ -9,19 +9,15 @@
 //! - `POST /_mock/expire?sid=S`: the session ends; API calls with it get 401.
 //! - `GET /_mock/stats`: connections accepted and requests per endpoint.
 
-use std::convert::Infallible;
-
-use bytes::{Bytes, BytesMut};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
+use bytes::BytesMut;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 
+use super::body::{form_param, full, json_response, message, query_param, MockBody};
 use super::state::{parse_override, CompletionOverrides, MockState, MockUser, TokenError};
-
-pub(super) type MockBody = BoxBody<Bytes, Infallible>;
 
 /// The largest login form the mock reads.
 const MAX_FORM_BYTES: usize = 64 * 1024;
@@ -200,35 +196,6 @@ async fn read_form(request: Request<Incoming>) -> Option<Vec<u8>> {
         form.extend_from_slice(&data);
     }
     Some(form.to_vec())
-}
-
-fn form_param(form: &[u8], name: &str) -> Option<String> {
-    form_urlencoded::parse(form).find(|(key, _)| key == name).map(|(_, value)| value.into_owned())
-}
-
-/// The first value of a decoded query parameter.
-pub(super) fn query_param<B>(request: &Request<B>, name: &str) -> Option<String> {
-    uri_param(request.uri(), name)
-}
-
-pub(super) fn uri_param(uri: &hyper::Uri, name: &str) -> Option<String> {
-    form_param(uri.query()?.as_bytes(), name)
-}
-
-pub(super) fn full(bytes: impl Into<Bytes>) -> MockBody {
-    Full::new(bytes.into()).boxed()
-}
-
-pub(super) fn json_response(status: StatusCode, body: &Value) -> Response<MockBody> {
-    let mut response = Response::new(full(body.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
-}
-
-/// A small JSON error body; IB documents none, so this only helps a human reading test output.
-pub(super) fn message(status: StatusCode, text: &str) -> Response<MockBody> {
-    json_response(status, &json!({ "message": text }))
 }
 
 fn html_response(status: StatusCode, html: String) -> Response<MockBody> {

@@ -7,9 +7,9 @@ use pingora_memory_cache::MemoryCache;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::access_token::{self, AccessClaims, Invalid, Verified};
 use crate::config::Config;
 use crate::keys::SigningKeys;
-use crate::oauth::access_token::{self, AccessClaims, Invalid, Verified};
 
 struct Entry {
     token: Box<str>,

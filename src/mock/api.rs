@@ -17,7 +17,7 @@ use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
 
-use super::routes::{json_response, message, uri_param, MockBody};
+use super::body::{json_response, message, uri_param, MockBody};
 use super::state::MockState;
 
 pub(super) const API_PREFIX: &str = "/api/3.0.0/";

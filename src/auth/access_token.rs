@@ -57,7 +57,12 @@ pub fn audience(config: &Config) -> String {
     config.server.public_url.trim_end_matches('/').to_string()
 }
 
-pub fn issue(keys: &SigningKeys, config: &Config, session: &Session, now: u64) -> Result<(String, u64), String> {
+pub fn issue(
+    keys: &SigningKeys,
+    config: &Config,
+    session: &Session,
+    now: u64,
+) -> Result<(String, u64), crate::keys::KeyError> {
     let exp = rules::access_token_expiry(session, now, config.tokens.access_token_ttl_seconds);
     let claims = AccessClaims {
         iss: audience(config),

@@ -1,5 +1,8 @@
 //! A request as the gateway's own endpoints see it, and the reply they give. The OAuth handlers work on
 //! these plain values (no Pingora types), so they can be tested without a server; `gateway` converts.
+//! [`cors`] shapes the CORS headers of every reply.
+
+pub mod cors;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method};

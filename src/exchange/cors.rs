@@ -4,7 +4,7 @@
 use http::Method;
 use std::collections::HashSet;
 
-use super::exchange::Reply;
+use super::Reply;
 use crate::config::CorsConfig;
 
 pub struct Cors {

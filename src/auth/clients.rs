@@ -11,8 +11,16 @@ use subtle::ConstantTimeEq;
 
 use crate::config::{ClientConfig, Secret};
 use crate::errors::ApiError;
-use crate::gateway::exchange::{Params, Request};
+use crate::exchange::{Params, Request};
 use crate::store::{RecordKind, TokenStore};
+
+/// A configured client whose secret cannot be read (a start-up failure).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("oauth.clients `{client_id}`: client_secret: {source}")]
+pub struct ClientError {
+    pub client_id: String,
+    pub source: crate::config::SecretError,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Client {
@@ -42,9 +50,11 @@ fn port_matches(text: &str) -> bool {
 }
 
 impl Client {
-    pub fn from_config(config: &ClientConfig) -> Result<Self, String> {
+    pub fn from_config(config: &ClientConfig) -> Result<Self, ClientError> {
         let secret = match &config.client_secret {
-            Some(source) => Some(source.resolve()?),
+            Some(source) => {
+                Some(source.resolve().map_err(|source| ClientError { client_id: config.client_id.clone(), source })?)
+            }
             None => None,
         };
         Ok(Client {
@@ -130,7 +140,7 @@ pub struct ClientRegistry {
 }
 
 impl ClientRegistry {
-    pub fn from_config(clients: &[ClientConfig]) -> Result<Self, String> {
+    pub fn from_config(clients: &[ClientConfig]) -> Result<Self, ClientError> {
         let mut configured = HashMap::new();
         for config in clients {
             configured.insert(config.client_id.clone(), Arc::new(Client::from_config(config)?));

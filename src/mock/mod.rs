@@ -8,6 +8,7 @@
 //! by default `apiV3url` is the mock's own origin.
 
 mod api;
+mod body;
 mod routes;
 mod state;
 
@@ -153,7 +154,7 @@ async fn wait_for_signal() {
 }
 
 fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
-    super::install_crypto_provider();
+    crate::ib::install_crypto_provider();
     let open = |path: &Path| {
         std::fs::File::open(path)
             .map(std::io::BufReader::new)

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::config::{RateLimitBackend, RateLimitConfig};
-use crate::errors::ApiError;
+use crate::errors::{ApiError, LimitScope};
 
 pub const WINDOW_SECONDS: u64 = 60;
 
@@ -33,9 +33,9 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    fn of(limit: u32, count: u64, reset: u64) -> Result<Verdict, ApiError> {
+    fn of(scope: LimitScope, limit: u32, count: u64, reset: u64) -> Result<Verdict, ApiError> {
         if count > u64::from(limit) {
-            return Err(ApiError::RateLimited { limit, retry_after: reset });
+            return Err(ApiError::RateLimited { limit, retry_after: reset, scope });
         }
         Ok(Verdict { limit, remaining: limit - count as u32, reset })
     }
@@ -90,7 +90,7 @@ impl RateLimits {
             Some(count) => count,
             None => count(&self.sessions, &(session_id, window)),
         };
-        Verdict::of(limit, count, reset).map(Some)
+        Verdict::of(LimitScope::Session, limit, count, reset).map(Some)
     }
 
     /// The per-IP verdict for traffic without a valid session.
@@ -100,7 +100,7 @@ impl RateLimits {
             return Ok(());
         };
         let (window, reset) = window(now);
-        Verdict::of(limit, count(&self.ips, &(ip, window)), reset).map(|_| ())
+        Verdict::of(LimitScope::Ip, limit, count(&self.ips, &(ip, window)), reset).map(|_| ())
     }
 }
 
@@ -121,7 +121,10 @@ mod tests {
         for remaining in [2, 1, 0] {
             assert_eq!(limits.session("s", None, now).unwrap().unwrap().remaining, remaining);
         }
-        assert_eq!(limits.session("s", None, now), Err(ApiError::RateLimited { limit: 3, retry_after: 40 }));
+        assert_eq!(
+            limits.session("s", None, now),
+            Err(ApiError::RateLimited { limit: 3, retry_after: 40, scope: LimitScope::Session })
+        );
         // Another session has its own budget, and the next window starts afresh.
         assert!(limits.session("t", None, now).is_ok());
         assert!(limits.session("s", None, now + 40).is_ok());
