@@ -4,7 +4,7 @@
 //! - [`client`]: the Browser Login calls (`/v1/auth/app/token`, `/v1/auth/app/info`) over one shared HTTPS
 //!   client ([`IbClient`]).
 //!
-//! The stand-in for IB used by tests, benches and the demo lives in `crate::mock`, behind the `mock` feature.
+//! The stand-in for IB used by tests, benches and the demo is the top-level `mock` module, behind the `mock` feature.
 //!
 //! Nothing here ever logs a `sid`, a login token or any other secret.
 
