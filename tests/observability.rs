@@ -91,3 +91,147 @@ async fn metrics_count_a_scripted_flow_and_logs_hold_no_secrets() {
     assert_log_free_of(&gateway, &secrets);
     assert!(gateway.log().contains("request id="), "one line per request is logged");
 }
+
+/// Every sample of the refusal counters, by series (`name{labels}`).
+fn refusal_samples(metrics: &str) -> std::collections::BTreeMap<String, f64> {
+    metrics
+        .lines()
+        .filter(|line| {
+            ["ibgw_auth_failures_total{", "ibgw_session_timeouts_total{", "ibgw_rate_limited_total{"]
+                .iter()
+                .any(|family| line.starts_with(family))
+        })
+        .filter_map(|line| line.rsplit_once(' ').map(|(series, value)| (series.to_string(), value.parse().unwrap())))
+        .collect()
+}
+
+/// Runs `step`, then asserts that the refusal counters moved by exactly `expected` and nothing else moved.
+async fn counts_exactly<F: std::future::Future<Output = ()>>(
+    gateway: &GatewayProcess,
+    what: &str,
+    expected: &[(&str, f64)],
+    step: F,
+) {
+    let before = refusal_samples(&scrape(gateway).await);
+    step.await;
+    let after = refusal_samples(&scrape(gateway).await);
+    let mut moved: std::collections::BTreeMap<String, f64> = std::collections::BTreeMap::new();
+    for (series, value) in &after {
+        let delta = value - before.get(series).copied().unwrap_or(0.0);
+        if delta != 0.0 {
+            moved.insert(series.clone(), delta);
+        }
+    }
+    let expected: std::collections::BTreeMap<String, f64> =
+        expected.iter().map(|(series, delta)| (series.to_string(), *delta)).collect();
+    assert_eq!(moved, expected, "{what}: the refusal counters moved by exactly this much");
+}
+
+async fn proxied(gateway: &GatewayProcess, path: &str, bearer: Option<&str>) -> u16 {
+    let mut request = http().get(gateway.url(path));
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_refusal_is_counted_once_by_its_kind() {
+    let gateway = GatewayProcess::start(
+        "tokens:\n  access_token_ttl_seconds: 4\n  leeway_seconds: 0\n  max_refresh_count: 1\n  refresh_grace_seconds: 0\nrate_limits:\n  per_session_per_minute: 3\n",
+    );
+    let mock = start_mock(MockSettings::default()).await;
+    let a = tokens_for(&gateway, &mock, "").await;
+    let access_a = a["access_token"].as_str().unwrap().to_string();
+    let refresh_a = a["refresh_token"].as_str().unwrap().to_string();
+    let failure = |reason: &str| format!(r#"ibgw_auth_failures_total{{reason="{reason}"}}"#);
+    let timeout = |reason: &str| format!(r#"ibgw_session_timeouts_total{{reason="{reason}"}}"#);
+
+    counts_exactly(&gateway, "no bearer", &[(&failure("missing_token"), 1.0)], async {
+        assert_eq!(proxied(&gateway, "/api/v3/resource", None).await, 401);
+    })
+    .await;
+    counts_exactly(&gateway, "garbage bearer", &[(&failure("invalid_token"), 1.0)], async {
+        assert_eq!(proxied(&gateway, "/api/v3/resource", Some("garbage")).await, 401);
+    })
+    .await;
+    counts_exactly(&gateway, "foreign host", &[(&failure("host_not_allowed"), 1.0)], async {
+        assert_eq!(proxied(&gateway, "/proxy/evil.example.com/x", Some(&access_a)).await, 403);
+    })
+    .await;
+    counts_exactly(&gateway, "session rate limit", &[(r#"ibgw_rate_limited_total{scope="session"}"#, 1.0)], async {
+        for _ in 0..3 {
+            assert_eq!(proxied(&gateway, "/api/v3/resource", Some(&access_a)).await, 200);
+        }
+        assert_eq!(proxied(&gateway, "/api/v3/resource", Some(&access_a)).await, 429);
+    })
+    .await;
+    counts_exactly(&gateway, "unknown client", &[(&failure("invalid_client"), 1.0)], async {
+        let form = [("grant_type", "refresh_token"), ("refresh_token", refresh_a.as_str()), ("client_id", "nope")];
+        assert_eq!(post_form(&gateway.url("/token"), &form).await.0, 401);
+    })
+    .await;
+    counts_exactly(&gateway, "unknown code", &[(&failure("invalid_grant"), 1.0)], async {
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", "no-such-code"),
+            ("redirect_uri", REDIRECT_URI),
+            ("client_id", PUBLIC_CLIENT),
+            ("code_verifier", VERIFIER),
+        ];
+        assert_eq!(post_form(&gateway.url("/token"), &form).await.0, 400);
+    })
+    .await;
+    let (status, refreshed) = refresh(&gateway, &refresh_a).await;
+    assert_eq!(status, 200, "{refreshed}");
+    let latest_refresh = refreshed["refresh_token"].as_str().unwrap().to_string();
+    let latest_access = refreshed["access_token"].as_str().unwrap().to_string();
+    counts_exactly(
+        &gateway,
+        "refresh past the limit",
+        &[(&failure("invalid_grant"), 1.0), (&timeout("refresh_limit"), 1.0)],
+        async {
+            let (status, body) = refresh(&gateway, &latest_refresh).await;
+            assert_eq!((status, body["error_description"].as_str()), (400, Some("Session refresh limit exceeded")));
+        },
+    )
+    .await;
+    counts_exactly(
+        &gateway,
+        "refresh-token reuse",
+        &[(&failure("invalid_grant"), 1.0), (&timeout("revoked"), 1.0)],
+        async {
+            assert_eq!(refresh(&gateway, &refresh_a).await.0, 400);
+        },
+    )
+    .await;
+    counts_exactly(
+        &gateway,
+        "revoked session",
+        &[(&failure("session_ended"), 1.0), (&timeout("revoked"), 1.0)],
+        async {
+            assert_eq!(proxied(&gateway, "/api/v3/resource", Some(&latest_access)).await, 401);
+        },
+    )
+    .await;
+
+    let b = tokens_for(&gateway, &mock, "").await;
+    let sid = b["sid"].as_str().unwrap();
+    control_http().post(mock.url(&format!("/_mock/expire?sid={sid}"))).send().await.unwrap();
+    counts_exactly(
+        &gateway,
+        "IB ended the session",
+        &[(&failure("session_ended"), 1.0), (&timeout("upstream_rejected"), 1.0)],
+        async {
+            assert_eq!(proxied(&gateway, "/api/v3/resource", b["access_token"].as_str()).await, 401);
+        },
+    )
+    .await;
+
+    let c = tokens_for(&gateway, &mock, "").await;
+    tokio::time::sleep(std::time::Duration::from_millis(4_200)).await;
+    counts_exactly(&gateway, "expired access token", &[(&failure("token_expired"), 1.0)], async {
+        assert_eq!(proxied(&gateway, "/api/v3/resource", c["access_token"].as_str()).await, 401);
+    })
+    .await;
+}
