@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use ib_oauth_gateway::config::{self, SigningAlgorithm};
+#[cfg(feature = "mock")]
 use ib_oauth_gateway::mock::{self, MockSettings};
 use ib_oauth_gateway::{logging, server};
 use pingora::server::configuration::Opt;
