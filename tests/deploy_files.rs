@@ -1,6 +1,8 @@
 //! The deployment files under `deploy/` are well-formed and agree with the gateway: every YAML and JSON file
-//! parses; the Kubernetes Deployment runs at least three replicas with both probes on the admin port, and its
-//! ConfigMap's `gateway.yaml` loads as a configuration whose secrets and writable paths the Deployment provides;
+//! parses; every file the kustomization names exists and parses; the Kubernetes Deployment runs at least three
+//! replicas with both probes on the admin port, and the `gateway.yaml` its generated ConfigMap holds loads as a
+//! configuration whose secrets and writable paths the Deployment provides; the NetworkPolicy opens the admin
+//! port to the monitoring namespace only;
 //! the alerting rules and the Grafana dashboard use only metrics the gateway exports; the systemd unit waits
 //! out the drain; and, when `promtool` is installed (required with `IBGW_REQUIRE_PROMTOOL=1`), Prometheus
 //! accepts the rules, their unit tests and the scrape configuration.
@@ -93,7 +95,10 @@ fn kubernetes_object(relative: &str, kind: &str) -> Yaml {
 fn every_yaml_and_json_file_under_deploy_parses() {
     let yaml = deploy_files(&["yaml", "yml"]);
     for expected in [
-        "deploy/kubernetes/configmap.yaml",
+        "deploy/kubernetes/gateway.yaml",
+        "deploy/kubernetes/kustomization.yaml",
+        "deploy/kubernetes/networkpolicy.yaml",
+        "deploy/kubernetes/ingress.example.yaml",
         "deploy/kubernetes/secret.example.yaml",
         "deploy/kubernetes/deployment.yaml",
         "deploy/kubernetes/service.yaml",
@@ -105,11 +110,12 @@ fn every_yaml_and_json_file_under_deploy_parses() {
     ] {
         assert!(yaml.iter().any(|path| relative(path) == expected), "{expected} is missing");
     }
+    let generated = kustomization_generator_files();
     for path in &yaml {
         let name = relative(path);
         let documents = yaml_documents(&name);
         assert!(documents.iter().any(|doc| !doc.is_null()), "{name}: no YAML document");
-        if name.starts_with("deploy/kubernetes/") {
+        if name.starts_with("deploy/kubernetes/") && !generated.contains(&name) {
             for doc in documents.iter().filter(|doc| !doc.is_null()) {
                 assert!(doc["apiVersion"].is_string() && doc["kind"].is_string(), "{name}: not a Kubernetes object");
             }
@@ -212,9 +218,8 @@ fn signing_algorithm(config: &Yaml) -> ib_oauth_gateway::config::SigningAlgorith
 fn kubernetes_configmap_gateway_yaml_loads_with_the_secrets_and_paths_the_deployment_provides() {
     use ib_oauth_gateway::config::{LogFormat, RateLimitBackend, StoreBackend};
 
-    let configmap = kubernetes_object("deploy/kubernetes/configmap.yaml", "ConfigMap");
-    let text = configmap["data"]["gateway.yaml"].as_str().expect("data.gateway.yaml");
-    let mut yaml: Yaml = serde_yaml::from_str(text).expect("gateway.yaml is YAML");
+    let text = read(&configmap_file("gateway.yaml"));
+    let mut yaml: Yaml = serde_yaml::from_str(&text).expect("gateway.yaml is YAML");
     let dir = tempfile::tempdir().unwrap();
     let mut referenced = (Vec::new(), Vec::new());
     let algorithm = signing_algorithm(&yaml);
@@ -260,11 +265,138 @@ fn kubernetes_configmap_gateway_yaml_loads_with_the_secrets_and_paths_the_deploy
 
     // Kubernetes kills the pod terminationGracePeriodSeconds after deletion starts: the preStop sleep and
     // the gateway's own drain must both fit.
-    let pre_stop = &container["lifecycle"]["preStop"]["exec"]["command"];
-    let sleep: u64 = pre_stop[1].as_str().and_then(|s| s.parse().ok()).expect("preStop: [/bin/sleep, SECONDS]");
+    let sleep = pre_stop_sleep_seconds(container);
     let termination = pod["terminationGracePeriodSeconds"].as_u64().expect("terminationGracePeriodSeconds");
     let drain = config.server.grace_period_seconds + config.server.graceful_shutdown_timeout_seconds;
     assert!(termination > sleep + drain, "terminationGracePeriodSeconds {termination} <= {sleep} + {drain}");
+}
+
+const KUSTOMIZATION: &str = "deploy/kubernetes/kustomization.yaml";
+
+fn kustomization() -> Yaml {
+    serde_yaml::from_str(&read(KUSTOMIZATION)).unwrap_or_else(|e| panic!("{KUSTOMIZATION}: {e}"))
+}
+
+fn strings(value: &Yaml) -> Vec<String> {
+    value.as_sequence().into_iter().flatten().map(|v| v.as_str().expect("a string").to_string()).collect()
+}
+
+/// The files `configMapGenerator` turns into ConfigMaps, relative to the repository.
+fn kustomization_generator_files() -> Vec<String> {
+    let kustomization = kustomization();
+    let generators = kustomization["configMapGenerator"].as_sequence().cloned().unwrap_or_default();
+    generators
+        .iter()
+        .flat_map(|generator| strings(&generator["files"]))
+        // `KEY=path` names the ConfigMap key explicitly; the file is the part after `=`.
+        .map(|file| format!("deploy/kubernetes/{}", file.rsplit('=').next().unwrap()))
+        .collect()
+}
+
+/// The file the generated ConfigMap takes `key` from.
+fn configmap_file(key: &str) -> String {
+    let files = kustomization_generator_files();
+    files
+        .iter()
+        .find(|file| Path::new(file).file_name().and_then(|n| n.to_str()) == Some(key))
+        .unwrap_or_else(|| panic!("{KUSTOMIZATION}: no configMapGenerator file for key {key} in {files:?}"))
+        .clone()
+}
+
+fn pre_stop_sleep_seconds(container: &Yaml) -> u64 {
+    let pre_stop = &container["lifecycle"]["preStop"];
+    assert!(pre_stop["exec"].is_null(), "preStop runs a command: the image may have no shell or sleep binary");
+    pre_stop["sleep"]["seconds"].as_u64().expect("preStop: {sleep: {seconds: N}}")
+}
+
+#[test]
+fn kustomization_names_only_files_that_exist_and_parse_and_no_example() {
+    let kustomization = kustomization();
+    assert_eq!(kustomization["kind"].as_str(), Some("Kustomization"));
+    let resources = strings(&kustomization["resources"]);
+    assert!(resources.iter().any(|r| r == "deployment.yaml") && resources.iter().any(|r| r == "networkpolicy.yaml"));
+    for resource in &resources {
+        let name = format!("deploy/kubernetes/{resource}");
+        assert!(root().join(&name).is_file(), "{KUSTOMIZATION}: resource {resource} does not exist");
+        assert!(!resource.contains("example"), "{KUSTOMIZATION}: {resource} is an example with placeholders");
+        for doc in yaml_documents(&name).iter().filter(|doc| !doc.is_null()) {
+            assert!(doc["apiVersion"].is_string() && doc["kind"].is_string(), "{name}: not a Kubernetes object");
+        }
+    }
+    let generators = kustomization["configMapGenerator"].as_sequence().expect("configMapGenerator");
+    // The Deployment mounts the ConfigMap by the generator's name; kustomize rewrites it to the hashed name.
+    let deployment = kubernetes_object("deploy/kubernetes/deployment.yaml", "Deployment");
+    let volumes = deployment["spec"]["template"]["spec"]["volumes"].as_sequence().expect("volumes");
+    let mounted: Vec<&str> = volumes.iter().filter_map(|v| v["configMap"]["name"].as_str()).collect();
+    for generator in generators {
+        let name = generator["name"].as_str().expect("generator name");
+        assert!(mounted.contains(&name), "no volume mounts the generated ConfigMap {name}: {mounted:?}");
+    }
+    for file in kustomization_generator_files() {
+        assert!(root().join(&file).is_file(), "{KUSTOMIZATION}: {file} does not exist");
+        assert!(!yaml_documents(&file).is_empty(), "{file}: no YAML");
+    }
+    assert!(!root().join("deploy/kubernetes/configmap.yaml").exists(), "a static ConfigMap would not roll the pods");
+}
+
+/// With kubectl installed, kustomize itself renders the directory and points the Deployment at the generated,
+/// hash-named ConfigMap.
+#[test]
+fn kubectl_kustomize_points_the_deployment_at_the_generated_configmap() {
+    let Ok(output) = Command::new("kubectl").args(["kustomize", "deploy/kubernetes"]).current_dir(root()).output()
+    else {
+        eprintln!("kubectl is not on PATH: kustomize rendering not checked");
+        return;
+    };
+    assert!(output.status.success(), "kubectl kustomize: {}", String::from_utf8_lossy(&output.stderr));
+    let rendered = String::from_utf8(output.stdout).unwrap();
+    let documents: Vec<Yaml> =
+        serde_yaml::Deserializer::from_str(&rendered).map(|d| Yaml::deserialize(d).unwrap()).collect();
+    let of_kind = |kind: &str| documents.iter().find(|d| d["kind"].as_str() == Some(kind)).cloned().unwrap();
+    let configmap = of_kind("ConfigMap");
+    let generated = configmap["metadata"]["name"].as_str().unwrap();
+    assert!(generated.starts_with("ib-oauth-gateway-"), "{generated}");
+    assert!(configmap["data"]["gateway.yaml"].is_string());
+    let deployment = of_kind("Deployment");
+    let volumes = deployment["spec"]["template"]["spec"]["volumes"].as_sequence().unwrap();
+    assert!(volumes.iter().any(|v| v["configMap"]["name"].as_str() == Some(generated)), "{volumes:?}");
+}
+
+#[test]
+fn network_policy_opens_the_public_port_and_the_admin_port_to_monitoring_only() {
+    let policy = kubernetes_object("deploy/kubernetes/networkpolicy.yaml", "NetworkPolicy");
+    let deployment = kubernetes_object("deploy/kubernetes/deployment.yaml", "Deployment");
+    let pod_labels = deployment["spec"]["template"]["metadata"]["labels"].as_mapping().expect("pod labels");
+    let selector = policy["spec"]["podSelector"]["matchLabels"].as_mapping().expect("podSelector.matchLabels");
+    assert!(!selector.is_empty(), "an empty podSelector selects every pod of the namespace");
+    for (key, value) in selector {
+        assert_eq!(pod_labels.get(key), Some(value), "podSelector {key:?} does not select the gateway pods");
+    }
+    assert!(strings(&policy["spec"]["policyTypes"]).contains(&"Ingress".to_string()));
+    let rules = policy["spec"]["ingress"].as_sequence().expect("ingress rules");
+    // A port by number or by the container port's name.
+    let number = |port: &Yaml| match port.as_str() {
+        Some("http") => Some(8080),
+        Some("admin") => Some(9090),
+        _ => port.as_u64(),
+    };
+    // A rule without ports opens every port.
+    let opens = |rule: &Yaml, port: u64| {
+        rule["ports"].as_sequence().is_none_or(|ports| ports.iter().any(|p| number(&p["port"]) == Some(port)))
+    };
+    let public: Vec<&Yaml> = rules.iter().filter(|rule| opens(rule, 8080)).collect();
+    assert!(!public.is_empty(), "nothing may reach the public port 8080");
+    let admin: Vec<&Yaml> = rules.iter().filter(|rule| opens(rule, 9090)).collect();
+    assert!(!admin.is_empty(), "Prometheus cannot reach the admin port 9090");
+    for rule in admin {
+        let from = rule["from"].as_sequence().expect("a rule opening 9090 says from whom");
+        assert!(!from.is_empty(), "an empty `from` opens 9090 to everyone");
+        for peer in from {
+            let namespace = peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"].as_str();
+            assert_eq!(namespace, Some("monitoring"), "9090 open to {peer:?}");
+            assert!(peer["ipBlock"].is_null());
+        }
+    }
 }
 
 #[test]
