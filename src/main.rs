@@ -1,4 +1,4 @@
-//! The `ib-oauth-gateway` command: run the gateway, check a configuration, or generate a signing key.
+//! The `ib-oauth-gateway` command: run the gateway, check or print a configuration, or generate a signing key.
 
 use clap::{Parser, Subcommand};
 use ib_oauth_gateway::config::{self, SigningAlgorithm};
@@ -7,13 +7,16 @@ use ib_oauth_gateway::{logging, server};
 use pingora::server::configuration::Opt;
 use std::process::ExitCode;
 
+/// Where the configuration is when no file is named: `$IBGW_CONFIG`, else this.
+const DEFAULT_CONFIG: &str = "conf/gateway.yaml";
+
 #[derive(Parser, Debug)]
 #[command(name = "ib-oauth-gateway", version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     /// The gateway's YAML configuration.
-    #[arg(long, short = 'c', default_value = "conf/gateway.yaml")]
+    #[arg(long, short = 'c', env = "IBGW_CONFIG", default_value = DEFAULT_CONFIG)]
     config: String,
     /// Take the listening sockets from a running instance (Pingora zero-downtime upgrade).
     #[arg(long, short = 'u')]
@@ -28,8 +31,16 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Validate a configuration file and exit (0: valid, 2: invalid).
-    CheckConfig { file: String },
+    /// Validate a configuration file and exit (0: valid; 2: invalid, one line per problem).
+    CheckConfig {
+        #[arg(env = "IBGW_CONFIG", default_value = DEFAULT_CONFIG)]
+        file: String,
+    },
+    /// Print the effective configuration (every default filled in) as YAML, secrets redacted.
+    PrintConfig {
+        #[arg(env = "IBGW_CONFIG", default_value = DEFAULT_CONFIG)]
+        file: String,
+    },
     /// Write a new signing key pair (private key mode 0600) and print the YAML to use it.
     Keygen {
         #[arg(long, default_value = "EdDSA", value_parser = parse_algorithm)]
@@ -74,9 +85,18 @@ fn parse_algorithm(text: &str) -> Result<SigningAlgorithm, String> {
 /// Exit code for an invalid configuration.
 const EXIT_BAD_CONFIG: u8 = 2;
 
+/// Loads the configuration, or prints every problem, one line each (`error: PATH: KEY: message`), and gives the
+/// exit code for an invalid configuration.
 fn load_config(path: &str) -> Result<config::Config, ExitCode> {
-    config::load(path).map_err(|e| {
-        eprintln!("error: {path}: {e}");
+    config::load_all(path).map_err(|errors| {
+        for e in errors.iter() {
+            if e.key == path {
+                // The file itself (cannot be read): name it once.
+                eprintln!("error: {path}: {}", e.message);
+            } else {
+                eprintln!("error: {path}: {e}");
+            }
+        }
         ExitCode::from(EXIT_BAD_CONFIG)
     })
 }
@@ -89,6 +109,20 @@ fn main() -> ExitCode {
                 println!("{file}: ok");
                 ExitCode::SUCCESS
             }
+            Err(code) => code,
+        },
+        Some(Command::PrintConfig { file }) => match load_config(&file) {
+            // Secrets serialize as where they come from (`file:PATH`, `env:NAME`) or `***`, never their value.
+            Ok(config) => match serde_yaml::to_string(&config) {
+                Ok(yaml) => {
+                    print!("{yaml}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            },
             Err(code) => code,
         },
         Some(Command::Keygen { algorithm, out, kid }) => {
