@@ -1,11 +1,15 @@
-//! The `ib-oauth-gateway` command: run the gateway, check or print a configuration, or generate a signing key.
+//! The `ib-oauth-gateway` command: run the gateway, check or print a configuration, check a running gateway's
+//! health, or generate a signing key.
 
 use clap::{Parser, Subcommand};
 use ib_oauth_gateway::config::{self, SigningAlgorithm};
 use ib_oauth_gateway::ib::mock::{self, MockSettings};
 use ib_oauth_gateway::{logging, server};
 use pingora::server::configuration::Opt;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// Where the configuration is when no file is named: `$IBGW_CONFIG`, else this.
 const DEFAULT_CONFIG: &str = "conf/gateway.yaml";
@@ -40,6 +44,20 @@ enum Command {
     PrintConfig {
         #[arg(env = "IBGW_CONFIG", default_value = DEFAULT_CONFIG)]
         file: String,
+    },
+    /// Ask a running gateway's admin listener for /readyz (exit 0: ready; 1: not ready or not answering).
+    /// For container health checks: needs no curl.
+    Health {
+        /// The configuration whose server.admin_listen to ask (0.0.0.0 and [::] mean this host).
+        #[arg(long, short = 'c', env = "IBGW_CONFIG", default_value = DEFAULT_CONFIG)]
+        config: String,
+        /// Ask this URL instead of the configuration's admin listener, e.g. http://127.0.0.1:9090/readyz
+        /// (plain HTTP; no path means /readyz).
+        #[arg(long)]
+        url: Option<String>,
+        /// Give up after this many milliseconds.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
     },
     /// Write a new signing key pair (private key mode 0600) and print the YAML to use it.
     Keygen {
@@ -125,6 +143,7 @@ fn main() -> ExitCode {
             },
             Err(code) => code,
         },
+        Some(Command::Health { config, url, timeout_ms }) => health(&config, url.as_deref(), timeout_ms),
         Some(Command::Keygen { algorithm, out, kid }) => {
             match ib_oauth_gateway::keys::keygen(algorithm, &out, kid.as_deref()) {
                 Ok(report) => {
@@ -204,5 +223,91 @@ fn demo(config_path: &str, mock_listen: &str) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `health`: one plain HTTP/1.1 GET of the admin listener's `/readyz` (or `url`); exit 0 on `200`, else 1.
+fn health(config_path: &str, url: Option<&str>, timeout_ms: u64) -> ExitCode {
+    let target = match url {
+        Some(url) => readyz_target_of_url(url),
+        None => readyz_target_of_config(config_path),
+    };
+    let timeout = Duration::from_millis(timeout_ms.max(1));
+    let result =
+        target.and_then(|(addr, host, path)| http_status(addr, &host, &path, timeout).map(|s| (s, host, path)));
+    match result {
+        Ok((200, _, _)) => ExitCode::SUCCESS,
+        Ok((status, host, path)) => {
+            eprintln!("unhealthy: http://{host}{path} answered {status}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The admin listener of a configuration file, as an address to connect to (a wildcard address means this host).
+/// Only `server.admin_listen` is needed: the file is parsed, but secrets are not resolved.
+fn readyz_target_of_config(path: &str) -> Result<(SocketAddr, String, String), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: cannot read file: {e}"))?;
+    let config: config::Config = serde_yaml::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
+    let listen = &config.server.admin_listen;
+    let mut addr: SocketAddr =
+        listen.parse().map_err(|_| format!("{path}: server.admin_listen: `{listen}` is not an address"))?;
+    if addr.ip().is_unspecified() {
+        let loopback: std::net::IpAddr =
+            if addr.is_ipv4() { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv6Addr::LOCALHOST.into() };
+        addr.set_ip(loopback);
+    }
+    Ok((addr, addr.to_string(), "/readyz".into()))
+}
+
+fn readyz_target_of_url(text: &str) -> Result<(SocketAddr, String, String), String> {
+    let url = url::Url::parse(text).map_err(|e| format!("{text}: {e}"))?;
+    if url.scheme() != "http" {
+        return Err(format!("{text}: only http:// (the admin listener is plain HTTP)"));
+    }
+    let host = url.host_str().ok_or_else(|| format!("{text}: no host"))?;
+    let port = url.port_or_known_default().unwrap_or(80);
+    let addr = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("{text}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{text}: {host} has no address"))?;
+    let path = match url.path() {
+        "" | "/" => "/readyz".to_string(),
+        path => path.to_string(),
+    };
+    Ok((addr, format!("{host}:{port}"), path))
+}
+
+/// The status code of `GET path`, every step bounded by `timeout`.
+fn http_status(addr: SocketAddr, host: &str, path: &str, timeout: Duration) -> Result<u16, String> {
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("{addr}: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| stream.set_write_timeout(Some(timeout)))
+        .map_err(|e| e.to_string())?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ib-oauth-gateway-health\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).map_err(|e| format!("{addr}: {e}"))?;
+    // The status line is all we need: `HTTP/1.1 200 OK`.
+    let mut head = Vec::new();
+    let mut buffer = [0u8; 256];
+    while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 4096 {
+        let read = stream.read(&mut buffer).map_err(|e| format!("{addr}: {e}"))?;
+        if read == 0 {
+            break;
+        }
+        head.extend_from_slice(&buffer[..read]);
+    }
+    let line = String::from_utf8_lossy(&head);
+    let mut parts = line.split_whitespace();
+    match (parts.next(), parts.next().and_then(|code| code.parse().ok())) {
+        (Some(version), Some(status)) if version.starts_with("HTTP/1.") => Ok(status),
+        _ => Err(format!("{addr}: not an HTTP answer")),
     }
 }

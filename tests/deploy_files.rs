@@ -2,7 +2,8 @@
 //! parses; every file the kustomization names exists and parses; the Kubernetes Deployment runs at least three
 //! replicas with both probes on the admin port, and the `gateway.yaml` its generated ConfigMap holds loads as a
 //! configuration whose secrets and writable paths the Deployment provides; the NetworkPolicy opens the admin
-//! port to the monitoring namespace only;
+//! port to the monitoring namespace only; the Dockerfile builds without the mock platform, runs as a non-root
+//! user, checks its health with the `health` subcommand and copies only files the build context has;
 //! the alerting rules and the Grafana dashboard use only metrics the gateway exports; the systemd unit waits
 //! out the drain; and, when `promtool` is installed (required with `IBGW_REQUIRE_PROMTOOL=1`), Prometheus
 //! accepts the rules, their unit tests and the scrape configuration.
@@ -665,5 +666,183 @@ fn promtool_accepts_the_rules_their_tests_and_the_scrape_config() {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
+    }
+}
+
+const DOCKERFILE: &str = "deploy/docker/Dockerfile";
+
+/// One Dockerfile instruction: its keyword (upper case) and its arguments, continuation lines joined.
+struct Instruction {
+    keyword: String,
+    args: String,
+}
+
+fn dockerfile_instructions(text: &str) -> Vec<Instruction> {
+    let mut instructions = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if current.is_empty() && (trimmed.is_empty() || trimmed.starts_with('#')) {
+            continue;
+        }
+        if trimmed.starts_with('#') {
+            continue; // a comment between continuation lines
+        }
+        match trimmed.strip_suffix('\\') {
+            Some(start) => {
+                current.push_str(start);
+                current.push(' ');
+            }
+            None => {
+                current.push_str(trimmed);
+                let (keyword, args) = current.split_once(char::is_whitespace).unwrap_or((&current, ""));
+                instructions.push(Instruction { keyword: keyword.to_uppercase(), args: args.trim().to_string() });
+                current.clear();
+            }
+        }
+    }
+    instructions
+}
+
+/// The exec form `["a", "b"]` of CMD, ENTRYPOINT and HEALTHCHECK CMD.
+fn exec_form(args: &str) -> Vec<String> {
+    serde_json::from_str(args).unwrap_or_else(|e| panic!("{DOCKERFILE}: `{args}` is not the exec form: {e}"))
+}
+
+/// `.dockerignore` patterns; enough of its syntax for ours (directories, `*` globs, no `!` exceptions).
+fn docker_ignored(patterns: &[String], path: &str) -> bool {
+    fn glob(pattern: &str, text: &str) -> bool {
+        match pattern.split_once('*') {
+            None => pattern == text,
+            Some((prefix, rest)) => {
+                text.starts_with(prefix)
+                    && (prefix.len()..=text.len()).any(|i| text.is_char_boundary(i) && glob(rest, &text[i..]))
+            }
+        }
+    }
+    let path = path.trim_start_matches("./");
+    patterns.iter().any(|pattern| {
+        let pattern = pattern.trim_start_matches('/').trim_end_matches('/');
+        // A pattern matches the path itself or any directory above it.
+        let mut prefix = String::new();
+        path.split('/').any(|part| {
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(part);
+            glob(pattern, &prefix) || (!pattern.contains('/') && glob(pattern, part))
+        })
+    })
+}
+
+#[test]
+fn dockerignore_matching_follows_docker() {
+    let patterns: Vec<String> = ["target/", "*.log", "/tmp/", "deploy/"].iter().map(|p| p.to_string()).collect();
+    assert!(docker_ignored(&patterns, "target/release/x"));
+    assert!(docker_ignored(&patterns, "a/b.log"));
+    assert!(docker_ignored(&patterns, "deploy/docker/Dockerfile"));
+    assert!(!docker_ignored(&patterns, "src/targets.rs"));
+    assert!(!docker_ignored(&patterns, "conf/gateway.yaml"));
+}
+
+fn cargo_package_field(field: &str) -> String {
+    read("Cargo.toml")
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(field)?
+                .trim_start()
+                .strip_prefix('=')?
+                .trim()
+                .strip_prefix('"')?
+                .split('"')
+                .next()
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| panic!("Cargo.toml: {field}"))
+}
+
+#[test]
+fn dockerfile_builds_without_the_mock_runs_unprivileged_and_checks_its_health() {
+    let instructions = dockerfile_instructions(&read(DOCKERFILE));
+    let stages: Vec<usize> =
+        instructions.iter().enumerate().filter(|(_, i)| i.keyword == "FROM").map(|(n, _)| n).collect();
+    assert!(stages.len() >= 2, "{DOCKERFILE}: a build stage and a runtime stage");
+    let builder_name = instructions[stages[0]].args.split_whitespace().last().unwrap().to_string();
+    assert!(instructions[stages[0]].args.to_lowercase().contains(" as "), "the build stage is named");
+    let runtime = &instructions[*stages.last().unwrap()..];
+    let in_runtime = |keyword: &'static str| runtime.iter().filter(move |i| i.keyword == keyword);
+
+    // The build: locked, release, and without default features (the mock platform is one).
+    let build = instructions[..*stages.last().unwrap()]
+        .iter()
+        .find(|i| i.keyword == "RUN" && i.args.contains("cargo build"))
+        .expect("a RUN with cargo build in the build stage");
+    for flag in ["--release", "--locked", "--no-default-features"] {
+        assert!(build.args.contains(flag), "{DOCKERFILE}: cargo build without {flag}");
+    }
+
+    // Runs as a non-root user.
+    let user = in_runtime("USER").last().expect("USER in the runtime stage").args.clone();
+    let name = user.split(':').next().unwrap();
+    assert!(!matches!(name, "root" | "0" | ""), "{DOCKERFILE}: USER {user}");
+
+    // HEALTHCHECK runs the gateway's own `health` subcommand, the binary the image runs.
+    let entrypoint = exec_form(&in_runtime("ENTRYPOINT").last().expect("ENTRYPOINT").args);
+    let healthcheck = in_runtime("HEALTHCHECK").last().expect("HEALTHCHECK in the runtime stage");
+    let command = healthcheck.args.split_once("CMD").expect("HEALTHCHECK ... CMD [...]").1.trim();
+    let command = exec_form(command);
+    assert_eq!(command.first(), entrypoint.first(), "the health check runs the gateway binary");
+    assert_eq!(command.get(1).map(String::as_str), Some("health"), "{command:?}");
+    // `health` finds the admin listener through IBGW_CONFIG, which must name the configuration the image copies.
+    let config = in_runtime("ENV")
+        .find_map(|i| i.args.strip_prefix("IBGW_CONFIG=").map(str::to_string))
+        .expect("ENV IBGW_CONFIG=... in the runtime stage");
+    assert!(
+        in_runtime("COPY").any(|i| i.args.split_whitespace().last() == Some(config.as_str())),
+        "IBGW_CONFIG={config}, which no COPY provides"
+    );
+
+    // OCI labels.
+    let labels: String = in_runtime("LABEL").map(|i| i.args.clone()).collect::<Vec<_>>().join(" ");
+    let args: String = in_runtime("ARG").map(|i| i.args.clone()).collect::<Vec<_>>().join(" ");
+    for key in ["title", "description", "licenses", "source", "version"] {
+        assert!(labels.contains(&format!("org.opencontainers.image.{key}=")), "{DOCKERFILE}: no {key} label");
+    }
+    let license = cargo_package_field("license");
+    assert!(labels.contains(&format!("org.opencontainers.image.licenses=\"{license}\"")), "{labels}");
+    let version = cargo_package_field("version");
+    assert!(args.contains(&format!("VERSION={version}")), "ARG VERSION is not Cargo.toml's {version}: {args}");
+
+    // Every COPY from the build context names a file or directory the context has.
+    let ignore: Vec<String> = read(".dockerignore")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    assert!(ignore.iter().all(|p| !p.starts_with('!')), ".dockerignore exceptions are not supported by this check");
+    for copy in instructions.iter().filter(|i| i.keyword == "COPY" || i.keyword == "ADD") {
+        let words: Vec<&str> = copy.args.split_whitespace().collect();
+        if words.iter().any(|w| w.starts_with("--from=")) {
+            assert!(copy.args.contains(&format!("--from={builder_name}")), "{}", copy.args);
+            continue;
+        }
+        let sources: Vec<&str> = words.iter().copied().filter(|w| !w.starts_with("--")).collect();
+        for source in &sources[..sources.len() - 1] {
+            assert!(root().join(source).exists(), "{DOCKERFILE}: COPY {source}: no such file in the repository");
+            if *source != "." {
+                assert!(!docker_ignored(&ignore, source), "{DOCKERFILE}: COPY {source}, which .dockerignore excludes");
+            }
+        }
+    }
+    // `COPY . .` must bring what `cargo build` reads.
+    let mut needed: Vec<String> =
+        ["Cargo.toml", "Cargo.lock", "rust-toolchain.toml", "src/main.rs", "src/lib.rs"].map(String::from).to_vec();
+    let mut sources = Vec::new();
+    collect_files(&root().join("src"), &mut sources);
+    needed.extend(sources.iter().map(|p| relative(p)));
+    needed.extend(std::fs::read_dir(root().join("benches")).unwrap().map(|e| relative(&e.unwrap().path())));
+    for file in needed {
+        assert!(!docker_ignored(&ignore, &file), ".dockerignore excludes {file}, which the build needs");
     }
 }

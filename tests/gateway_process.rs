@@ -1,6 +1,6 @@
 //! The README's run command in miniature: a real gateway process with an in-memory store answers on its
-//! public port and its admin port, and stops on SIGTERM; `oauth.registration.per_ip_per_hour` limits
-//! registrations, and `0` lifts the limit.
+//! public port and its admin port, and stops on SIGTERM; `health` (the container health check) says whether it
+//! is ready; `oauth.registration.per_ip_per_hour` limits registrations, and `0` lifts the limit.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -103,6 +103,53 @@ fn sigterm_stops_the_gateway() {
         assert!(Instant::now() < deadline, "gateway did not stop after SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Runs `ib-oauth-gateway health ARGS...`; its exit code.
+fn health(args: &[&str]) -> Option<i32> {
+    let output = Command::new(BIN).arg("health").args(args).env_remove("IBGW_CONFIG").output().unwrap();
+    output.status.code()
+}
+
+#[test]
+fn health_exits_0_when_the_gateway_is_ready_and_1_when_nothing_listens() {
+    let gateway = start_gateway();
+    let config = gateway._dir.path().join("gateway.yaml");
+    let config = config.to_str().unwrap();
+    assert_eq!(health(&["--config", config]), Some(0), "ready gateway, found through its configuration");
+    let url = format!("http://127.0.0.1:{}/readyz", gateway.admin);
+    assert_eq!(health(&["--url", &url]), Some(0), "ready gateway, by URL");
+    let output = Command::new(BIN).arg("health").env("IBGW_CONFIG", config).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "IBGW_CONFIG: {}", String::from_utf8_lossy(&output.stderr));
+    // A path the admin listener does not serve is not healthy.
+    let missing = format!("http://127.0.0.1:{}/no-such-path", gateway.admin);
+    assert_eq!(health(&["--url", &missing]), Some(1));
+    drop(gateway);
+
+    let nothing = format!("http://127.0.0.1:{}/readyz", free_port());
+    assert_eq!(health(&["--url", &nothing]), Some(1), "nothing listens");
+    assert_eq!(health(&["--config", "/nonexistent/gateway.yaml"]), Some(1), "no configuration");
+}
+
+#[test]
+fn health_asks_the_loopback_address_for_a_wildcard_admin_listen() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(&path, format!("server:\n  public_url: https://a.example\n  admin_listen: '0.0.0.0:{port}'\n"))
+        .unwrap();
+    // A one-shot admin listener: answers /readyz with 200 and records the request.
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut request = [0u8; 1024];
+        let read = stream.read(&mut request).unwrap();
+        stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok").unwrap();
+        String::from_utf8_lossy(&request[..read]).into_owned()
+    });
+    assert_eq!(health(&["--config", path.to_str().unwrap()]), Some(0));
+    let request = server.join().unwrap();
+    assert!(request.starts_with("GET /readyz HTTP/1.1\r\n"), "{request}");
 }
 
 fn post_json(port: u16, path: &str, body: &str) -> Option<u16> {
