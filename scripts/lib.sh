@@ -148,6 +148,11 @@ ensure_authlib() {
     _ibgw_apt_install python3-authlib || { _ibgw_log "error: apt-get install python3-authlib failed"; exit 1; }
 }
 
+# curl and python3 run the README's walk-through (tests/readme_walkthrough.rs runs it as a user would).
+ensure_walkthrough_tools() {
+    _ibgw_require "curl python3" curl python3
+}
+
 ensure_lint_tools() {
     if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
         _ibgw_log "error: rustfmt/clippy missing: run: rustup component add rustfmt clippy"

@@ -86,7 +86,7 @@ enum Command {
     Demo {
         #[arg(long, default_value = "conf/dev.yaml")]
         config: String,
-        #[arg(long, default_value = "127.0.0.1:8081")]
+        #[arg(long, default_value = "127.0.0.1:8181")]
         mock_listen: String,
     },
 }
@@ -211,7 +211,7 @@ fn demo(config_path: &str, mock_listen: &str) -> ExitCode {
     let base = config.server.public_url.trim_end_matches('/').to_string();
     let verifier = "demo-verifier-0123456789-0123456789-0123456789";
     let challenge = ib_oauth_gateway::tokens::b64(&<sha2::Sha256 as sha2::Digest>::digest(verifier.as_bytes()));
-    let redirect = format!("http://127.0.0.1:{}/callback", mock_listen.rsplit(':').next().unwrap_or("8081"));
+    let redirect = format!("http://127.0.0.1:{}/callback", mock_listen.rsplit(':').next().unwrap_or("8181"));
     println!("\nib-oauth-gateway demo\n");
     println!("1. Open in a browser:\n   {base}/authorize?response_type=code&client_id=mcp-public-client&redirect_uri={redirect}&scope=profile&state=demo&code_challenge={challenge}&code_challenge_method=S256\n");
     println!("2. Enter the platform URL http://{mock_listen} and press the login button in the popup.\n");
