@@ -1,8 +1,9 @@
 //! The project's own files tell the truth: `rust-version` in Cargo.toml is the oldest Rust the locked
 //! dependencies build with, `rust-toolchain.toml` pins a toolchain at least that new with the lint tools, and
-//! the build scripts refuse an older Rust naming the version needed.
+//! the build scripts refuse an older Rust naming the version needed; the licence, changelog and security policy
+//! exist and agree with Cargo.toml.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn root() -> PathBuf {
@@ -119,4 +120,42 @@ fn build_scripts_refuse_an_older_rust_naming_the_version_needed() {
     assert!(stderr.contains("rustup toolchain install"), "{stderr}");
     let (ok, stderr) = ensure_rust_version_with(&format!("{declared}.0"));
     assert!(ok, "Rust {declared}.0 was refused: {stderr}");
+}
+
+#[test]
+fn license_is_the_apache_2_0_text_cargo_toml_declares() {
+    assert_eq!(toml_string(&read("Cargo.toml"), "license").as_deref(), Some("Apache-2.0"));
+    let license = read("LICENSE");
+    assert!(license.contains("Apache License\n                           Version 2.0, January 2004"));
+    assert!(license.contains("END OF TERMS AND CONDITIONS"));
+    assert_eq!(license.lines().count(), 202, "the complete Apache 2.0 text");
+}
+
+#[test]
+fn changelog_has_an_unreleased_section_and_the_current_version() {
+    let changelog = read("CHANGELOG.md");
+    let version = toml_string(&read("Cargo.toml"), "version").unwrap();
+    assert!(changelog.contains("keepachangelog.com"), "Keep a Changelog format");
+    assert!(changelog.contains("## [Unreleased]"), "an Unreleased section");
+    assert!(changelog.contains(&format!("## [{version}]")), "a section for {version}");
+    let unreleased = changelog.find("## [Unreleased]").unwrap();
+    assert!(unreleased < changelog.find(&format!("## [{version}]")).unwrap(), "newest first");
+}
+
+#[test]
+fn security_policy_says_how_to_report_and_what_is_in_scope() {
+    let policy = read("SECURITY.md");
+    for section in ["## Reporting a vulnerability", "## Supported versions", "## Scope"] {
+        assert!(policy.contains(section), "SECURITY.md: {section}");
+    }
+    assert!(policy.contains("mock platform"), "the mock platform is named out of scope");
+}
+
+#[test]
+fn readme_lists_every_top_level_project_file() {
+    let readme = read("README.md");
+    for file in ["LICENSE", "CHANGELOG.md", "SECURITY.md", "rust-toolchain.toml", "scripts/demo.sh"] {
+        assert!(Path::new(&root().join(file)).exists(), "{file} is missing");
+        assert!(readme.contains(&format!("`{file}`")), "README's \"What is here\" does not list {file}");
+    }
 }
