@@ -782,13 +782,13 @@ fn dockerfile_builds_without_the_mock_runs_unprivileged_and_checks_its_health() 
     }
 
     // Runs as a non-root user.
-    let user = in_runtime("USER").last().expect("USER in the runtime stage").args.clone();
+    let user = in_runtime("USER").next_back().expect("USER in the runtime stage").args.clone();
     let name = user.split(':').next().unwrap();
     assert!(!matches!(name, "root" | "0" | ""), "{DOCKERFILE}: USER {user}");
 
     // HEALTHCHECK runs the gateway's own `health` subcommand, the binary the image runs.
-    let entrypoint = exec_form(&in_runtime("ENTRYPOINT").last().expect("ENTRYPOINT").args);
-    let healthcheck = in_runtime("HEALTHCHECK").last().expect("HEALTHCHECK in the runtime stage");
+    let entrypoint = exec_form(&in_runtime("ENTRYPOINT").next_back().expect("ENTRYPOINT").args);
+    let healthcheck = in_runtime("HEALTHCHECK").next_back().expect("HEALTHCHECK in the runtime stage");
     let command = healthcheck.args.split_once("CMD").expect("HEALTHCHECK ... CMD [...]").1.trim();
     let command = exec_form(command);
     assert_eq!(command.first(), entrypoint.first(), "the health check runs the gateway binary");
