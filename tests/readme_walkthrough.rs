@@ -93,6 +93,8 @@ fn readme_walkthrough_documents_the_demo_defaults() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     let block = sh_block_after(&readme, "## Try the whole flow");
     assert!(block.starts_with("GW=${GW:-http://127.0.0.1:8180} MOCK=${MOCK:-http://127.0.0.1:8181}"), "{block}");
+    let guide = std::fs::read_to_string(root().join("docs/client-guide.md")).unwrap();
+    assert!(guide.contains("http://127.0.0.1:8180") && guide.contains("http://127.0.0.1:8181"), "client guide");
     let main = std::fs::read_to_string(root().join("src/main.rs")).unwrap();
     assert!(main.contains("default_value = \"127.0.0.1:8181\""), "the demo's mock default is 127.0.0.1:8181");
     // Every value is captured by the block itself: no placeholder for the reader to fill in.
