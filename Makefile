@@ -1,7 +1,10 @@
-.PHONY: run test bench
+.PHONY: run demo test bench
 
 run:
 	./scripts/run.sh
+
+demo:
+	./scripts/demo.sh
 
 test:
 	./scripts/test.sh

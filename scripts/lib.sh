@@ -12,6 +12,7 @@
 #                          print the command to run instead (used to test that path).
 
 _IBGW_APT_UPDATED=${_IBGW_APT_UPDATED:-0}
+_IBGW_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 
 _ibgw_log() { printf '%s\n' "$*" >&2; }
 
@@ -69,6 +70,44 @@ _ibgw_require() {
     fi
 }
 
+# The `rust-version` of Cargo.toml (the oldest Rust the locked dependencies build with).
+_ibgw_rust_version_needed() {
+    sed -n 's/^rust-version *= *"\([0-9.]*\)".*/\1/p' "$_IBGW_ROOT/Cargo.toml" | head -n 1
+}
+
+# True when version $1 >= version $2 (dotted numbers; a missing part counts as 0).
+_ibgw_version_at_least() {
+    local -a have need
+    local i
+    IFS=. read -ra have <<<"$1"
+    IFS=. read -ra need <<<"$2"
+    for i in 0 1 2; do
+        if ((${have[i]:-0} != ${need[i]:-0})); then
+            ((${have[i]:-0} > ${need[i]:-0}))
+            return
+        fi
+    done
+}
+
+# cargo and rustc answer (rustup may have to fetch the toolchain rust-toolchain.toml pins) and are at least
+# Cargo.toml's rust-version; otherwise say which version is needed and how to get it.
+ensure_rust_version() {
+    local need pinned version
+    need=$(_ibgw_rust_version_needed)
+    pinned=$(sed -n 's/^channel *= *"\([^"]*\)".*/\1/p' "$_IBGW_ROOT/rust-toolchain.toml" 2>/dev/null | head -n 1)
+    local install="rustup toolchain install ${pinned:-$need} --component rustfmt,clippy"
+    if ! cargo --version >/dev/null 2>&1 || ! version=$(rustc --version 2>/dev/null); then
+        _ibgw_log "error: cargo/rustc do not run: Rust ${pinned:-$need} is needed (rust-toolchain.toml): run: $install"
+        exit 1
+    fi
+    version=${version#rustc }
+    version=${version%% *}
+    if [[ -n $need ]] && ! _ibgw_version_at_least "${version%%-*}" "$need"; then
+        _ibgw_log "error: Rust $version is too old: Rust $need or later is needed (rust-version in Cargo.toml): run: $install"
+        exit 1
+    fi
+}
+
 # Rust toolchain plus what aws-lc-sys & co. need to build their C code.
 ensure_build_deps() {
     local cargo_bin="${CARGO_HOME:-${HOME:-/root}/.cargo}/bin"
@@ -80,6 +119,7 @@ ensure_build_deps() {
         _ibgw_log "error: Rust toolchain not found: install it with rustup (https://rustup.rs) and re-run"
         exit 1
     fi
+    ensure_rust_version
     _ibgw_require "cmake build-essential pkg-config perl" cmake cc pkg-config make perl
 }
 
@@ -106,6 +146,11 @@ ensure_authlib() {
         exit 1
     fi
     _ibgw_apt_install python3-authlib || { _ibgw_log "error: apt-get install python3-authlib failed"; exit 1; }
+}
+
+# curl and python3 run the README's walk-through (tests/readme_walkthrough.rs runs it as a user would).
+ensure_walkthrough_tools() {
+    _ibgw_require "curl python3" curl python3
 }
 
 ensure_lint_tools() {

@@ -54,6 +54,7 @@ check_tools() {
     ensure_redis
     ensure_promtool
     ensure_authlib
+    ensure_walkthrough_tools
     if [[ $SKIP_LINT != 1 ]]; then ensure_lint_tools; fi
 }
 

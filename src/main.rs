@@ -1,4 +1,5 @@
-//! The `ib-oauth-gateway` command: run the gateway, check a configuration, or generate a signing key.
+//! The `ib-oauth-gateway` command: run the gateway, check or print a configuration, check a running gateway's
+//! health, or generate a signing key.
 
 use clap::{Parser, Subcommand};
 use ib_oauth_gateway::config::{self, SigningAlgorithm};
@@ -6,7 +7,13 @@ use ib_oauth_gateway::config::{self, SigningAlgorithm};
 use ib_oauth_gateway::mock::{self, MockSettings};
 use ib_oauth_gateway::{logging, server};
 use pingora::server::configuration::Opt;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
+use std::time::Duration;
+
+/// Where the configuration is when no file is named: `$IBGW_CONFIG`, else this.
+const DEFAULT_CONFIG: &str = "conf/gateway.yaml";
 
 #[derive(Parser, Debug)]
 #[command(name = "ib-oauth-gateway", version, about, args_conflicts_with_subcommands = true)]
@@ -14,7 +21,7 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     /// The gateway's YAML configuration.
-    #[arg(long, short = 'c', default_value = "conf/gateway.yaml")]
+    #[arg(long, short = 'c', env = "IBGW_CONFIG", default_value = DEFAULT_CONFIG)]
     config: String,
     /// Take the listening sockets from a running instance (Pingora zero-downtime upgrade).
     #[arg(long, short = 'u')]
@@ -29,8 +36,30 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Validate a configuration file and exit (0: valid, 2: invalid).
-    CheckConfig { file: String },
+    /// Validate a configuration file and exit (0: valid; 2: invalid, one line per problem).
+    CheckConfig {
+        #[arg(env = "IBGW_CONFIG", default_value = DEFAULT_CONFIG)]
+        file: String,
+    },
+    /// Print the effective configuration (every default filled in) as YAML, secrets redacted.
+    PrintConfig {
+        #[arg(env = "IBGW_CONFIG", default_value = DEFAULT_CONFIG)]
+        file: String,
+    },
+    /// Ask a running gateway's admin listener for /readyz (exit 0: ready; 1: not ready or not answering).
+    /// For container health checks: needs no curl.
+    Health {
+        /// The configuration whose server.admin_listen to ask (0.0.0.0 and [::] mean this host).
+        #[arg(long, short = 'c', env = "IBGW_CONFIG", default_value = DEFAULT_CONFIG)]
+        config: String,
+        /// Ask this URL instead of the configuration's admin listener, e.g. http://127.0.0.1:9090/readyz
+        /// (plain HTTP; no path means /readyz).
+        #[arg(long)]
+        url: Option<String>,
+        /// Give up after this many milliseconds.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
     /// Write a new signing key pair (private key mode 0600) and print the YAML to use it.
     Keygen {
         #[arg(long, default_value = "EdDSA", value_parser = parse_algorithm)]
@@ -60,7 +89,7 @@ enum Command {
     Demo {
         #[arg(long, default_value = "conf/dev.yaml")]
         config: String,
-        #[arg(long, default_value = "127.0.0.1:8081")]
+        #[arg(long, default_value = "127.0.0.1:8181")]
         mock_listen: String,
     },
 }
@@ -77,10 +106,22 @@ fn parse_algorithm(text: &str) -> Result<SigningAlgorithm, String> {
 /// Exit code for an invalid configuration.
 const EXIT_BAD_CONFIG: u8 = 2;
 
+/// Loads the configuration, or prints every problem, one line each (`error: PATH: KEY: message`), and gives the
+/// exit code for an invalid configuration.
 fn load_config(path: &str) -> Result<config::Config, ExitCode> {
-    let config = config::load(path).and_then(|config| server::check(&config).map(|()| config));
-    config.map_err(|e| {
-        eprintln!("error: {path}: {e}");
+    let config = config::load_all(path).and_then(|config| match server::check(&config) {
+        Ok(()) => Ok(config),
+        Err(e) => Err(config::ConfigErrors::one(e)),
+    });
+    config.map_err(|errors| {
+        for e in errors.iter() {
+            if e.key == path {
+                // The file itself (cannot be read): name it once.
+                eprintln!("error: {path}: {}", e.message);
+            } else {
+                eprintln!("error: {path}: {e}");
+            }
+        }
         ExitCode::from(EXIT_BAD_CONFIG)
     })
 }
@@ -95,6 +136,21 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Some(Command::PrintConfig { file }) => match load_config(&file) {
+            // Secrets serialize as where they come from (`file:PATH`, `env:NAME`) or `***`, never their value.
+            Ok(config) => match serde_yaml::to_string(&config) {
+                Ok(yaml) => {
+                    print!("{yaml}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(code) => code,
+        },
+        Some(Command::Health { config, url, timeout_ms }) => health(&config, url.as_deref(), timeout_ms),
         Some(Command::Keygen { algorithm, out, kid }) => {
             match ib_oauth_gateway::keys::keygen(algorithm, &out, kid.as_deref()) {
                 Ok(report) => {
@@ -165,7 +221,7 @@ fn demo(config_path: &str, mock_listen: &str) -> ExitCode {
     let base = config.server.public_url.trim_end_matches('/').to_string();
     let verifier = "demo-verifier-0123456789-0123456789-0123456789";
     let challenge = ib_oauth_gateway::tokens::b64(&<sha2::Sha256 as sha2::Digest>::digest(verifier.as_bytes()));
-    let redirect = format!("http://127.0.0.1:{}/callback", mock_listen.rsplit(':').next().unwrap_or("8081"));
+    let redirect = format!("http://127.0.0.1:{}/callback", mock_listen.rsplit(':').next().unwrap_or("8181"));
     println!("\nib-oauth-gateway demo\n");
     println!("1. Open in a browser:\n   {base}/authorize?response_type=code&client_id=mcp-public-client&redirect_uri={redirect}&scope=profile&state=demo&code_challenge={challenge}&code_challenge_method=S256\n");
     println!("2. Enter the platform URL http://{mock_listen} and press the login button in the popup.\n");
@@ -177,5 +233,91 @@ fn demo(config_path: &str, mock_listen: &str) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `health`: one plain HTTP/1.1 GET of the admin listener's `/readyz` (or `url`); exit 0 on `200`, else 1.
+fn health(config_path: &str, url: Option<&str>, timeout_ms: u64) -> ExitCode {
+    let target = match url {
+        Some(url) => readyz_target_of_url(url),
+        None => readyz_target_of_config(config_path),
+    };
+    let timeout = Duration::from_millis(timeout_ms.max(1));
+    let result =
+        target.and_then(|(addr, host, path)| http_status(addr, &host, &path, timeout).map(|s| (s, host, path)));
+    match result {
+        Ok((200, _, _)) => ExitCode::SUCCESS,
+        Ok((status, host, path)) => {
+            eprintln!("unhealthy: http://{host}{path} answered {status}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The admin listener of a configuration file, as an address to connect to (a wildcard address means this host).
+/// Only `server.admin_listen` is needed: the file is parsed, but secrets are not resolved.
+fn readyz_target_of_config(path: &str) -> Result<(SocketAddr, String, String), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: cannot read file: {e}"))?;
+    let config: config::Config = serde_yaml::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
+    let listen = &config.server.admin_listen;
+    let mut addr: SocketAddr =
+        listen.parse().map_err(|_| format!("{path}: server.admin_listen: `{listen}` is not an address"))?;
+    if addr.ip().is_unspecified() {
+        let loopback: std::net::IpAddr =
+            if addr.is_ipv4() { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv6Addr::LOCALHOST.into() };
+        addr.set_ip(loopback);
+    }
+    Ok((addr, addr.to_string(), "/readyz".into()))
+}
+
+fn readyz_target_of_url(text: &str) -> Result<(SocketAddr, String, String), String> {
+    let url = url::Url::parse(text).map_err(|e| format!("{text}: {e}"))?;
+    if url.scheme() != "http" {
+        return Err(format!("{text}: only http:// (the admin listener is plain HTTP)"));
+    }
+    let host = url.host_str().ok_or_else(|| format!("{text}: no host"))?;
+    let port = url.port_or_known_default().unwrap_or(80);
+    let addr = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("{text}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{text}: {host} has no address"))?;
+    let path = match url.path() {
+        "" | "/" => "/readyz".to_string(),
+        path => path.to_string(),
+    };
+    Ok((addr, format!("{host}:{port}"), path))
+}
+
+/// The status code of `GET path`, every step bounded by `timeout`.
+fn http_status(addr: SocketAddr, host: &str, path: &str, timeout: Duration) -> Result<u16, String> {
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("{addr}: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| stream.set_write_timeout(Some(timeout)))
+        .map_err(|e| e.to_string())?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ib-oauth-gateway-health\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).map_err(|e| format!("{addr}: {e}"))?;
+    // The status line is all we need: `HTTP/1.1 200 OK`.
+    let mut head = Vec::new();
+    let mut buffer = [0u8; 256];
+    while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 4096 {
+        let read = stream.read(&mut buffer).map_err(|e| format!("{addr}: {e}"))?;
+        if read == 0 {
+            break;
+        }
+        head.extend_from_slice(&buffer[..read]);
+    }
+    let line = String::from_utf8_lossy(&head);
+    let mut parts = line.split_whitespace();
+    match (parts.next(), parts.next().and_then(|code| code.parse().ok())) {
+        (Some(version), Some(status)) if version.starts_with("HTTP/1.") => Ok(status),
+        _ => Err(format!("{addr}: not an HTTP answer")),
     }
 }

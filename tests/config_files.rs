@@ -1,5 +1,6 @@
-//! Every file in `conf/` is a valid configuration, and `check-config` refuses a broken one with a single
-//! line naming the key and exit code 2.
+//! Every file in `conf/` is a valid configuration; `check-config` refuses a broken one with one line per problem,
+//! each naming its key, and exit code 2; `print-config` shows the effective configuration without a secret;
+//! `IBGW_CONFIG` names the file when no argument does.
 
 use std::process::Command;
 
@@ -76,10 +77,118 @@ fn check_config_rejects_invalid_yaml_without_panicking() {
 }
 
 #[test]
-fn a_missing_file_is_an_error_not_a_panic() {
+fn a_missing_file_is_named_once_in_one_line() {
     let output = Command::new(BIN).args(["check-config", "/nonexistent/gateway.yaml"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/gateway.yaml"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert_eq!(stderr.matches("/nonexistent/gateway.yaml").count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: /nonexistent/gateway.yaml: cannot read file"), "{stderr}");
+}
+
+#[test]
+fn check_config_reports_every_problem_one_line_each() {
+    let (code, stderr) = check_broken(
+        "server:\n  public_url: https://a.example\n  listen: ['nonsense']\n  threads: 0\n\
+         tokens:\n  authorization_code_ttl_seconds: 601\n\
+         cors:\n  allowed_origins: ['https://app.example.com/']\n",
+    );
+    assert_eq!(code, 2, "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 4, "{stderr}");
+    for (line, key) in lines.iter().zip([
+        "server.listen[0]",
+        "server.threads",
+        "tokens.authorization_code_ttl_seconds",
+        "cors.allowed_origins[0]",
+    ]) {
+        assert!(line.starts_with("error: ") && line.contains(&format!(": {key}: ")), "{line}");
+    }
+}
+
+/// A configuration with every kind of secret inline, which `print-config` must not print.
+const INLINE_SECRETS: &str = "server:\n  public_url: https://a.example\n\
+    store:\n  backend: redis\n  redis:\n    urls: ['redis://127.0.0.1:6379']\n    password: redis-password-value-1234\n\
+    oauth:\n  clients:\n    - client_id: reporting\n      client_secret: client-secret-value-5678\n      redirect_uris: ['https://r.example/cb']\n";
+
+#[test]
+fn print_config_shows_every_default_and_no_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let (private_pem, _) =
+        ib_oauth_gateway::keys::generate_pem(ib_oauth_gateway::config::SigningAlgorithm::EdDSA).unwrap();
+    let key_body = private_pem.lines().nth(1).unwrap().to_string();
+    let mut yaml: serde_yaml::Value = serde_yaml::from_str(INLINE_SECRETS).unwrap();
+    yaml["signing"] = serde_yaml::from_str("{current: {kid: k1}}").unwrap();
+    yaml["signing"]["current"]["private_key"] = serde_yaml::Value::String(private_pem);
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(&path, serde_yaml::to_string(&yaml).unwrap()).unwrap();
+
+    let output = Command::new(BIN).arg("print-config").arg(&path).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    for secret in ["redis-password-value-1234", "client-secret-value-5678", key_body.as_str(), "PRIVATE KEY"] {
+        assert!(!stdout.contains(secret), "print-config printed a secret:\n{stdout}");
+    }
+    let printed: serde_yaml::Value = serde_yaml::from_str(&stdout).expect("print-config prints YAML");
+    assert_eq!(printed["store"]["redis"]["password"].as_str(), Some("***"));
+    assert_eq!(printed["oauth"]["clients"][0]["client_secret"].as_str(), Some("***"));
+    assert_eq!(printed["signing"]["current"]["private_key"].as_str(), Some("***"));
+    // The defaults are filled in.
+    assert_eq!(printed["tokens"]["max_refresh_count"].as_u64(), Some(120));
+    assert_eq!(printed["server"]["admin_listen"].as_str(), Some("127.0.0.1:9090"));
+}
+
+#[test]
+fn print_config_names_where_a_secret_comes_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("redis-password");
+    std::fs::write(&secret_file, "file-secret-value-9012\n").unwrap();
+    let path = dir.path().join("gateway.yaml");
+    let text = format!(
+        "server:\n  public_url: https://a.example\nstore:\n  backend: redis\n  redis:\n    urls: ['redis://127.0.0.1:6379']\n    password: {{file: {}}}\n",
+        secret_file.display()
+    );
+    std::fs::write(&path, text).unwrap();
+    let output = Command::new(BIN).arg("print-config").arg(&path).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(!stdout.contains("file-secret-value-9012"), "{stdout}");
+    assert!(stdout.contains(&format!("file:{}", secret_file.display())), "{stdout}");
+}
+
+#[test]
+fn print_config_refuses_a_broken_file_like_check_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.yaml");
+    std::fs::write(&path, "server:\n  public_url: https://a.example\n  threads: 0\n").unwrap();
+    let output = Command::new(BIN).arg("print-config").arg(&path).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(output.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("server.threads"));
+}
+
+#[test]
+fn ibgw_config_names_the_file_when_no_argument_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("from-env.yaml");
+    std::fs::write(&path, "server:\n  public_url: https://from-env.example\n").unwrap();
+    for command in ["check-config", "print-config"] {
+        let output = Command::new(BIN).arg(command).env("IBGW_CONFIG", &path).current_dir(dir.path()).output().unwrap();
+        assert!(output.status.success(), "{command}: {}", String::from_utf8_lossy(&output.stderr));
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let expected = if command == "check-config" { "from-env.yaml: ok" } else { "https://from-env.example" };
+        assert!(stdout.contains(expected), "{command}: {stdout}");
+    }
+    // An argument wins over the variable.
+    let output =
+        Command::new(BIN).args(["check-config", "/nonexistent/other.yaml"]).env("IBGW_CONFIG", &path).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/other.yaml"));
+    // Running: a broken file named by the variable is what the gateway refuses.
+    std::fs::write(dir.path().join("broken.yaml"), "server: {}\n").unwrap();
+    let output = Command::new(BIN).env("IBGW_CONFIG", dir.path().join("broken.yaml")).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("broken.yaml"));
 }
 
 #[test]

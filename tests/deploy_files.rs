@@ -1,6 +1,9 @@
 //! The deployment files under `deploy/` are well-formed and agree with the gateway: every YAML and JSON file
-//! parses; the Kubernetes Deployment runs at least three replicas with both probes on the admin port, and its
-//! ConfigMap's `gateway.yaml` loads as a configuration whose secrets and writable paths the Deployment provides;
+//! parses; every file the kustomization names exists and parses; the Kubernetes Deployment runs at least three
+//! replicas with both probes on the admin port, and the `gateway.yaml` its generated ConfigMap holds loads as a
+//! configuration whose secrets and writable paths the Deployment provides; the NetworkPolicy opens the admin
+//! port to the monitoring namespace only; the Dockerfile builds without the mock platform, runs as a non-root
+//! user, checks its health with the `health` subcommand and copies only files the build context has;
 //! the alerting rules and the Grafana dashboard use only metrics the gateway exports; the systemd unit waits
 //! out the drain; and, when `promtool` is installed (required with `IBGW_REQUIRE_PROMTOOL=1`), Prometheus
 //! accepts the rules, their unit tests and the scrape configuration.
@@ -93,7 +96,10 @@ fn kubernetes_object(relative: &str, kind: &str) -> Yaml {
 fn every_yaml_and_json_file_under_deploy_parses() {
     let yaml = deploy_files(&["yaml", "yml"]);
     for expected in [
-        "deploy/kubernetes/configmap.yaml",
+        "deploy/kubernetes/gateway.yaml",
+        "deploy/kubernetes/kustomization.yaml",
+        "deploy/kubernetes/networkpolicy.yaml",
+        "deploy/kubernetes/ingress.example.yaml",
         "deploy/kubernetes/secret.example.yaml",
         "deploy/kubernetes/deployment.yaml",
         "deploy/kubernetes/service.yaml",
@@ -105,11 +111,12 @@ fn every_yaml_and_json_file_under_deploy_parses() {
     ] {
         assert!(yaml.iter().any(|path| relative(path) == expected), "{expected} is missing");
     }
+    let generated = kustomization_generator_files();
     for path in &yaml {
         let name = relative(path);
         let documents = yaml_documents(&name);
         assert!(documents.iter().any(|doc| !doc.is_null()), "{name}: no YAML document");
-        if name.starts_with("deploy/kubernetes/") {
+        if name.starts_with("deploy/kubernetes/") && !generated.contains(&name) {
             for doc in documents.iter().filter(|doc| !doc.is_null()) {
                 assert!(doc["apiVersion"].is_string() && doc["kind"].is_string(), "{name}: not a Kubernetes object");
             }
@@ -212,9 +219,8 @@ fn signing_algorithm(config: &Yaml) -> ib_oauth_gateway::config::SigningAlgorith
 fn kubernetes_configmap_gateway_yaml_loads_with_the_secrets_and_paths_the_deployment_provides() {
     use ib_oauth_gateway::config::{LogFormat, RateLimitBackend, StoreBackend};
 
-    let configmap = kubernetes_object("deploy/kubernetes/configmap.yaml", "ConfigMap");
-    let text = configmap["data"]["gateway.yaml"].as_str().expect("data.gateway.yaml");
-    let mut yaml: Yaml = serde_yaml::from_str(text).expect("gateway.yaml is YAML");
+    let text = read(&configmap_file("gateway.yaml"));
+    let mut yaml: Yaml = serde_yaml::from_str(&text).expect("gateway.yaml is YAML");
     let dir = tempfile::tempdir().unwrap();
     let mut referenced = (Vec::new(), Vec::new());
     let algorithm = signing_algorithm(&yaml);
@@ -260,11 +266,138 @@ fn kubernetes_configmap_gateway_yaml_loads_with_the_secrets_and_paths_the_deploy
 
     // Kubernetes kills the pod terminationGracePeriodSeconds after deletion starts: the preStop sleep and
     // the gateway's own drain must both fit.
-    let pre_stop = &container["lifecycle"]["preStop"]["exec"]["command"];
-    let sleep: u64 = pre_stop[1].as_str().and_then(|s| s.parse().ok()).expect("preStop: [/bin/sleep, SECONDS]");
+    let sleep = pre_stop_sleep_seconds(container);
     let termination = pod["terminationGracePeriodSeconds"].as_u64().expect("terminationGracePeriodSeconds");
     let drain = config.server.grace_period_seconds + config.server.graceful_shutdown_timeout_seconds;
     assert!(termination > sleep + drain, "terminationGracePeriodSeconds {termination} <= {sleep} + {drain}");
+}
+
+const KUSTOMIZATION: &str = "deploy/kubernetes/kustomization.yaml";
+
+fn kustomization() -> Yaml {
+    serde_yaml::from_str(&read(KUSTOMIZATION)).unwrap_or_else(|e| panic!("{KUSTOMIZATION}: {e}"))
+}
+
+fn strings(value: &Yaml) -> Vec<String> {
+    value.as_sequence().into_iter().flatten().map(|v| v.as_str().expect("a string").to_string()).collect()
+}
+
+/// The files `configMapGenerator` turns into ConfigMaps, relative to the repository.
+fn kustomization_generator_files() -> Vec<String> {
+    let kustomization = kustomization();
+    let generators = kustomization["configMapGenerator"].as_sequence().cloned().unwrap_or_default();
+    generators
+        .iter()
+        .flat_map(|generator| strings(&generator["files"]))
+        // `KEY=path` names the ConfigMap key explicitly; the file is the part after `=`.
+        .map(|file| format!("deploy/kubernetes/{}", file.rsplit('=').next().unwrap()))
+        .collect()
+}
+
+/// The file the generated ConfigMap takes `key` from.
+fn configmap_file(key: &str) -> String {
+    let files = kustomization_generator_files();
+    files
+        .iter()
+        .find(|file| Path::new(file).file_name().and_then(|n| n.to_str()) == Some(key))
+        .unwrap_or_else(|| panic!("{KUSTOMIZATION}: no configMapGenerator file for key {key} in {files:?}"))
+        .clone()
+}
+
+fn pre_stop_sleep_seconds(container: &Yaml) -> u64 {
+    let pre_stop = &container["lifecycle"]["preStop"];
+    assert!(pre_stop["exec"].is_null(), "preStop runs a command: the image may have no shell or sleep binary");
+    pre_stop["sleep"]["seconds"].as_u64().expect("preStop: {sleep: {seconds: N}}")
+}
+
+#[test]
+fn kustomization_names_only_files_that_exist_and_parse_and_no_example() {
+    let kustomization = kustomization();
+    assert_eq!(kustomization["kind"].as_str(), Some("Kustomization"));
+    let resources = strings(&kustomization["resources"]);
+    assert!(resources.iter().any(|r| r == "deployment.yaml") && resources.iter().any(|r| r == "networkpolicy.yaml"));
+    for resource in &resources {
+        let name = format!("deploy/kubernetes/{resource}");
+        assert!(root().join(&name).is_file(), "{KUSTOMIZATION}: resource {resource} does not exist");
+        assert!(!resource.contains("example"), "{KUSTOMIZATION}: {resource} is an example with placeholders");
+        for doc in yaml_documents(&name).iter().filter(|doc| !doc.is_null()) {
+            assert!(doc["apiVersion"].is_string() && doc["kind"].is_string(), "{name}: not a Kubernetes object");
+        }
+    }
+    let generators = kustomization["configMapGenerator"].as_sequence().expect("configMapGenerator");
+    // The Deployment mounts the ConfigMap by the generator's name; kustomize rewrites it to the hashed name.
+    let deployment = kubernetes_object("deploy/kubernetes/deployment.yaml", "Deployment");
+    let volumes = deployment["spec"]["template"]["spec"]["volumes"].as_sequence().expect("volumes");
+    let mounted: Vec<&str> = volumes.iter().filter_map(|v| v["configMap"]["name"].as_str()).collect();
+    for generator in generators {
+        let name = generator["name"].as_str().expect("generator name");
+        assert!(mounted.contains(&name), "no volume mounts the generated ConfigMap {name}: {mounted:?}");
+    }
+    for file in kustomization_generator_files() {
+        assert!(root().join(&file).is_file(), "{KUSTOMIZATION}: {file} does not exist");
+        assert!(!yaml_documents(&file).is_empty(), "{file}: no YAML");
+    }
+    assert!(!root().join("deploy/kubernetes/configmap.yaml").exists(), "a static ConfigMap would not roll the pods");
+}
+
+/// With kubectl installed, kustomize itself renders the directory and points the Deployment at the generated,
+/// hash-named ConfigMap.
+#[test]
+fn kubectl_kustomize_points_the_deployment_at_the_generated_configmap() {
+    let Ok(output) = Command::new("kubectl").args(["kustomize", "deploy/kubernetes"]).current_dir(root()).output()
+    else {
+        eprintln!("kubectl is not on PATH: kustomize rendering not checked");
+        return;
+    };
+    assert!(output.status.success(), "kubectl kustomize: {}", String::from_utf8_lossy(&output.stderr));
+    let rendered = String::from_utf8(output.stdout).unwrap();
+    let documents: Vec<Yaml> =
+        serde_yaml::Deserializer::from_str(&rendered).map(|d| Yaml::deserialize(d).unwrap()).collect();
+    let of_kind = |kind: &str| documents.iter().find(|d| d["kind"].as_str() == Some(kind)).cloned().unwrap();
+    let configmap = of_kind("ConfigMap");
+    let generated = configmap["metadata"]["name"].as_str().unwrap();
+    assert!(generated.starts_with("ib-oauth-gateway-"), "{generated}");
+    assert!(configmap["data"]["gateway.yaml"].is_string());
+    let deployment = of_kind("Deployment");
+    let volumes = deployment["spec"]["template"]["spec"]["volumes"].as_sequence().unwrap();
+    assert!(volumes.iter().any(|v| v["configMap"]["name"].as_str() == Some(generated)), "{volumes:?}");
+}
+
+#[test]
+fn network_policy_opens_the_public_port_and_the_admin_port_to_monitoring_only() {
+    let policy = kubernetes_object("deploy/kubernetes/networkpolicy.yaml", "NetworkPolicy");
+    let deployment = kubernetes_object("deploy/kubernetes/deployment.yaml", "Deployment");
+    let pod_labels = deployment["spec"]["template"]["metadata"]["labels"].as_mapping().expect("pod labels");
+    let selector = policy["spec"]["podSelector"]["matchLabels"].as_mapping().expect("podSelector.matchLabels");
+    assert!(!selector.is_empty(), "an empty podSelector selects every pod of the namespace");
+    for (key, value) in selector {
+        assert_eq!(pod_labels.get(key), Some(value), "podSelector {key:?} does not select the gateway pods");
+    }
+    assert!(strings(&policy["spec"]["policyTypes"]).contains(&"Ingress".to_string()));
+    let rules = policy["spec"]["ingress"].as_sequence().expect("ingress rules");
+    // A port by number or by the container port's name.
+    let number = |port: &Yaml| match port.as_str() {
+        Some("http") => Some(8080),
+        Some("admin") => Some(9090),
+        _ => port.as_u64(),
+    };
+    // A rule without ports opens every port.
+    let opens = |rule: &Yaml, port: u64| {
+        rule["ports"].as_sequence().is_none_or(|ports| ports.iter().any(|p| number(&p["port"]) == Some(port)))
+    };
+    let public: Vec<&Yaml> = rules.iter().filter(|rule| opens(rule, 8080)).collect();
+    assert!(!public.is_empty(), "nothing may reach the public port 8080");
+    let admin: Vec<&Yaml> = rules.iter().filter(|rule| opens(rule, 9090)).collect();
+    assert!(!admin.is_empty(), "Prometheus cannot reach the admin port 9090");
+    for rule in admin {
+        let from = rule["from"].as_sequence().expect("a rule opening 9090 says from whom");
+        assert!(!from.is_empty(), "an empty `from` opens 9090 to everyone");
+        for peer in from {
+            let namespace = peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"].as_str();
+            assert_eq!(namespace, Some("monitoring"), "9090 open to {peer:?}");
+            assert!(peer["ipBlock"].is_null());
+        }
+    }
 }
 
 #[test]
@@ -533,5 +666,183 @@ fn promtool_accepts_the_rules_their_tests_and_the_scrape_config() {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
+    }
+}
+
+const DOCKERFILE: &str = "deploy/docker/Dockerfile";
+
+/// One Dockerfile instruction: its keyword (upper case) and its arguments, continuation lines joined.
+struct Instruction {
+    keyword: String,
+    args: String,
+}
+
+fn dockerfile_instructions(text: &str) -> Vec<Instruction> {
+    let mut instructions = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if current.is_empty() && (trimmed.is_empty() || trimmed.starts_with('#')) {
+            continue;
+        }
+        if trimmed.starts_with('#') {
+            continue; // a comment between continuation lines
+        }
+        match trimmed.strip_suffix('\\') {
+            Some(start) => {
+                current.push_str(start);
+                current.push(' ');
+            }
+            None => {
+                current.push_str(trimmed);
+                let (keyword, args) = current.split_once(char::is_whitespace).unwrap_or((&current, ""));
+                instructions.push(Instruction { keyword: keyword.to_uppercase(), args: args.trim().to_string() });
+                current.clear();
+            }
+        }
+    }
+    instructions
+}
+
+/// The exec form `["a", "b"]` of CMD, ENTRYPOINT and HEALTHCHECK CMD.
+fn exec_form(args: &str) -> Vec<String> {
+    serde_json::from_str(args).unwrap_or_else(|e| panic!("{DOCKERFILE}: `{args}` is not the exec form: {e}"))
+}
+
+/// `.dockerignore` patterns; enough of its syntax for ours (directories, `*` globs, no `!` exceptions).
+fn docker_ignored(patterns: &[String], path: &str) -> bool {
+    fn glob(pattern: &str, text: &str) -> bool {
+        match pattern.split_once('*') {
+            None => pattern == text,
+            Some((prefix, rest)) => {
+                text.starts_with(prefix)
+                    && (prefix.len()..=text.len()).any(|i| text.is_char_boundary(i) && glob(rest, &text[i..]))
+            }
+        }
+    }
+    let path = path.trim_start_matches("./");
+    patterns.iter().any(|pattern| {
+        let pattern = pattern.trim_start_matches('/').trim_end_matches('/');
+        // A pattern matches the path itself or any directory above it.
+        let mut prefix = String::new();
+        path.split('/').any(|part| {
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(part);
+            glob(pattern, &prefix) || (!pattern.contains('/') && glob(pattern, part))
+        })
+    })
+}
+
+#[test]
+fn dockerignore_matching_follows_docker() {
+    let patterns: Vec<String> = ["target/", "*.log", "/tmp/", "deploy/"].iter().map(|p| p.to_string()).collect();
+    assert!(docker_ignored(&patterns, "target/release/x"));
+    assert!(docker_ignored(&patterns, "a/b.log"));
+    assert!(docker_ignored(&patterns, "deploy/docker/Dockerfile"));
+    assert!(!docker_ignored(&patterns, "src/targets.rs"));
+    assert!(!docker_ignored(&patterns, "conf/gateway.yaml"));
+}
+
+fn cargo_package_field(field: &str) -> String {
+    read("Cargo.toml")
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(field)?
+                .trim_start()
+                .strip_prefix('=')?
+                .trim()
+                .strip_prefix('"')?
+                .split('"')
+                .next()
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| panic!("Cargo.toml: {field}"))
+}
+
+#[test]
+fn dockerfile_builds_without_the_mock_runs_unprivileged_and_checks_its_health() {
+    let instructions = dockerfile_instructions(&read(DOCKERFILE));
+    let stages: Vec<usize> =
+        instructions.iter().enumerate().filter(|(_, i)| i.keyword == "FROM").map(|(n, _)| n).collect();
+    assert!(stages.len() >= 2, "{DOCKERFILE}: a build stage and a runtime stage");
+    let builder_name = instructions[stages[0]].args.split_whitespace().last().unwrap().to_string();
+    assert!(instructions[stages[0]].args.to_lowercase().contains(" as "), "the build stage is named");
+    let runtime = &instructions[*stages.last().unwrap()..];
+    let in_runtime = |keyword: &'static str| runtime.iter().filter(move |i| i.keyword == keyword);
+
+    // The build: locked, release, and without default features (the mock platform is one).
+    let build = instructions[..*stages.last().unwrap()]
+        .iter()
+        .find(|i| i.keyword == "RUN" && i.args.contains("cargo build"))
+        .expect("a RUN with cargo build in the build stage");
+    for flag in ["--release", "--locked", "--no-default-features"] {
+        assert!(build.args.contains(flag), "{DOCKERFILE}: cargo build without {flag}");
+    }
+
+    // Runs as a non-root user.
+    let user = in_runtime("USER").next_back().expect("USER in the runtime stage").args.clone();
+    let name = user.split(':').next().unwrap();
+    assert!(!matches!(name, "root" | "0" | ""), "{DOCKERFILE}: USER {user}");
+
+    // HEALTHCHECK runs the gateway's own `health` subcommand, the binary the image runs.
+    let entrypoint = exec_form(&in_runtime("ENTRYPOINT").next_back().expect("ENTRYPOINT").args);
+    let healthcheck = in_runtime("HEALTHCHECK").next_back().expect("HEALTHCHECK in the runtime stage");
+    let command = healthcheck.args.split_once("CMD").expect("HEALTHCHECK ... CMD [...]").1.trim();
+    let command = exec_form(command);
+    assert_eq!(command.first(), entrypoint.first(), "the health check runs the gateway binary");
+    assert_eq!(command.get(1).map(String::as_str), Some("health"), "{command:?}");
+    // `health` finds the admin listener through IBGW_CONFIG, which must name the configuration the image copies.
+    let config = in_runtime("ENV")
+        .find_map(|i| i.args.strip_prefix("IBGW_CONFIG=").map(str::to_string))
+        .expect("ENV IBGW_CONFIG=... in the runtime stage");
+    assert!(
+        in_runtime("COPY").any(|i| i.args.split_whitespace().last() == Some(config.as_str())),
+        "IBGW_CONFIG={config}, which no COPY provides"
+    );
+
+    // OCI labels.
+    let labels: String = in_runtime("LABEL").map(|i| i.args.clone()).collect::<Vec<_>>().join(" ");
+    let args: String = in_runtime("ARG").map(|i| i.args.clone()).collect::<Vec<_>>().join(" ");
+    for key in ["title", "description", "licenses", "source", "version"] {
+        assert!(labels.contains(&format!("org.opencontainers.image.{key}=")), "{DOCKERFILE}: no {key} label");
+    }
+    let license = cargo_package_field("license");
+    assert!(labels.contains(&format!("org.opencontainers.image.licenses=\"{license}\"")), "{labels}");
+    let version = cargo_package_field("version");
+    assert!(args.contains(&format!("VERSION={version}")), "ARG VERSION is not Cargo.toml's {version}: {args}");
+
+    // Every COPY from the build context names a file or directory the context has.
+    let ignore: Vec<String> = read(".dockerignore")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    assert!(ignore.iter().all(|p| !p.starts_with('!')), ".dockerignore exceptions are not supported by this check");
+    for copy in instructions.iter().filter(|i| i.keyword == "COPY" || i.keyword == "ADD") {
+        let words: Vec<&str> = copy.args.split_whitespace().collect();
+        if words.iter().any(|w| w.starts_with("--from=")) {
+            assert!(copy.args.contains(&format!("--from={builder_name}")), "{}", copy.args);
+            continue;
+        }
+        let sources: Vec<&str> = words.iter().copied().filter(|w| !w.starts_with("--")).collect();
+        for source in &sources[..sources.len() - 1] {
+            assert!(root().join(source).exists(), "{DOCKERFILE}: COPY {source}: no such file in the repository");
+            if *source != "." {
+                assert!(!docker_ignored(&ignore, source), "{DOCKERFILE}: COPY {source}, which .dockerignore excludes");
+            }
+        }
+    }
+    // `COPY . .` must bring what `cargo build` reads.
+    let mut needed: Vec<String> =
+        ["Cargo.toml", "Cargo.lock", "rust-toolchain.toml", "src/main.rs", "src/lib.rs"].map(String::from).to_vec();
+    let mut sources = Vec::new();
+    collect_files(&root().join("src"), &mut sources);
+    needed.extend(sources.iter().map(|p| relative(p)));
+    needed.extend(std::fs::read_dir(root().join("benches")).unwrap().map(|e| relative(&e.unwrap().path())));
+    for file in needed {
+        assert!(!docker_ignored(&ignore, &file), ".dockerignore excludes {file}, which the build needs");
     }
 }

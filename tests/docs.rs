@@ -1,5 +1,5 @@
-//! The docs cover the code: every configuration key in the schema is documented in docs/operations.md,
-//! and every endpoint the gateway answers is in docs/api.md.
+//! The docs cover the code: every configuration key in the schema is documented in docs/operations.md, with the
+//! default the code applies, and every endpoint the gateway answers is in docs/api.md.
 
 use std::collections::BTreeSet;
 
@@ -90,5 +90,174 @@ fn every_endpoint_is_documented_in_api_md() {
         "Invalid or expired access token",
     ] {
         assert!(docs.contains(description), "docs/api.md does not quote `{description}`");
+    }
+}
+
+/// The rows of the "| key | type | default | meaning |" tables of docs/operations.md: `(key, default cell)`.
+fn documented_defaults(docs: &str) -> Vec<(String, String)> {
+    let mut rows = Vec::new();
+    let mut in_table = false;
+    for line in docs.lines() {
+        let line = line.trim();
+        if line == "| key | type | default | meaning |" {
+            in_table = true;
+            continue;
+        }
+        if !line.starts_with('|') {
+            in_table = false;
+            continue;
+        }
+        if !in_table || line.starts_with("|---") {
+            continue;
+        }
+        // Split on `|` but not on the escaped `\|` of a type like `memory` \| `redis`.
+        let mut cells = Vec::new();
+        let mut cell = String::new();
+        let mut chars = line[1..].chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' if chars.peek() == Some(&'|') => cell.push(chars.next().unwrap()),
+                '|' => cells.push(std::mem::take(&mut cell).trim().to_string()),
+                _ => cell.push(c),
+            }
+        }
+        assert!(cells.len() >= 4, "docs/operations.md: a key row with fewer than 4 cells: {line}");
+        let key = cells[0].trim_matches('`').to_string();
+        rows.push((key, cells[2].clone()));
+    }
+    rows
+}
+
+/// What a documented default says the value is, or `None` when the cell describes rather than states it.
+enum Documented {
+    /// Required, or an object whose keys have their own rows.
+    NotAValue,
+    /// Another key's value (`signing.previous[].algorithm` defaults to `signing.algorithm`): absent in the file.
+    Inherited,
+    /// The YAML the cell shows (`absent` is null).
+    Value(serde_yaml::Value),
+    /// The default client, written out as YAML under the table.
+    DefaultClients,
+}
+
+fn documented(cell: &str, keys: &BTreeSet<String>) -> Documented {
+    if cell.contains("required") || cell == "(defaults below)" {
+        return Documented::NotAValue;
+    }
+    if cell == "absent" {
+        return Documented::Value(serde_yaml::Value::Null);
+    }
+    if cell.contains("entry below") {
+        return Documented::DefaultClients;
+    }
+    // The value is the first code span; anything around it (`432000` (120 h)) is commentary.
+    let span = cell.split('`').nth(1).unwrap_or_else(|| panic!("default `{cell}` has no `value`"));
+    if keys.contains(span) {
+        return Documented::Inherited;
+    }
+    Documented::Value(serde_yaml::from_str(span).unwrap_or_else(|e| panic!("default `{span}` is not YAML: {e}")))
+}
+
+/// `value` at a dotted path of plain keys.
+fn at<'a>(value: &'a serde_yaml::Value, path: &str) -> &'a serde_yaml::Value {
+    path.split('.').fold(value, |value, key| &value[key])
+}
+
+/// Drops null entries, which the YAML in the docs leaves out.
+fn without_nulls(value: serde_yaml::Value) -> serde_yaml::Value {
+    match value {
+        serde_yaml::Value::Mapping(map) => serde_yaml::Value::Mapping(
+            map.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, without_nulls(v))).collect(),
+        ),
+        serde_yaml::Value::Sequence(items) => items.into_iter().map(without_nulls).collect(),
+        other => other,
+    }
+}
+
+#[test]
+fn every_documented_default_is_the_code_default() {
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md")).unwrap();
+    let minimal = ib_oauth_gateway::config::load_str("server:\n  public_url: https://a.example\n").unwrap();
+    let defaults = serde_yaml::to_value(&minimal).unwrap();
+    // List entries take their defaults field by field: a client and a previous key with only what is required
+    // (each list's rows are checked against the entries that leave that field out).
+    let dir = tempfile::tempdir().unwrap();
+    let (_, public_pem) =
+        ib_oauth_gateway::keys::generate_pem(ib_oauth_gateway::config::SigningAlgorithm::EdDSA).unwrap();
+    let public_key = dir.path().join("previous.pub");
+    std::fs::write(&public_key, public_pem).unwrap();
+    let entries_yaml = format!(
+        "server: {{public_url: https://a.example}}\n\
+         signing:\n  previous: [{{kid: old, public_key: {{file: {}}}}}]\n\
+         oauth:\n  clients:\n    - {{client_id: a, redirect_uris: [https://a.example/cb]}}\n    - {{client_id: b, redirect_uri_patterns: ['http://127.0.0.1:{{port}}/cb']}}\n",
+        public_key.display()
+    );
+    let entries_given: serde_yaml::Value = serde_yaml::from_str(&entries_yaml).unwrap();
+    let entries = serde_yaml::to_value(ib_oauth_gateway::config::load_str(&entries_yaml).unwrap()).unwrap();
+
+    let keys = schema_keys();
+    let rows = documented_defaults(&docs);
+    let documented_keys: BTreeSet<String> = rows.iter().map(|(key, _)| key.clone()).collect();
+    // Every key but the top-level sections (which have a heading each) has a row.
+    let missing: Vec<_> = keys.difference(&documented_keys).filter(|key| key.contains('.')).collect();
+    assert!(missing.is_empty(), "keys without a row in docs/operations.md: {missing:?}");
+    let mut wrong = Vec::new();
+    let mut checked = 0;
+    for (key, cell) in &rows {
+        assert!(keys.contains(key), "docs/operations.md documents `{key}`, which is not a key");
+        let expected = match documented(cell, &keys) {
+            Documented::NotAValue => continue,
+            Documented::Inherited => serde_yaml::Value::Null,
+            Documented::Value(value) => value,
+            Documented::DefaultClients => {
+                let block = docs.split("The default client:").nth(1).expect("the default client's YAML");
+                let yaml = block.split("```yaml").nth(1).and_then(|b| b.split("```").next()).expect("```yaml block");
+                let shown: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
+                let actual = without_nulls(defaults["oauth"]["clients"].clone());
+                if shown["oauth"]["clients"] != actual {
+                    wrong
+                        .push(format!("oauth.clients: docs show {:?}, code has {actual:?}", shown["oauth"]["clients"]));
+                }
+                checked += 1;
+                continue;
+            }
+        };
+        let actual: Vec<serde_yaml::Value> = match key.split_once("[].") {
+            None => vec![at(&defaults, key).clone()],
+            Some((list, field)) => {
+                let given = at(&entries_given, list).as_sequence().unwrap();
+                let loaded = at(&entries, list).as_sequence().unwrap();
+                given
+                    .iter()
+                    .zip(loaded)
+                    .filter(|(given, _)| given.get(field).is_none())
+                    .map(|(_, loaded)| loaded[field].clone())
+                    .collect()
+            }
+        };
+        assert!(!actual.is_empty(), "{key}: no entry leaves it to its default");
+        for actual in actual {
+            if actual != expected {
+                wrong.push(format!(
+                    "{key}: docs say {cell}, code has {}",
+                    serde_yaml::to_string(&actual).unwrap().trim()
+                ));
+            }
+        }
+        checked += 1;
+    }
+    assert!(wrong.is_empty(), "docs/operations.md defaults that are not the code's:\n{}", wrong.join("\n"));
+    assert!(checked >= 50, "only {checked} defaults checked");
+}
+
+#[test]
+fn registration_limit_zero_is_documented_as_no_limit() {
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md")).unwrap();
+    let row = docs.lines().find(|l| l.starts_with("| `oauth.registration.per_ip_per_hour`")).unwrap();
+    assert!(row.contains("`0` disables the limit"), "{row}");
+    for file in ["docs/operations.md", "docs/troubleshooting.md", "deploy/kubernetes/gateway.yaml"] {
+        let text = std::fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        assert!(!text.contains("refuses every registration"), "{file}: 0 disables the limit (src/oauth/register.rs)");
+        assert!(!text.contains("would refuse every"), "{file}: 0 disables the limit (src/oauth/register.rs)");
     }
 }

@@ -1,5 +1,6 @@
 //! The README's run command in miniature: a real gateway process with an in-memory store answers on its
-//! public port and its admin port, and stops on SIGTERM.
+//! public port and its admin port, and stops on SIGTERM; `health` (the container health check) says whether it
+//! is ready; `oauth.registration.per_ip_per_hour` limits registrations, and `0` lifts the limit.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -39,10 +40,15 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 }
 
 fn start_gateway() -> Gateway {
+    start_gateway_with("")
+}
+
+/// A gateway whose configuration ends with `extra` (top-level YAML sections other than `server`).
+fn start_gateway_with(extra: &str) -> Gateway {
     let dir = tempfile::tempdir().unwrap();
     let (port, admin) = (free_port(), free_port());
     let config = format!(
-        "server:\n  listen: ['127.0.0.1:{port}']\n  admin_listen: '127.0.0.1:{admin}'\n  public_url: http://127.0.0.1:{port}\n  upgrade_sock: {dir}/upgrade.sock\n  pid_file: {dir}/gateway.pid\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\n",
+        "server:\n  listen: ['127.0.0.1:{port}']\n  admin_listen: '127.0.0.1:{admin}'\n  public_url: http://127.0.0.1:{port}\n  upgrade_sock: {dir}/upgrade.sock\n  pid_file: {dir}/gateway.pid\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\n{extra}",
         dir = dir.path().display()
     );
     let path = dir.path().join("gateway.yaml");
@@ -96,5 +102,84 @@ fn sigterm_stops_the_gateway() {
         }
         assert!(Instant::now() < deadline, "gateway did not stop after SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs `ib-oauth-gateway health ARGS...`; its exit code.
+fn health(args: &[&str]) -> Option<i32> {
+    let output = Command::new(BIN).arg("health").args(args).env_remove("IBGW_CONFIG").output().unwrap();
+    output.status.code()
+}
+
+#[test]
+fn health_exits_0_when_the_gateway_is_ready_and_1_when_nothing_listens() {
+    let gateway = start_gateway();
+    let config = gateway._dir.path().join("gateway.yaml");
+    let config = config.to_str().unwrap();
+    assert_eq!(health(&["--config", config]), Some(0), "ready gateway, found through its configuration");
+    let url = format!("http://127.0.0.1:{}/readyz", gateway.admin);
+    assert_eq!(health(&["--url", &url]), Some(0), "ready gateway, by URL");
+    let output = Command::new(BIN).arg("health").env("IBGW_CONFIG", config).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "IBGW_CONFIG: {}", String::from_utf8_lossy(&output.stderr));
+    // A path the admin listener does not serve is not healthy.
+    let missing = format!("http://127.0.0.1:{}/no-such-path", gateway.admin);
+    assert_eq!(health(&["--url", &missing]), Some(1));
+    drop(gateway);
+
+    let nothing = format!("http://127.0.0.1:{}/readyz", free_port());
+    assert_eq!(health(&["--url", &nothing]), Some(1), "nothing listens");
+    assert_eq!(health(&["--config", "/nonexistent/gateway.yaml"]), Some(1), "no configuration");
+}
+
+#[test]
+fn health_asks_the_loopback_address_for_a_wildcard_admin_listen() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(&path, format!("server:\n  public_url: https://a.example\n  admin_listen: '0.0.0.0:{port}'\n"))
+        .unwrap();
+    // A one-shot admin listener: answers /readyz with 200 and records the request.
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut request = [0u8; 1024];
+        let read = stream.read(&mut request).unwrap();
+        stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok").unwrap();
+        String::from_utf8_lossy(&request[..read]).into_owned()
+    });
+    assert_eq!(health(&["--config", path.to_str().unwrap()]), Some(0));
+    let request = server.join().unwrap();
+    assert!(request.starts_with("GET /readyz HTTP/1.1\r\n"), "{request}");
+}
+
+fn post_json(port: u16, path: &str, body: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.split_whitespace().nth(1)?.parse().ok()
+}
+
+const REGISTRATION: &str = r#"{"redirect_uris":["http://127.0.0.1:8765/callback"],"client_name":"t"}"#;
+
+#[test]
+fn registration_limit_refuses_past_it_per_client_ip() {
+    let gateway = start_gateway_with("oauth:\n  registration:\n    per_ip_per_hour: 2\n");
+    let statuses: Vec<_> = (0..3).map(|_| post_json(gateway.port, "/register", REGISTRATION)).collect();
+    assert_eq!(statuses, [Some(201), Some(201), Some(429)]);
+}
+
+#[test]
+fn registration_limit_zero_means_no_limit() {
+    let gateway = start_gateway_with("oauth:\n  registration:\n    per_ip_per_hour: 0\n");
+    // More than the default limit of 20 from one address.
+    for n in 0..25 {
+        assert_eq!(post_json(gateway.port, "/register", REGISTRATION), Some(201), "registration {n}");
     }
 }

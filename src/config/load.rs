@@ -1,4 +1,5 @@
-//! Reading and validating the YAML file. Every error names the key (as a dotted path) and the problem.
+//! Reading and validating the YAML file. Every error names the key (as a dotted path) and the problem; validation
+//! reports every problem it finds, not only the first.
 
 use super::*;
 use std::net::SocketAddr;
@@ -19,52 +20,129 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Every problem found in a configuration, in file order: one for a file that cannot be read or parsed (YAML
+/// syntax, an unknown key, a wrong type), every semantic one otherwise. Never empty. `Display` gives one line
+/// per problem, as `check-config` prints them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(Vec<ConfigError>);
+
+impl ConfigErrors {
+    pub fn one(error: ConfigError) -> Self {
+        ConfigErrors(vec![error])
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &ConfigError> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Always false: there is at least one error.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The first problem, for callers that report one.
+    pub fn into_first(self) -> ConfigError {
+        self.0.into_iter().next().expect("ConfigErrors is never empty")
+    }
+}
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
 fn err(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError { key: key.into(), message: message.into() }
 }
 
-/// Loads and validates a configuration file.
+/// Loads and validates a configuration file; the first problem only (see [`load_all`]).
 pub fn load(path: &str) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| err(path, format!("cannot read file: {e}")))?;
-    load_str(&text)
+    load_all(path).map_err(ConfigErrors::into_first)
 }
 
-/// Parses and validates configuration text.
+/// Parses and validates configuration text; the first problem only (see [`load_str_all`]).
 pub fn load_str(text: &str) -> Result<Config, ConfigError> {
+    load_str_all(text).map_err(ConfigErrors::into_first)
+}
+
+/// Loads and validates a configuration file, reporting every problem. An unreadable file is one error whose
+/// key is the path itself.
+pub fn load_all(path: &str) -> Result<Config, ConfigErrors> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| ConfigErrors::one(err(path, format!("cannot read file: {e}"))))?;
+    load_str_all(&text)
+}
+
+/// Parses and validates configuration text, reporting every semantic problem. Parsing stops at the first
+/// syntax or type error (serde cannot go on past it), so such a file reports that one alone.
+pub fn load_str_all(text: &str) -> Result<Config, ConfigErrors> {
     let deserializer = serde_yaml::Deserializer::from_str(text);
     let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let key = e.path().to_string();
         let key = if key == "." { "(top level)".to_string() } else { key };
-        err(key, one_line(&e.into_inner().to_string()))
+        ConfigErrors::one(err(key, one_line(&e.into_inner().to_string())))
     })?;
-    validate(&config)?;
-    Ok(config)
+    let problems = validate(&config);
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(problems))
+    }
 }
 
 fn one_line(message: &str) -> String {
     message.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-fn validate(config: &Config) -> Result<(), ConfigError> {
-    validate_server(&config.server)?;
-    validate_store(&config.store)?;
-    validate_tokens(&config.tokens)?;
-    validate_signing(&config.signing)?;
+/// Collects what is wrong; each check runs whatever the others found.
+#[derive(Default)]
+struct Problems(Vec<ConfigError>);
+
+impl Problems {
+    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(err(key, message));
+    }
+
+    /// Records the error of `result`, if any, and gives its value back.
+    fn note<T>(&mut self, result: Result<T, ConfigError>) -> Option<T> {
+        result.map_err(|e| self.0.push(e)).ok()
+    }
+}
+
+fn validate(config: &Config) -> Vec<ConfigError> {
+    let mut problems = Problems::default();
+    validate_server(&config.server, &mut problems);
+    validate_store(&config.store, &mut problems);
+    validate_tokens(&config.tokens, &mut problems);
+    validate_signing(&config.signing, &mut problems);
     let hours = config.session.default_login_timeout_hours;
     if !(1..=120).contains(&hours) {
-        return Err(err("session.default_login_timeout_hours", format!("{hours} is outside IB's 1 to 120 hours")));
+        problems.add("session.default_login_timeout_hours", format!("{hours} is outside IB's 1 to 120 hours"));
     }
-    validate_platforms(&config.platforms)?;
-    validate_upstream(&config.upstream)?;
-    validate_oauth(&config.oauth)?;
-    validate_cors(&config.cors)?;
+    validate_platforms(&config.platforms, &mut problems);
+    validate_upstream(&config.upstream, &mut problems);
+    validate_oauth(&config.oauth, &mut problems);
+    validate_cors(&config.cors, &mut problems);
     if config.rate_limits.backend == RateLimitBackend::Redis && config.store.backend != StoreBackend::Redis {
-        return Err(err("rate_limits.backend", "`redis` needs store.backend: redis"));
+        problems.add("rate_limits.backend", "`redis` needs store.backend: redis");
     }
     if config.logging.level.trim().is_empty() {
-        return Err(err("logging.level", "must not be empty"));
+        problems.add("logging.level", "must not be empty");
     }
-    Ok(())
+    problems.0
 }
 
 fn socket_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
@@ -79,44 +157,45 @@ fn file_exists(key: &str, path: &str) -> Result<(), ConfigError> {
     }
 }
 
-fn validate_server(server: &ServerConfig) -> Result<(), ConfigError> {
+fn validate_server(server: &ServerConfig, problems: &mut Problems) {
     if server.listen.is_empty() && server.tls.is_none() {
-        return Err(err("server.listen", "at least one listen address is needed"));
+        problems.add("server.listen", "at least one listen address is needed");
     }
     for (i, addr) in server.listen.iter().enumerate() {
-        socket_addr(&format!("server.listen[{i}]"), addr)?;
+        problems.note(socket_addr(&format!("server.listen[{i}]"), addr));
     }
     if let Some(tls) = &server.tls {
         if tls.listen.is_empty() {
-            return Err(err("server.tls.listen", "at least one TLS listen address is needed"));
+            problems.add("server.tls.listen", "at least one TLS listen address is needed");
         }
         for (i, addr) in tls.listen.iter().enumerate() {
-            socket_addr(&format!("server.tls.listen[{i}]"), addr)?;
+            problems.note(socket_addr(&format!("server.tls.listen[{i}]"), addr));
         }
-        file_exists("server.tls.cert_file", &tls.cert_file)?;
-        file_exists("server.tls.key_file", &tls.key_file)?;
+        problems.note(file_exists("server.tls.cert_file", &tls.cert_file));
+        problems.note(file_exists("server.tls.key_file", &tls.key_file));
     }
-    socket_addr("server.admin_listen", &server.admin_listen)?;
-    let url = Url::parse(&server.public_url)
-        .map_err(|e| err("server.public_url", format!("`{}` is not a URL: {e}", server.public_url)))?;
-    if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
-        return Err(err("server.public_url", "must be an absolute http(s) URL"));
-    }
-    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
-        return Err(err("server.public_url", "must not carry a query, fragment or user name"));
+    problems.note(socket_addr("server.admin_listen", &server.admin_listen));
+    match Url::parse(&server.public_url) {
+        Err(e) => problems.add("server.public_url", format!("`{}` is not a URL: {e}", server.public_url)),
+        Ok(url) if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() => {
+            problems.add("server.public_url", "must be an absolute http(s) URL")
+        }
+        Ok(url) if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() => {
+            problems.add("server.public_url", "must not carry a query, fragment or user name")
+        }
+        Ok(_) => {}
     }
     if server.threads == 0 {
-        return Err(err("server.threads", "must be at least 1"));
+        problems.add("server.threads", "must be at least 1");
     }
     for (i, proxy) in server.trusted_proxies.iter().enumerate() {
-        parse_network(proxy).ok_or_else(|| {
-            err(format!("server.trusted_proxies[{i}]"), format!("`{proxy}` is not an IP address or CIDR"))
-        })?;
+        if parse_network(proxy).is_none() {
+            problems.add(format!("server.trusted_proxies[{i}]"), format!("`{proxy}` is not an IP address or CIDR"));
+        }
     }
     if server.max_form_body_bytes < 1024 {
-        return Err(err("server.max_form_body_bytes", "must be at least 1024"));
+        problems.add("server.max_form_body_bytes", "must be at least 1024");
     }
-    Ok(())
 }
 
 /// An IP address (as a single-host network) or a CIDR.
@@ -124,52 +203,56 @@ pub fn parse_network(text: &str) -> Option<ipnet::IpNet> {
     text.parse::<ipnet::IpNet>().ok().or_else(|| text.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
-fn validate_store(store: &StoreConfig) -> Result<(), ConfigError> {
+fn validate_store(store: &StoreConfig, problems: &mut Problems) {
     if store.memory.max_sessions == 0 {
-        return Err(err("store.memory.max_sessions", "must be at least 1"));
+        problems.add("store.memory.max_sessions", "must be at least 1");
     }
     if store.memory.max_records == 0 {
-        return Err(err("store.memory.max_records", "must be at least 1"));
+        problems.add("store.memory.max_records", "must be at least 1");
     }
     let redis = &store.redis;
     if redis.key_prefix.is_empty() || redis.key_prefix.contains(['{', '}', ' ']) {
-        return Err(err("store.redis.key_prefix", "must be non-empty, without braces or spaces"));
+        problems.add("store.redis.key_prefix", "must be non-empty, without braces or spaces");
     }
     if store.backend != StoreBackend::Redis {
-        return Ok(());
+        return;
     }
     if redis.urls.is_empty() {
-        return Err(err("store.redis.urls", "store.backend is redis but no URL is given"));
+        problems.add("store.redis.urls", "store.backend is redis but no URL is given");
     }
     for (i, raw) in redis.urls.iter().enumerate() {
         let key = format!("store.redis.urls[{i}]");
-        let url = Url::parse(raw).map_err(|e| err(&key, format!("not a URL: {e}")))?;
-        if !matches!(url.scheme(), "redis" | "rediss") {
-            return Err(err(key, "scheme must be redis:// or rediss://"));
-        }
-        if url.password().is_some() {
-            return Err(err(key, "put the password in store.redis.password (a file or env secret), not in the URL"));
+        match Url::parse(raw) {
+            Err(e) => problems.add(key, format!("not a URL: {e}")),
+            Ok(url) if !matches!(url.scheme(), "redis" | "rediss") => {
+                problems.add(key, "scheme must be redis:// or rediss://")
+            }
+            Ok(url) if url.password().is_some() => {
+                problems.add(key, "put the password in store.redis.password (a file or env secret), not in the URL")
+            }
+            Ok(_) => {}
         }
     }
-    if redis.mode == RedisMode::Standalone && redis.urls.len() != 1 {
-        return Err(err("store.redis.urls", "standalone mode takes exactly one URL"));
+    if redis.mode == RedisMode::Standalone && redis.urls.len() > 1 {
+        problems.add("store.redis.urls", "standalone mode takes exactly one URL");
     }
     if redis.mode == RedisMode::Sentinel && redis.sentinel_master.is_empty() {
-        return Err(err("store.redis.sentinel_master", "must name the monitored master"));
+        problems.add("store.redis.sentinel_master", "must name the monitored master");
     }
     if let Some(password) = &redis.password {
-        password.resolve().map_err(|e| err("store.redis.password", e.to_string()))?;
+        if let Err(e) = password.resolve() {
+            problems.add("store.redis.password", e.to_string());
+        }
     }
     if redis.connect_timeout_ms == 0 {
-        return Err(err("store.redis.connect_timeout_ms", "must be positive"));
+        problems.add("store.redis.connect_timeout_ms", "must be positive");
     }
     if redis.command_timeout_ms == 0 {
-        return Err(err("store.redis.command_timeout_ms", "must be positive"));
+        problems.add("store.redis.command_timeout_ms", "must be positive");
     }
-    Ok(())
 }
 
-fn validate_tokens(tokens: &TokenConfig) -> Result<(), ConfigError> {
+fn validate_tokens(tokens: &TokenConfig, problems: &mut Problems) {
     let positive = [
         ("tokens.access_token_ttl_seconds", tokens.access_token_ttl_seconds),
         ("tokens.refresh_token_ttl_seconds", tokens.refresh_token_ttl_seconds),
@@ -178,51 +261,50 @@ fn validate_tokens(tokens: &TokenConfig) -> Result<(), ConfigError> {
     ];
     for (key, value) in positive {
         if value == 0 {
-            return Err(err(key, "must be positive"));
+            problems.add(key, "must be positive");
         }
     }
     if tokens.authorization_code_ttl_seconds > 600 {
-        return Err(err("tokens.authorization_code_ttl_seconds", "RFC 6749 §4.1.2: at most 600 seconds"));
+        problems.add("tokens.authorization_code_ttl_seconds", "RFC 6749 §4.1.2: at most 600 seconds");
     }
     if tokens.refresh_grace_seconds > 60 {
-        return Err(err(
-            "tokens.refresh_grace_seconds",
-            "at most 60 seconds (a longer window weakens reuse detection)",
-        ));
+        problems.add("tokens.refresh_grace_seconds", "at most 60 seconds (a longer window weakens reuse detection)");
     }
     if tokens.leeway_seconds > 300 {
-        return Err(err("tokens.leeway_seconds", "at most 300 seconds"));
+        problems.add("tokens.leeway_seconds", "at most 300 seconds");
     }
-    Ok(())
 }
 
-fn validate_signing(signing: &SigningConfig) -> Result<(), ConfigError> {
+fn validate_signing(signing: &SigningConfig, problems: &mut Problems) {
     if let Some(current) = &signing.current {
         if current.kid.is_empty() {
-            return Err(err("signing.current.kid", "must not be empty"));
+            problems.add("signing.current.kid", "must not be empty");
         }
-        current.private_key.resolve().map_err(|e| err("signing.current.private_key", e.to_string()))?;
+        if let Err(e) = current.private_key.resolve() {
+            problems.add("signing.current.private_key", e.to_string());
+        }
     }
     for (i, previous) in signing.previous.iter().enumerate() {
         let key = format!("signing.previous[{i}]");
         if previous.kid.is_empty() {
-            return Err(err(format!("{key}.kid"), "must not be empty"));
+            problems.add(format!("{key}.kid"), "must not be empty");
         }
         let clashes_with_current = signing.current.as_ref().is_some_and(|c| c.kid == previous.kid);
         let repeated = signing.previous[..i].iter().any(|p| p.kid == previous.kid);
         if clashes_with_current || repeated {
-            return Err(err(format!("{key}.kid"), format!("kid `{}` is used twice", previous.kid)));
+            problems.add(format!("{key}.kid"), format!("kid `{}` is used twice", previous.kid));
         }
-        previous.public_key.resolve().map_err(|e| err(format!("{key}.public_key"), e.to_string()))?;
+        if let Err(e) = previous.public_key.resolve() {
+            problems.add(format!("{key}.public_key"), e.to_string());
+        }
     }
-    // Whether the PEM files hold keys of the right algorithm is checked by `keys` at start-up and by
-    // `check-config` (the key parser sits above the configuration, which knows nothing of key formats).
-    Ok(())
+    // Whether the PEM files hold keys of the right algorithm is checked by `keys` (the key parser sits above
+    // the configuration, which knows nothing of key formats): at start-up and by `check-config`.
 }
 
-fn validate_platforms(platforms: &PlatformConfig) -> Result<(), ConfigError> {
+fn validate_platforms(platforms: &PlatformConfig, problems: &mut Problems) {
     if platforms.allowed_host_suffixes.is_empty() {
-        return Err(err("platforms.allowed_host_suffixes", "at least one suffix is needed"));
+        problems.add("platforms.allowed_host_suffixes", "at least one suffix is needed");
     }
     for (i, suffix) in platforms.allowed_host_suffixes.iter().enumerate() {
         let bare = suffix.trim_start_matches('.');
@@ -230,19 +312,18 @@ fn validate_platforms(platforms: &PlatformConfig) -> Result<(), ConfigError> {
             && bare.contains('.')
             && bare.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
         if !valid {
-            return Err(err(
+            problems.add(
                 format!("platforms.allowed_host_suffixes[{i}]"),
                 format!("`{suffix}` is not a lowercase domain like .intelligencebank.com"),
-            ));
+            );
         }
     }
     if let Some(ca) = &platforms.extra_ca_file {
-        file_exists("platforms.extra_ca_file", ca)?;
+        problems.note(file_exists("platforms.extra_ca_file", ca));
     }
-    Ok(())
 }
 
-fn validate_upstream(upstream: &UpstreamConfig) -> Result<(), ConfigError> {
+fn validate_upstream(upstream: &UpstreamConfig, problems: &mut Problems) {
     let positive = [
         ("upstream.connect_timeout_ms", upstream.connect_timeout_ms),
         ("upstream.read_timeout_ms", upstream.read_timeout_ms),
@@ -253,47 +334,52 @@ fn validate_upstream(upstream: &UpstreamConfig) -> Result<(), ConfigError> {
     ];
     for (key, value) in positive {
         if value == 0 {
-            return Err(err(key, "must be positive"));
+            problems.add(key, "must be positive");
         }
     }
-    Ok(())
 }
 
-fn validate_oauth(oauth: &OAuthConfig) -> Result<(), ConfigError> {
+fn validate_oauth(oauth: &OAuthConfig, problems: &mut Problems) {
     if oauth.scopes_supported.is_empty() {
-        return Err(err("oauth.scopes_supported", "at least one scope is needed"));
+        problems.add("oauth.scopes_supported", "at least one scope is needed");
     }
     for (i, client) in oauth.clients.iter().enumerate() {
         let key = format!("oauth.clients[{i}]");
         if client.client_id.is_empty() || client.client_id.len() > 128 {
-            return Err(err(format!("{key}.client_id"), "must be 1 to 128 characters"));
+            problems.add(format!("{key}.client_id"), "must be 1 to 128 characters");
         }
         if oauth.clients[..i].iter().any(|c| c.client_id == client.client_id) {
-            return Err(err(format!("{key}.client_id"), format!("`{}` is defined twice", client.client_id)));
+            problems.add(format!("{key}.client_id"), format!("`{}` is defined twice", client.client_id));
         }
         if client.redirect_uris.is_empty() && client.redirect_uri_patterns.is_empty() {
-            return Err(err(format!("{key}.redirect_uris"), "a client needs at least one redirect URI or pattern"));
+            problems.add(format!("{key}.redirect_uris"), "a client needs at least one redirect URI or pattern");
         }
         for (j, uri) in client.redirect_uris.iter().enumerate() {
-            check_redirect_uri(uri).map_err(|m| err(format!("{key}.redirect_uris[{j}]"), m))?;
+            if let Err(m) = check_redirect_uri(uri) {
+                problems.add(format!("{key}.redirect_uris[{j}]"), m);
+            }
         }
         for (j, pattern) in client.redirect_uri_patterns.iter().enumerate() {
-            check_redirect_pattern(pattern).map_err(|m| err(format!("{key}.redirect_uri_patterns[{j}]"), m))?;
+            if let Err(m) = check_redirect_pattern(pattern) {
+                problems.add(format!("{key}.redirect_uri_patterns[{j}]"), m);
+            }
         }
         if let Some(unknown) = client.scopes.iter().find(|s| !oauth.scopes_supported.contains(s)) {
-            return Err(err(format!("{key}.scopes"), format!("`{unknown}` is not in oauth.scopes_supported")));
+            problems.add(format!("{key}.scopes"), format!("`{unknown}` is not in oauth.scopes_supported"));
         }
         if let Some(secret) = &client.client_secret {
-            let resolved = secret.resolve().map_err(|e| err(format!("{key}.client_secret"), e.to_string()))?;
-            if resolved.expose().len() < 16 {
-                return Err(err(format!("{key}.client_secret"), "must be at least 16 characters"));
+            match secret.resolve() {
+                Err(e) => problems.add(format!("{key}.client_secret"), e.to_string()),
+                Ok(resolved) if resolved.expose().len() < 16 => {
+                    problems.add(format!("{key}.client_secret"), "must be at least 16 characters")
+                }
+                Ok(_) => {}
             }
         }
     }
     if oauth.registration.client_ttl_seconds == 0 {
-        return Err(err("oauth.registration.client_ttl_seconds", "must be positive"));
+        problems.add("oauth.registration.client_ttl_seconds", "must be positive");
     }
-    Ok(())
 }
 
 /// A redirect URI must be absolute, without fragment, and https unless it points at the loopback interface.
@@ -324,27 +410,26 @@ fn check_redirect_pattern(pattern: &str) -> Result<(), String> {
     check_redirect_uri(&pattern.replace("{port}", "1"))
 }
 
-fn validate_cors(cors: &CorsConfig) -> Result<(), ConfigError> {
+fn validate_cors(cors: &CorsConfig, problems: &mut Problems) {
     let wildcard = cors.allowed_origins.iter().any(|o| o == "*");
     if wildcard && cors.allow_credentials {
-        return Err(err("cors.allow_credentials", "cannot be true while allowed_origins contains `*`"));
+        problems.add("cors.allow_credentials", "cannot be true while allowed_origins contains `*`");
     }
     for (i, origin) in cors.allowed_origins.iter().enumerate().filter(|(_, o)| *o != "*") {
         let parsed = Url::parse(origin).ok();
         let is_origin = parsed.is_some_and(|u| u.host_str().is_some() && u.path() == "/" && !origin.ends_with('/'));
         if !is_origin {
-            return Err(err(
+            problems.add(
                 format!("cors.allowed_origins[{i}]"),
                 format!("`{origin}` is not an origin like https://app.example.com"),
-            ));
+            );
         }
     }
     for (i, method) in cors.allowed_methods.iter().enumerate() {
         if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
-            return Err(err(format!("cors.allowed_methods[{i}]"), format!("`{method}` is not an HTTP method")));
+            problems.add(format!("cors.allowed_methods[{i}]"), format!("`{method}` is not an HTTP method"));
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -415,6 +500,33 @@ mod tests {
         assert!(check_redirect_uri("http://app.example.com/cb").is_err());
         assert!(check_redirect_uri("https://app.example.com/cb#x").is_err());
         assert!(check_redirect_uri("/relative").is_err());
+    }
+
+    #[test]
+    fn every_semantic_error_is_reported_in_file_order() {
+        let text = format!(
+            "{MINIMAL}  threads: 0\ntokens:\n  leeway_seconds: 301\ncors:\n  allowed_methods: [get]\nlogging:\n  level: ' '\n"
+        );
+        let errors = load_str_all(&text).unwrap_err();
+        let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["server.threads", "tokens.leeway_seconds", "cors.allowed_methods[0]", "logging.level"]);
+        assert_eq!(errors.to_string().lines().count(), 4, "{errors}");
+        assert_eq!(load_str(&text).unwrap_err().key, "server.threads", "load_str keeps reporting the first");
+    }
+
+    #[test]
+    fn a_syntax_error_is_reported_alone() {
+        let errors = load_str_all("server: [unclosed\n").unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors}");
+    }
+
+    #[test]
+    fn an_unreadable_file_is_one_error_keyed_by_its_path() {
+        let errors = load_all("/nonexistent/gateway.yaml").unwrap_err();
+        assert_eq!(errors.len(), 1);
+        let error = errors.into_first();
+        assert_eq!(error.key, "/nonexistent/gateway.yaml");
+        assert_eq!(error.to_string().matches("/nonexistent").count(), 1, "{error}");
     }
 
     #[test]

@@ -10,7 +10,7 @@ mod secret;
 
 pub(crate) use load::check_redirect_uri;
 pub use load::parse_network;
-pub use load::{load, load_str, ConfigError};
+pub use load::{load, load_all, load_str, load_str_all, ConfigError, ConfigErrors};
 pub use secret::{Secret, SecretError, SecretSource};
 
 use serde::{Deserialize, Serialize};
