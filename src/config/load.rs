@@ -176,6 +176,9 @@ fn validate_server(server: &ServerConfig, problems: &mut Problems) {
     }
     problems.note(socket_addr("server.admin_listen", &server.admin_listen));
     match Url::parse(&server.public_url) {
+        Err(_) if server.public_url.is_empty() => {
+            problems.add("server.public_url", "is required: the public base URL clients use (the OAuth issuer)")
+        }
         Err(e) => problems.add("server.public_url", format!("`{}` is not a URL: {e}", server.public_url)),
         Ok(url) if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() => {
             problems.add("server.public_url", "must be an absolute http(s) URL")
@@ -345,7 +348,9 @@ fn validate_oauth(oauth: &OAuthConfig, problems: &mut Problems) {
     }
     for (i, client) in oauth.clients.iter().enumerate() {
         let key = format!("oauth.clients[{i}]");
-        if client.client_id.is_empty() || client.client_id.len() > 128 {
+        if client.client_id.is_empty() {
+            problems.add(format!("{key}.client_id"), "is required");
+        } else if client.client_id.len() > 128 {
             problems.add(format!("{key}.client_id"), "must be 1 to 128 characters");
         }
         if oauth.clients[..i].iter().any(|c| c.client_id == client.client_id) {
@@ -465,6 +470,15 @@ mod tests {
     fn missing_required_key_is_reported() {
         let e = load_str("server:\n  listen: ['0.0.0.0:1']\n").unwrap_err();
         assert!(e.to_string().contains("public_url"), "{e}");
+    }
+
+    #[test]
+    fn required_keys_without_a_default_are_named() {
+        let e = load_str("logging:\n  level: info\n").unwrap_err();
+        assert_eq!((e.key.as_str(), e.message.contains("required")), ("server.public_url", true), "{e}");
+        let client = "oauth:\n  clients:\n    - redirect_uris: ['https://a.example/cb']\n";
+        let e = load_str(&format!("{MINIMAL}{client}")).unwrap_err();
+        assert_eq!((e.key.as_str(), e.message.as_str()), ("oauth.clients[0].client_id", "is required"));
     }
 
     #[test]
