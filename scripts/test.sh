@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (CI runs it through .ci/run):
-#   rustfmt check, clippy -D warnings, then `cargo test --all-targets` against a
+#   rustfmt check, clippy -D warnings, the production build (no mock platform in it), then
+#   `cargo test --all-targets` against a
 #   private Redis (one standalone server + a 3-master cluster) started on free
 #   ports and stopped on exit.
 #
@@ -78,4 +79,20 @@ else
     phase fmt cargo fmt --all -- --check || exit $?
     phase clippy cargo clippy --all-targets --locked -- -D warnings || exit $?
 fi
+# The production build (the Docker image, the systemd unit) leaves the mock platform out: no mock code in the
+# binary, no mock-platform or demo command.
+production_build() {
+    cargo build --locked --no-default-features
+    local bin="${CARGO_TARGET_DIR:-target}/debug/ib-oauth-gateway"
+    if nm -C "$bin" | grep -q 'ib_oauth_gateway::mock::'; then
+        printf 'error: the --no-default-features build contains mock code\n' >&2
+        return 1
+    fi
+    if "$bin" mock-platform --help >/dev/null 2>&1; then
+        printf 'error: the --no-default-features build still has the mock-platform command\n' >&2
+        return 1
+    fi
+    printf 'production build: no mock code, no mock-platform command\n'
+}
+phase prodbuild production_build || exit $?
 phase test cargo test --locked --all-targets "$@" || exit $?
