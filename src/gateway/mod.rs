@@ -50,7 +50,13 @@ pub struct Proxied {
 
 /// Per-request state.
 pub struct RequestContext {
+    /// Ours, made at the edge; a client's own id is adopted only from a trusted proxy.
     pub request_id: String,
+    /// An `X-Request-Id` the client sent that was not adopted: logged beside ours, never forwarded.
+    client_request_id: Option<String>,
+    /// The client and the trusted proxies it came through, client first, the TCP peer last.
+    forwarded_chain: Vec<IpAddr>,
+    downstream_tls: bool,
     started: Instant,
     route_class: &'static str,
     proxied: Option<Proxied>,
@@ -84,25 +90,63 @@ fn peer_ip(session: &Session) -> Option<IpAddr> {
     session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())
 }
 
-/// The client's address for per-IP limits: the peer, or, when the peer is a trusted proxy, the right-most
-/// `X-Forwarded-For` entry that is not a trusted proxy (entries left of it could be forged by the client).
-pub fn client_ip(peer: Option<IpAddr>, forwarded_for: &[&str], trusted: &[ipnet::IpNet]) -> Option<IpAddr> {
+/// The client and the proxies it came through, client first and the TCP peer last: the peer alone when it is
+/// not a trusted proxy; else, reading `X-Forwarded-For` from the right, every trusted hop and then the first
+/// untrusted address, which is the client (entries left of it could be forged by the client). Garbage further
+/// out ends the chain at the last address a trusted proxy vouched for.
+pub fn forwarded_chain(peer: IpAddr, forwarded_for: &[&str], trusted: &[ipnet::IpNet]) -> Vec<IpAddr> {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    let peer = peer?;
-    if !is_trusted(&peer) {
-        return Some(peer);
-    }
-    let mut hops = forwarded_for.iter().rev().flat_map(|value| value.rsplit(',')).map(str::trim);
-    let mut last_trusted = peer;
-    for hop in hops.by_ref() {
-        match hop.parse::<IpAddr>() {
-            Ok(ip) if is_trusted(&ip) => last_trusted = ip,
-            Ok(ip) => return Some(ip),
-            // Garbage from further out: the last address a trusted proxy vouched for.
-            Err(_) => return Some(last_trusted),
+    let mut chain = vec![peer];
+    if is_trusted(&peer) {
+        for hop in forwarded_for.iter().rev().flat_map(|value| value.rsplit(',')).map(str::trim) {
+            let Ok(ip) = hop.parse::<IpAddr>() else { break };
+            chain.push(ip);
+            if !is_trusted(&ip) {
+                break;
+            }
         }
     }
-    Some(last_trusted)
+    chain.reverse();
+    chain
+}
+
+/// The client's address for per-IP limits: the first address of [`forwarded_chain`].
+pub fn client_ip(peer: Option<IpAddr>, forwarded_for: &[&str], trusted: &[ipnet::IpNet]) -> Option<IpAddr> {
+    peer.map(|peer| forwarded_chain(peer, forwarded_for, trusted)[0])
+}
+
+/// Methods forwarded to IB: those its API uses. Others (TRACE, TRACK, CONNECT, anything invented) are refused
+/// with 405 before any store look-up; a CORS preflight never gets here.
+const PROXIED_METHODS: &[http::Method] = &[
+    http::Method::GET,
+    http::Method::HEAD,
+    http::Method::POST,
+    http::Method::PUT,
+    http::Method::PATCH,
+    http::Method::DELETE,
+    http::Method::OPTIONS,
+];
+const PROXIED_METHODS_ALLOW: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
+/// Response headers of IB's that never reach the client: cookies (IB's own, e.g. load-balancer stickiness,
+/// mean nothing on the gateway's origin and must not be planted there) and the session header itself. Any
+/// other header whose value carries the session's `sid` is dropped too (see `response_filter`).
+const DROPPED_RESPONSE: &[&str] = &["set-cookie", "set-cookie2", "sid"];
+
+/// Sent on every response when the client reached the gateway over TLS.
+const HSTS: &str = "max-age=31536000";
+
+/// A refused proxied request, and whether it was already counted against its session's rate limit (else it
+/// counts against the client IP).
+enum Refusal {
+    Anonymous(ApiError),
+    CountedAgainstSession(ApiError),
+}
+
+impl From<ApiError> for Refusal {
+    fn from(error: ApiError) -> Self {
+        Refusal::Anonymous(error)
+    }
 }
 
 /// Reads the whole request body, refusing more than `limit` bytes (413) before reading it when the
@@ -155,14 +199,20 @@ impl Gateway {
         Reply::error(error, &self.resource_metadata())
     }
 
-    fn client_ip(&self, session: &Session) -> Option<IpAddr> {
+    /// The chain of [`forwarded_chain`] for this request (empty only without a TCP peer address).
+    fn chain(&self, session: &Session) -> Vec<IpAddr> {
+        let Some(peer) = peer_ip(session) else { return Vec::new() };
         let trusted = &self.state.trusted_proxies;
         if trusted.is_empty() {
-            return peer_ip(session);
+            return vec![peer];
         }
         let forwarded: Vec<&str> =
             session.req_header().headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
-        client_ip(peer_ip(session), &forwarded, trusted)
+        forwarded_chain(peer, &forwarded, trusted)
+    }
+
+    fn peer_is_trusted(&self, session: &Session) -> bool {
+        peer_ip(session).is_some_and(|peer| self.state.trusted_proxies.iter().any(|net| net.contains(&peer)))
     }
 
     fn resource_metadata(&self) -> String {
@@ -186,15 +236,22 @@ impl Gateway {
         header.insert_header("Content-Length", reply.body.len().to_string())?;
         header.insert_header("X-Content-Type-Options", "nosniff")?;
         header.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        if ctx.downstream_tls {
+            header.insert_header("Strict-Transport-Security", HSTS)?;
+        }
         let head_only = session.req_header().method == http::Method::HEAD;
-        session.write_response_header(Box::new(header), head_only || reply.body.is_empty()).await?;
+        // A failure to write is the client's side (it went away): not an upstream failure, not a 5xx.
+        session
+            .write_response_header(Box::new(header), head_only || reply.body.is_empty())
+            .await
+            .map_err(|e| e.into_down())?;
         if !head_only && !reply.body.is_empty() {
-            session.write_response_body(Some(reply.body), true).await?;
+            session.write_response_body(Some(reply.body), true).await.map_err(|e| e.into_down())?;
         }
         Ok(())
     }
 
-    async fn oauth(&self, session: &mut Session) -> Result<Reply, ApiError> {
+    async fn oauth(&self, session: &mut Session, client_ip: Option<IpAddr>) -> Result<Reply, ApiError> {
         let limit = self.state.config.server.max_form_body_bytes;
         let body = read_body(session, limit).await?;
         let header = session.req_header();
@@ -204,15 +261,18 @@ impl Gateway {
             query: header.uri.query().unwrap_or_default().to_string(),
             headers: header.headers.clone(),
             body,
-            client_ip: self.client_ip(session),
+            client_ip,
         };
         crate::oauth::handle(&self.state, &request).await
     }
 
     /// Decides a proxied request: who is calling, may they, and where does it go.
-    async fn authorize_proxy(&self, session: &Session, now: u64) -> Result<Proxied, ApiError> {
+    async fn authorize_proxy(&self, session: &Session, now: u64) -> Result<Proxied, Refusal> {
         let state = &self.state;
         let header = session.req_header();
+        if !PROXIED_METHODS.contains(&header.method) {
+            return Err(ApiError::MethodNotAllowed(PROXIED_METHODS_ALLOW).into());
+        }
         let raw_target = std::str::from_utf8(header.raw_path())
             .map_err(|_| ApiError::InvalidRequest("Malformed request path".into()))?;
         let route = route::parse(raw_target)?;
@@ -224,13 +284,17 @@ impl Gateway {
         let authenticated =
             state.auth.authenticate(header.headers.get(http::header::AUTHORIZATION), now, meter).await?;
         let stored = authenticated.session;
-        let target = route::bind(&route, &stored)?;
+        // From here on every request counts against its session, refused or not (a flood of requests to a
+        // foreign host is limited like any other).
+        let verdict = state.rate_limits.session(stored.id.as_str(), authenticated.count, now);
+        let counted = Refusal::CountedAgainstSession;
+        let verdict = verdict.map_err(counted)?;
+        let target = route::bind(&route, &stored).map_err(counted)?;
         if !target.tls && !state.config.platforms.allow_insecure_loopback {
             log::error!("session {} has a plain-HTTP IB host while the development switch is off", stored.id.log_tag());
-            return Err(ApiError::HostNotAllowed);
+            return Err(counted(ApiError::HostNotAllowed));
         }
-        let verdict = state.rate_limits.session(stored.id.as_str(), authenticated.count, now)?;
-        let addr = self.dns.resolve(&target.authority, &target.host, target.port).await?;
+        let addr = self.dns.resolve(&target.authority, &target.host, target.port).await.map_err(counted)?;
         Ok(Proxied { target, addr, session_id: stored.id.clone(), sid: stored.grant.sid.clone(), verdict })
     }
 }
@@ -266,6 +330,9 @@ impl ProxyHttp for Gateway {
     fn new_ctx(&self) -> Self::CTX {
         RequestContext {
             request_id: new_request_id(),
+            client_request_id: None,
+            forwarded_chain: Vec::new(),
+            downstream_tls: false,
             started: Instant::now(),
             route_class: "other",
             proxied: None,
@@ -276,12 +343,20 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         let now = now_unix();
+        ctx.forwarded_chain = self.chain(session);
+        ctx.downstream_tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         if let Some(id) = session.req_header().headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
-            // A client's own request id is kept when it is a plain token, so both sides can quote it.
+            // A plain token only. Adopted from a trusted proxy (the id the edge made); from anyone else it is
+            // kept apart, for the log line, and never forwarded.
             if (8..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
-                ctx.request_id = id.to_string();
+                if self.peer_is_trusted(session) {
+                    ctx.request_id = id.to_string();
+                } else {
+                    ctx.client_request_id = Some(id.to_string());
+                }
             }
         }
+        let client_ip = ctx.forwarded_chain.first().copied();
         let header = session.req_header();
         let path = header.uri.path().to_string();
         let requested_method = header.headers.get("access-control-request-method").and_then(|v| v.to_str().ok());
@@ -295,19 +370,17 @@ impl ProxyHttp for Gateway {
                     ctx.proxied = Some(proxied);
                     return Ok(false);
                 }
-                Err(error) => {
-                    // Refused proxy traffic counts against the client IP (and is refused harder past it).
-                    let error = match (&error, self.state.rate_limits.ip(self.client_ip(session), now)) {
-                        (ApiError::MissingToken | ApiError::InvalidToken(_), Err(limited)) => limited,
-                        _ => error,
-                    };
-                    self.refuse(&error)
-                }
+                Err(Refusal::CountedAgainstSession(error)) => self.refuse(&error),
+                // Refused before a session was found: counts against the client IP, refused harder past it.
+                Err(Refusal::Anonymous(error)) => match self.state.rate_limits.ip(client_ip, now) {
+                    Ok(()) => self.refuse(&error),
+                    Err(limited) => self.refuse(&limited),
+                },
             }
         } else if crate::oauth::owns(&path) {
             ctx.route_class = route_label(&path);
-            let answer = match self.state.rate_limits.ip(self.client_ip(session), now) {
-                Ok(()) => self.oauth(session).await,
+            let answer = match self.state.rate_limits.ip(client_ip, now) {
+                Ok(()) => self.oauth(session, client_ip).await,
                 Err(limited) => Err(limited),
             };
             answer.unwrap_or_else(|error| self.refuse(&error))
@@ -327,7 +400,7 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_request_filter(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         upstream_request: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
@@ -335,13 +408,12 @@ impl ProxyHttp for Gateway {
             return Error::e_explain(ErrorType::InternalError, "no upstream was chosen for this request");
         };
         ctx.upstream_started = Some(Instant::now());
-        let downstream_tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         upstream::rewrite_request(
             upstream_request,
             &proxied.target,
             proxied.sid.expose(),
-            peer_ip(session),
-            downstream_tls,
+            &ctx.forwarded_chain,
+            ctx.downstream_tls,
             &ctx.request_id,
         )
     }
@@ -377,8 +449,24 @@ impl ProxyHttp for Gateway {
                 ctx.replacement_body = Some(reply.body);
             }
         }
-        for name in HOP_BY_HOP_RESPONSE {
+        for name in HOP_BY_HOP_RESPONSE.iter().chain(DROPPED_RESPONSE) {
             upstream_response.remove_header(*name);
+        }
+        if let Some(proxied) = &ctx.proxied {
+            // Whatever else IB might echo the session in never reaches the client.
+            let sid = proxied.sid.expose().as_bytes();
+            let carrying: Vec<http::HeaderName> = upstream_response
+                .headers
+                .iter()
+                .filter(|(_, value)| !sid.is_empty() && value.as_bytes().windows(sid.len()).any(|w| w == sid))
+                .map(|(name, _)| name.clone())
+                .collect();
+            for name in carrying {
+                upstream_response.remove_header(&name);
+            }
+        }
+        if ctx.downstream_tls {
+            upstream_response.insert_header("Strict-Transport-Security", HSTS)?;
         }
         for (name, value) in self.state.cors.response_headers(Self::origin(session).as_deref()) {
             // Keep IB's own `Vary` (e.g. Accept-Encoding) and add ours to it.
@@ -429,8 +517,23 @@ impl ProxyHttp for Gateway {
         FailToProxy { error_code: status, can_reuse_downstream: false }
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+    /// What Pingora's own error lines say about a request: method, path without the query string (a poll token
+    /// or code may be in it), route class and request id. Never a header.
+    fn request_summary(&self, session: &Session, ctx: &Self::CTX) -> String {
+        let header = session.req_header();
+        format!("{} {} route={} id={}", header.method, header.uri.path(), ctx.route_class, ctx.request_id)
+    }
+
+    /// A client that went away mid-request is not an error of ours: our own request line records it (status
+    /// 499), Pingora's error line would only repeat it.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Self::CTX, error: &Error) -> bool {
+        *error.esource() == pingora::ErrorSource::Downstream
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
+        // 499 (the client closed the request) when the client went away, whatever was written before.
+        let client_gone = e.is_some_and(|e| *e.esource() == pingora::ErrorSource::Downstream);
+        let status = if client_gone { 499 } else { session.response_written().map_or(0, |r| r.status.as_u16()) };
         let metrics = &self.state.metrics;
         metrics.http_requests.with_label_values(&[ctx.route_class, &status.to_string()]).inc();
         metrics.http_duration.with_label_values(&[ctx.route_class]).observe(ctx.started.elapsed().as_secs_f64());
@@ -439,13 +542,14 @@ impl ProxyHttp for Gateway {
         }
         let session_hash = ctx.proxied.as_ref().map(|p| p.session_id.log_tag()).unwrap_or_else(|| "-".into());
         log::info!(
-            "request id={} method={} route={} status={} duration_ms={:.1} session={}",
+            "request id={} method={} route={} status={} duration_ms={:.1} session={} client_request_id={}",
             ctx.request_id,
             session.req_header().method,
             ctx.route_class,
             status,
             ctx.started.elapsed().as_secs_f64() * 1e3,
             session_hash,
+            ctx.client_request_id.as_deref().unwrap_or("-"),
         );
     }
 }

@@ -87,15 +87,32 @@ const DROPPED: &[&str] = &[
     "upgrade",
     "forwarded",
     "x-forwarded-host",
+    // Rebuilt from the trusted chain below, never appended to what a client sent.
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    // Headers some servers believe about the client's address, URL or method: the client does not choose them.
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-host",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
 ];
 
 /// Rewrites the request for IB: the path, `Host`, the session's `sid`, forwarding headers and request id;
-/// the bearer token, cookies, any client-supplied `sid` and hop-by-hop headers are removed.
+/// the bearer token, cookies, any client-supplied `sid`, client-chosen forwarding headers and hop-by-hop
+/// headers are removed. `X-Forwarded-For` is the chain the gateway believes (client first, the TCP peer last:
+/// see `gateway::forwarded_chain`), never what the client wrote.
 pub fn rewrite_request(
     request: &mut RequestHeader,
     target: &Target,
     sid: &str,
-    client_ip: Option<std::net::IpAddr>,
+    forwarded_chain: &[std::net::IpAddr],
     downstream_tls: bool,
     request_id: &str,
 ) -> pingora::Result<()> {
@@ -116,12 +133,9 @@ pub fn rewrite_request(
     request.set_uri(uri);
     request.insert_header("Host", target.authority.as_str())?;
     request.insert_header("sid", sid)?;
-    if let Some(ip) = client_ip {
-        let forwarded_for = match request.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(previous) => format!("{previous}, {ip}"),
-            None => ip.to_string(),
-        };
-        request.insert_header("X-Forwarded-For", forwarded_for)?;
+    if !forwarded_chain.is_empty() {
+        let chain: Vec<String> = forwarded_chain.iter().map(ToString::to_string).collect();
+        request.insert_header("X-Forwarded-For", chain.join(", "))?;
     }
     request.insert_header("X-Forwarded-Proto", if downstream_tls { "https" } else { "http" })?;
     request.insert_header("X-Request-Id", request_id)?;
@@ -152,11 +166,16 @@ mod tests {
             ("Connection", "keep-alive, X-Secret-Hop"),
             ("X-Secret-Hop", "1"),
             ("Accept", "application/json"),
+            ("X-Forwarded-For", "6.6.6.6"),
+            ("X-Real-IP", "6.6.6.6"),
+            ("X-Original-URL", "/admin"),
+            ("X-Rewrite-URL", "/admin"),
+            ("X-HTTP-Method-Override", "DELETE"),
         ] {
             request.append_header(name, value).unwrap();
         }
-        let ip = Some("10.1.2.3".parse().unwrap());
-        rewrite_request(&mut request, &target(), "real-sid", ip, false, "req1").unwrap();
+        let chain = ["10.1.2.3".parse().unwrap()];
+        rewrite_request(&mut request, &target(), "real-sid", &chain, false, "req1").unwrap();
         let get = |name: &str| request.headers.get(name).map(|v| v.to_str().unwrap().to_string());
         assert_eq!(get("authorization"), None);
         assert_eq!(get("cookie"), None);
@@ -164,7 +183,10 @@ mod tests {
         assert_eq!(get("sid").as_deref(), Some("real-sid"));
         assert_eq!(request.headers.get_all("sid").iter().count(), 1);
         assert_eq!(get("host").as_deref(), Some("lbv3us1.intelligencebank.com"));
-        assert_eq!(get("x-forwarded-for").as_deref(), Some("10.1.2.3"));
+        assert_eq!(get("x-forwarded-for").as_deref(), Some("10.1.2.3"), "rebuilt, not appended to");
+        for forged in ["x-real-ip", "x-original-url", "x-rewrite-url", "x-http-method-override"] {
+            assert_eq!(get(forged), None, "{forged}");
+        }
         assert_eq!(get("accept").as_deref(), Some("application/json"));
         assert_eq!(request.raw_path(), b"/api/3.0.0/c/resource.limit(1)?a=%2F");
     }
