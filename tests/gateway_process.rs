@@ -1,75 +1,32 @@
 //! The README's run command in miniature: a real gateway process with an in-memory store answers on its
 //! public port and its admin port, and stops on SIGTERM.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ib-oauth-gateway");
+use common::*;
+use std::time::Duration;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A gateway process, killed when dropped.
-struct Gateway {
-    child: Child,
-    port: u16,
-    admin: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    Some((status, body))
-}
-
-fn start_gateway() -> Gateway {
-    let dir = tempfile::tempdir().unwrap();
-    let (port, admin) = (free_port(), free_port());
-    let config = format!(
-        "server:\n  listen: ['127.0.0.1:{port}']\n  admin_listen: '127.0.0.1:{admin}'\n  public_url: http://127.0.0.1:{port}\n  upgrade_sock: {dir}/upgrade.sock\n  pid_file: {dir}/gateway.pid\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\n",
-        dir = dir.path().display()
-    );
-    let path = dir.path().join("gateway.yaml");
-    std::fs::write(&path, config).unwrap();
-    let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-    let child = Command::new(BIN).arg("--config").arg(&path).stdout(Stdio::null()).stderr(log).spawn().unwrap();
-    let gateway = Gateway { child, port, admin, _dir: dir };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while http_get(admin, "/healthz").is_none() {
-        assert!(Instant::now() < deadline, "gateway did not start listening");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    gateway
+fn start_gateway() -> GatewayProcess {
+    GatewayProcess::start_config(&[], |port, admin, dir| {
+        format!(
+            "server:\n  listen: ['127.0.0.1:{port}']\n  admin_listen: '127.0.0.1:{admin}'\n  public_url: http://127.0.0.1:{port}\n  upgrade_sock: {dir}/upgrade.sock\n  pid_file: {dir}/gateway.pid\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\n",
+            dir = dir.display()
+        )
+    })
 }
 
 #[test]
 fn gateway_answers_on_its_port_and_admin_port() {
     let gateway = start_gateway();
-    let (status, body) = http_get(gateway.admin, "/healthz").unwrap();
+    let (status, body) = raw_request(&gateway.admin, "/healthz", &[]);
     assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
-    let (status, _) = http_get(gateway.admin, "/readyz").unwrap();
+    let (status, _) = raw_request(&gateway.admin, "/readyz", &[]);
     assert_eq!(status, 200);
-    let (status, metrics) = http_get(gateway.admin, "/metrics").unwrap();
+    let (status, metrics) = raw_request(&gateway.admin, "/metrics", &[]);
     assert_eq!(status, 200);
     assert!(metrics.contains("ibgw_build_info"), "{metrics}");
     assert!(metrics.contains("ibgw_active_sessions 0"), "{metrics}");
-    let (status, body) = http_get(gateway.port, "/no-such-endpoint").unwrap();
+    let (status, body) = raw_request(&gateway.base, "/no-such-endpoint", &[]);
     assert_eq!(status, 404);
     let body: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(body["error"], "not_found");
@@ -78,7 +35,7 @@ fn gateway_answers_on_its_port_and_admin_port() {
 #[test]
 fn gateway_without_a_signing_key_warns_loudly() {
     let gateway = start_gateway();
-    let log = std::fs::read_to_string(gateway._dir.path().join("stderr.log")).unwrap();
+    let log = gateway.log();
     assert!(log.contains("NO SIGNING KEY CONFIGURED"), "{log}");
     assert!(log.contains("will NOT be accepted by other gateway instances"), "{log}");
 }
@@ -86,15 +43,7 @@ fn gateway_without_a_signing_key_warns_loudly() {
 #[test]
 fn sigterm_stops_the_gateway() {
     let mut gateway = start_gateway();
-    let pid = gateway.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(status) = gateway.child.try_wait().unwrap() {
-            assert!(status.success(), "{status:?}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "gateway did not stop after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    gateway.signal("TERM");
+    let status = gateway.wait_exit(Duration::from_secs(15));
+    assert!(status.success(), "{status:?}");
 }

@@ -7,34 +7,10 @@ mod common;
 
 use common::*;
 use ib_oauth_gateway::mock::{MockHandle, MockSettings};
-use reqwest::header::HeaderMap;
 use serde_json::Value;
 use std::time::Duration;
 
 const FORM: &str = "application/x-www-form-urlencoded";
-
-/// A response, read whole.
-struct Answer {
-    status: u16,
-    headers: HeaderMap,
-    text: String,
-    body: Value,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(|v| v.to_str().unwrap())
-    }
-}
-
-async fn send(request: reqwest::RequestBuilder) -> Answer {
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let text = response.text().await.unwrap();
-    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Answer { status, headers, text, body }
-}
 
 /// An RFC 6749 §5.2 / RFC 6750 §3 error: JSON with exactly `error` and `error_description`.
 #[track_caller]
@@ -131,16 +107,6 @@ async fn confidential_code(gateway: &GatewayProcess, mock: &MockHandle, challeng
     code_of(&redirect)
 }
 
-fn public_exchange_form(code: &str) -> [(&str, &str); 5] {
-    [
-        ("grant_type", "authorization_code"),
-        ("code", code),
-        ("redirect_uri", REDIRECT_URI),
-        ("client_id", PUBLIC_CLIENT),
-        ("code_verifier", VERIFIER),
-    ]
-}
-
 /// The public client's tokens after a full login.
 async fn public_tokens(gateway: &GatewayProcess, mock: &MockHandle) -> (String, Value) {
     let code = public_code(gateway, mock).await;
@@ -159,8 +125,7 @@ fn secrets_of(tokens: &Value) -> Vec<String> {
 }
 
 async fn refresh_as_public(gateway: &GatewayProcess, refresh_token: &str) -> Answer {
-    token(gateway, &[("grant_type", "refresh_token"), ("refresh_token", refresh_token), ("client_id", PUBLIC_CLIENT)])
-        .await
+    token(gateway, &refresh_form(refresh_token)).await
 }
 
 async fn userinfo(gateway: &GatewayProcess, access_token: &str) -> Answer {
@@ -1107,9 +1072,7 @@ async fn poll_token_is_single_use_once_the_code_is_issued() {
             .await;
     let poll_token = started.body["token"].as_str().unwrap().to_string();
     let ib_token = query_param(started.body["loginUrl"].as_str().unwrap(), "token").unwrap();
-    let completed =
-        http().post(mock.url(&format!("/_mock/complete?token={}", urlencode(&ib_token)))).send().await.unwrap();
-    assert!(completed.status().is_success());
+    complete_login(&mock, &ib_token, "").await;
     let done = get(&gateway, &format!("/authorize/poll?token={poll_token}")).await;
     assert_eq!(done.status, 200, "{}", done.text);
     let code = code_of(done.body["redirect_url"].as_str().unwrap());

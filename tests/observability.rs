@@ -51,7 +51,7 @@ async fn metrics_count_a_scripted_flow_and_logs_hold_no_secrets() {
     assert_eq!(foreign.status(), 403);
     // IB ends the session: the next call is refused as upstream-rejected.
     let sid = tokens["sid"].as_str().unwrap().to_string();
-    control_http().post(mock.url(&format!("/_mock/expire?sid={sid}"))).send().await.unwrap();
+    expire_session(&mock, &sid).await;
     let rejected = http().get(gateway.url("/api/v3/resource")).bearer_auth(&access).send().await.unwrap();
     assert_eq!(rejected.status(), 401);
     let body: Value = rejected.json().await.unwrap();
@@ -217,7 +217,7 @@ async fn each_refusal_is_counted_once_by_its_kind() {
 
     let b = tokens_for(&gateway, &mock, "").await;
     let sid = b["sid"].as_str().unwrap();
-    control_http().post(mock.url(&format!("/_mock/expire?sid={sid}"))).send().await.unwrap();
+    expire_session(&mock, sid).await;
     counts_exactly(
         &gateway,
         "IB ended the session",

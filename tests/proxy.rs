@@ -17,10 +17,6 @@ fn host(origin: &str) -> String {
     origin.trim_start_matches("http://").trim_start_matches("https://").to_string()
 }
 
-async fn mock_stats(mock: &ib_oauth_gateway::mock::MockHandle) -> Value {
-    http().get(mock.url("/_mock/stats")).send().await.unwrap().json().await.unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_valid_call_reaches_ib_with_the_sid_and_exact_path_and_no_bearer() {
     let gateway = GatewayProcess::start("");
@@ -268,8 +264,7 @@ async fn upstream_401_ends_the_session_on_every_instance() {
     let tokens = tokens_for(&first, &mock, "").await;
     let on_second = http().get(second.url("/api/v3/resource")).bearer_auth(access(&tokens)).send().await.unwrap();
     assert_eq!(on_second.status(), 200, "instances share sessions and keys");
-    let expired = http().post(mock.url(&format!("/_mock/expire?sid={}", tokens["sid"].as_str().unwrap())));
-    assert!(expired.send().await.unwrap().status().is_success());
+    assert!(expire_session(&mock, tokens["sid"].as_str().unwrap()).await.is_success());
     let rejected = http().get(first.url("/api/v3/resource")).bearer_auth(access(&tokens)).send().await.unwrap();
     assert_eq!(rejected.status(), 401);
     let body: Value = rejected.json().await.unwrap();

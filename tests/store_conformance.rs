@@ -9,19 +9,20 @@
 //! prefix. Times passed to the store are explicit (`now`), so grace windows and expiry are tested by moving
 //! `now`, not by sleeping; only the TTL test sleeps (once, ~2 s).
 
-mod support;
+mod common;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::store::*;
+use common::{free_port, RedisServer};
 use ib_oauth_gateway::config::RedisMode;
 use ib_oauth_gateway::session::{rules, Limits, Session, SessionId, SessionState, SessionStatus};
 use ib_oauth_gateway::store::{
     now_unix, CodeRedemption, RecordKind, RotateOutcome, StoreError, TokenStore, EXPIRED_SESSION_TAIL_SECONDS,
 };
 use ib_oauth_gateway::tokens::{self, RefreshToken, TokenHash};
-use support::*;
 
 /// The behaviours every backend shares.
 mod suite {
@@ -819,10 +820,7 @@ mod redis_suite {
     /// A store pointed at a port where nothing listens does not start: `Unavailable`, quickly.
     pub async fn connecting_to_a_dead_port_fails_fast_with_unavailable(backend: &Backend) {
         let mode = backend.mode.expect("a Redis backend");
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            listener.local_addr().unwrap().port()
-        };
+        let port = free_port();
         let urls = match mode {
             RedisMode::Cluster => (0..3).map(|_| format!("redis://127.0.0.1:{port}")).collect(),
             _ => vec![format!("redis://127.0.0.1:{port}")],
@@ -846,14 +844,14 @@ mod redis_suite {
     /// Server killed: errors (never "no such session"); server back on the same port: the same store works
     /// again within a few seconds.
     pub async fn store_recovers_after_the_server_restarts() {
-        let mut server = PrivateRedis::start().await;
+        let mut server = RedisServer::start();
         let config = redis_config(RedisMode::Standalone, vec![server.url()], &unique_prefix());
         let store = ib_oauth_gateway::store::redis::RedisStore::connect(&config).await.expect("connect");
         let now = now_unix();
         let (session, token) = start_session(&store, now).await;
         assert!(store.get_session(&session.id).await.unwrap().is_some());
 
-        server.kill();
+        server.stop();
         for attempt in 0..3 {
             match store.get_session(&session.id).await {
                 Err(StoreError::Unavailable(_)) => {}
@@ -871,8 +869,7 @@ mod redis_suite {
             Err(StoreError::Unavailable(_))
         ));
 
-        let port = server.port;
-        let _restarted = PrivateRedis::start_on(port).await.expect("restart redis-server on the same port");
+        server.restart();
         let deadline = Instant::now() + Duration::from_secs(10);
         let recovered = loop {
             match store.ping().await {
