@@ -49,6 +49,16 @@ fn completed(poll: LoginPoll) -> CompletedLogin {
     }
 }
 
+/// A mock with `settings`, a client, the mock as its platform, and the IB login token of a login started
+/// there.
+async fn login_started(settings: MockSettings) -> (MockHandle, IbClient, PlatformUrl, String) {
+    let mock = start_mock(settings).await;
+    let client = client();
+    let platform = platform(&client, &mock);
+    let token = client.start_login(&platform).await.expect("start");
+    (mock, client, platform, token)
+}
+
 /// Logs the test user in through the mock's controls; returns the IB session id.
 async fn logged_in_sid(mock: &MockHandle) -> String {
     let client = client();
@@ -61,12 +71,8 @@ async fn logged_in_sid(mock: &MockHandle) -> String {
 async fn browser_login_is_pending_until_completed_then_reports_every_field() {
     let settings =
         MockSettings { login_timeout_hours: Some(8), login_time_offset_seconds: -60, ..MockSettings::default() };
-    let mock = start_mock(settings).await;
-    let client = client();
-    let platform = platform(&client, &mock);
+    let (mock, client, platform, token) = login_started(settings).await;
     let http = control_http();
-
-    let token = client.start_login(&platform).await.expect("start_login");
     assert!(!token.is_empty());
     let page = http.get(IbClient::login_page_url(&platform, &token)).send().await.expect("login page");
     assert_eq!(page.status(), 200);
@@ -102,11 +108,8 @@ async fn browser_login_is_pending_until_completed_then_reports_every_field() {
 
 #[tokio::test]
 async fn login_page_form_completes_the_login_as_the_demo_user() {
-    let mock = start_mock(MockSettings::default()).await;
-    let client = client();
-    let platform = platform(&client, &mock);
+    let (mock, client, platform, token) = login_started(MockSettings::default()).await;
     let http = control_http();
-    let token = client.start_login(&platform).await.expect("start");
     let html = http
         .get(IbClient::login_page_url(&platform, &token))
         .send()
@@ -135,11 +138,8 @@ async fn login_page_form_completes_the_login_as_the_demo_user() {
 
 #[tokio::test]
 async fn info_body_has_the_contract_shape() {
-    let mock = start_mock(MockSettings::default()).await;
-    let client = client();
-    let platform = platform(&client, &mock);
+    let (mock, _, _, token) = login_started(MockSettings::default()).await;
     let http = control_http();
-    let token = client.start_login(&platform).await.expect("start");
     let sid = complete_login(&mock, &token, "").await;
 
     let body: Value = http
@@ -178,10 +178,8 @@ async fn info_body_has_the_contract_shape() {
 
 #[tokio::test]
 async fn logintimeoutperiod_omitted_by_ib_is_none() {
-    let mock = start_mock(MockSettings { login_timeout_hours: None, ..MockSettings::default() }).await;
-    let client = client();
-    let platform = platform(&client, &mock);
-    let token = client.start_login(&platform).await.expect("start");
+    let (mock, client, platform, token) =
+        login_started(MockSettings { login_timeout_hours: None, ..MockSettings::default() }).await;
     complete_login(&mock, &token, "").await;
     let login = completed(poll(&client, &platform, &token).await);
     assert_eq!(login.login_timeout_hours, None);
@@ -189,10 +187,7 @@ async fn logintimeoutperiod_omitted_by_ib_is_none() {
 
 #[tokio::test]
 async fn numbers_sent_as_strings_are_read() {
-    let mock = start_mock(MockSettings::default()).await;
-    let client = client();
-    let platform = platform(&client, &mock);
-    let token = client.start_login(&platform).await.expect("start");
+    let (mock, client, platform, token) = login_started(MockSettings::default()).await;
     complete_login(&mock, &token, "&logintimeoutperiod=%226%22&loginTime=%221609227014%22").await;
     let login = completed(poll(&client, &platform, &token).await);
     assert_eq!(login.login_timeout_hours, Some(6));
@@ -201,11 +196,8 @@ async fn numbers_sent_as_strings_are_read() {
 
 #[tokio::test]
 async fn failed_login_stays_pending_forever() {
-    let mock = start_mock(MockSettings::default()).await;
-    let client = client();
-    let platform = platform(&client, &mock);
+    let (mock, client, platform, token) = login_started(MockSettings::default()).await;
     let http = control_http();
-    let token = client.start_login(&platform).await.expect("start");
     let failed = http.post(mock.url(&format!("/_mock/fail?token={}", urlencode(&token)))).send().await.expect("fail");
     assert_eq!(failed.status(), 200);
     for _ in 0..3 {
@@ -227,11 +219,8 @@ async fn unknown_login_token_is_pending() {
 #[tokio::test]
 async fn ok_without_a_session_sid_is_pending() {
     let settings = MockSettings { pending_as_ok_without_session: true, ..MockSettings::default() };
-    let mock = start_mock(settings).await;
-    let client = client();
-    let platform = platform(&client, &mock);
+    let (mock, client, platform, token) = login_started(settings).await;
     let http = control_http();
-    let token = client.start_login(&platform).await.expect("start");
     let raw = http.get(mock.url(&format!("/v1/auth/app/info?token={}", urlencode(&token)))).send().await.expect("info");
     assert_eq!(raw.status(), 200, "the mock answers 200 while pending in this mode");
     assert_eq!(poll(&client, &platform, &token).await, LoginPoll::Pending);
@@ -245,10 +234,7 @@ async fn api_v3_url_failing_the_policy_is_a_bad_response() {
         ["https://api.evil.example", "http://127.0.0.2:8080", "https://lbv3us1.intelligencebank.com/api/v3"]
     {
         let settings = MockSettings { api_v3_url: Some(api_v3_url.into()), ..MockSettings::default() };
-        let mock = start_mock(settings).await;
-        let client = client();
-        let platform = platform(&client, &mock);
-        let token = client.start_login(&platform).await.expect("start");
+        let (mock, client, platform, token) = login_started(settings).await;
         complete_login(&mock, &token, "").await;
         let result = client.poll_login(&platform, &token).await;
         assert!(matches!(result, Err(IbError::BadResponse(_))), "{api_v3_url}: {result:?}");
@@ -257,10 +243,7 @@ async fn api_v3_url_failing_the_policy_is_a_bad_response() {
 
 #[tokio::test]
 async fn polls_reuse_one_pooled_connection() {
-    let mock = start_mock(MockSettings::default()).await;
-    let client = client();
-    let platform = platform(&client, &mock);
-    let token = client.start_login(&platform).await.expect("start");
+    let (mock, client, platform, token) = login_started(MockSettings::default()).await;
     for _ in 0..5 {
         assert_eq!(poll(&client, &platform, &token).await, LoginPoll::Pending);
     }

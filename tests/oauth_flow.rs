@@ -92,8 +92,7 @@ async fn short_logintimeoutperiod_expires_the_session() {
 async fn revoking_the_refresh_token_ends_the_session() {
     let gateway = GatewayProcess::start("");
     let mock = start_mock(MockSettings::default()).await;
-    let redirect = login(&gateway, &mock, &authorize_query("r"), "").await;
-    let (_, tokens) = exchange(&gateway, &redirect).await;
+    let tokens = tokens_for(&gateway, &mock, "").await;
     let refresh_token = tokens["refresh_token"].as_str().unwrap();
     let (status, body) =
         post_form(&gateway.url("/revoke"), &[("token", refresh_token), ("client_id", PUBLIC_CLIENT)]).await;
@@ -112,8 +111,7 @@ async fn revoking_the_refresh_token_ends_the_session() {
 async fn introspection_needs_a_confidential_client_and_reports_activity() {
     let gateway = GatewayProcess::start("");
     let mock = start_mock(MockSettings::default()).await;
-    let redirect = login(&gateway, &mock, &authorize_query("i"), "").await;
-    let (_, tokens) = exchange(&gateway, &redirect).await;
+    let tokens = tokens_for(&gateway, &mock, "").await;
     let access = tokens["access_token"].as_str().unwrap();
     let (status, body) =
         post_form(&gateway.url("/introspect"), &[("token", access), ("client_id", PUBLIC_CLIENT)]).await;

@@ -12,6 +12,11 @@ fn access(tokens: &Value) -> String {
     tokens["access_token"].as_str().unwrap().to_string()
 }
 
+/// `GET /api/v3/resource` through `gateway` with the access token of `tokens`.
+async fn get_resource(gateway: &GatewayProcess, tokens: &Value) -> reqwest::Response {
+    http().get(gateway.url("/api/v3/resource")).bearer_auth(access(tokens)).send().await.unwrap()
+}
+
 /// The authority of the mock as `/proxy/{host}` wants it.
 fn host(origin: &str) -> String {
     origin.trim_start_matches("http://").trim_start_matches("https://").to_string()
@@ -112,7 +117,7 @@ async fn a_session_past_sid_expiry_is_refused_as_expired() {
     let login_time = ib_oauth_gateway::store::now_unix() - 3600 + 2;
     let tokens = tokens_for(&gateway, &mock, &format!("&logintimeoutperiod=1&loginTime={login_time}")).await;
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    let response = http().get(gateway.url("/api/v3/resource")).bearer_auth(access(&tokens)).send().await.unwrap();
+    let response = get_resource(&gateway, &tokens).await;
     assert_eq!(response.status(), 401);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error_description"], "Session has expired");
@@ -191,7 +196,7 @@ async fn upstream_errors_map_to_502_and_504_with_json_bodies() {
         start_mock(MockSettings { api_v3_url: Some(format!("http://127.0.0.1:{closed}")), ..MockSettings::default() })
             .await;
     let tokens = tokens_for(&gateway, &broken, "").await;
-    let refused = http().get(gateway.url("/api/v3/resource")).bearer_auth(access(&tokens)).send().await.unwrap();
+    let refused = get_resource(&gateway, &tokens).await;
     assert_eq!(refused.status(), 502);
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["error"], "bad_gateway");
@@ -262,14 +267,14 @@ async fn upstream_401_ends_the_session_on_every_instance() {
     let second = GatewayProcess::start_with(&shared, Some("https://gateway.example.com"));
     let mock = start_mock(MockSettings::default()).await;
     let tokens = tokens_for(&first, &mock, "").await;
-    let on_second = http().get(second.url("/api/v3/resource")).bearer_auth(access(&tokens)).send().await.unwrap();
+    let on_second = get_resource(&second, &tokens).await;
     assert_eq!(on_second.status(), 200, "instances share sessions and keys");
     assert!(expire_session(&mock, tokens["sid"].as_str().unwrap()).await.is_success());
-    let rejected = http().get(first.url("/api/v3/resource")).bearer_auth(access(&tokens)).send().await.unwrap();
+    let rejected = get_resource(&first, &tokens).await;
     assert_eq!(rejected.status(), 401);
     let body: Value = rejected.json().await.unwrap();
     assert_eq!(body["error_description"], "Session has expired");
-    let elsewhere = http().get(second.url("/api/v3/resource")).bearer_auth(access(&tokens)).send().await.unwrap();
+    let elsewhere = get_resource(&second, &tokens).await;
     assert_eq!(elsewhere.status(), 401, "the other instance sees the session dead without asking IB");
     let (status, refused) = refresh(&second, tokens["refresh_token"].as_str().unwrap()).await;
     assert_eq!((status, refused["error_description"].as_str()), (400, Some("Session has expired")));
@@ -283,7 +288,7 @@ async fn store_outage_is_503_never_401_and_recovers() {
     let mock = start_mock(MockSettings::default()).await;
     let tokens = tokens_for(&gateway, &mock, "").await;
     redis.stop();
-    let response = http().get(gateway.url("/api/v3/resource")).bearer_auth(access(&tokens)).send().await.unwrap();
+    let response = get_resource(&gateway, &tokens).await;
     assert_eq!(response.status(), 503);
     assert!(response.headers().get("retry-after").is_some());
     let body: Value = response.json().await.unwrap();
@@ -302,7 +307,7 @@ async fn store_outage_is_503_never_401_and_recovers() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     let tokens = tokens_for(&gateway, &mock, "").await;
-    let response = http().get(gateway.url("/api/v3/resource")).bearer_auth(access(&tokens)).send().await.unwrap();
+    let response = get_resource(&gateway, &tokens).await;
     assert_eq!(response.status(), 200);
 }
 
@@ -324,7 +329,7 @@ async fn redis_rate_limit_holds_across_two_instances_in_one_round_trip_each() {
     let mut accepted = 0;
     for i in 0..40 {
         let gateway = if i % 2 == 0 { &first } else { &second };
-        let response = http().get(gateway.url("/api/v3/resource")).bearer_auth(access(&tokens)).send().await.unwrap();
+        let response = get_resource(gateway, &tokens).await;
         match response.status().as_u16() {
             200 => accepted += 1,
             429 => {}

@@ -10,7 +10,7 @@ use ib_oauth_gateway::config::{MemoryStoreConfig, RedisConfig, RedisMode};
 use ib_oauth_gateway::session::{rules, IbSid, IbUser, Limits, Session, SessionGrant, SessionId};
 use ib_oauth_gateway::store::memory::MemoryStore;
 use ib_oauth_gateway::store::redis::RedisStore;
-use ib_oauth_gateway::store::{RotateRequest, TokenStore};
+use ib_oauth_gateway::store::{RotateOutcome, RotateRequest, TokenStore};
 use ib_oauth_gateway::tokens::{self, RefreshToken};
 
 pub const STANDALONE_ENV: &str = "IBGW_TEST_REDIS_URL";
@@ -207,4 +207,16 @@ impl Prepared {
             refresh_ttl: REFRESH_TTL,
         }
     }
+}
+
+/// Asks `store` to rotate `presented` (with a fresh successor of its own) at `now`, with the default
+/// parameters; the outcome.
+pub async fn rotate_once(
+    store: &dyn TokenStore,
+    session: &SessionId,
+    presented: &RefreshToken,
+    now: u64,
+) -> RotateOutcome {
+    let attempt = Prepared::new(session, presented);
+    store.rotate_refresh(&attempt.request(session, now)).await.expect("rotate_refresh")
 }
