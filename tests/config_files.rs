@@ -52,20 +52,24 @@ fn check_broken(yaml: &str) -> (i32, String) {
     (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stderr).trim_end().to_string())
 }
 
-#[test]
-fn check_config_rejects_a_broken_file_with_one_line_naming_the_key() {
-    let (code, stderr) = check_broken("server:\n  public_url: https://a.example\ntokens:\n  max_refresh_count: -3\n");
+/// `check-config` refuses `yaml` with exit code 2 and a single line naming `key`.
+#[track_caller]
+fn assert_refused_naming(yaml: &str, key: &str) {
+    let (code, stderr) = check_broken(yaml);
     assert_eq!(code, 2, "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("tokens.max_refresh_count"), "{stderr}");
+    assert!(stderr.contains(key), "{stderr}");
+}
+
+#[test]
+fn check_config_rejects_a_broken_file_with_one_line_naming_the_key() {
+    let yaml = "server:\n  public_url: https://a.example\ntokens:\n  max_refresh_count: -3\n";
+    assert_refused_naming(yaml, "tokens.max_refresh_count");
 }
 
 #[test]
 fn check_config_rejects_a_semantic_error_naming_the_key() {
-    let (code, stderr) = check_broken("server:\n  public_url: https://a.example\n  listen: ['nonsense']\n");
-    assert_eq!(code, 2);
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("server.listen[0]"), "{stderr}");
+    assert_refused_naming("server:\n  public_url: https://a.example\n  listen: ['nonsense']\n", "server.listen[0]");
 }
 
 #[test]

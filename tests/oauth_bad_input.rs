@@ -6,11 +6,13 @@
 mod common;
 
 use common::*;
-use ib_oauth_gateway::mock::{MockHandle, MockSettings};
+use ib_oauth_gateway::mock::MockHandle;
 use serde_json::Value;
 use std::time::Duration;
 
 const FORM: &str = "application/x-www-form-urlencoded";
+const WRONG_MEDIA_TYPE: &str = "Content-Type must be application/x-www-form-urlencoded";
+const WRONG_GRANT_TYPE: &str = "grant_type must be authorization_code or refresh_token";
 
 /// An RFC 6749 §5.2 / RFC 6750 §3 error: JSON with exactly `error` and `error_description`.
 #[track_caller]
@@ -107,6 +109,11 @@ async fn confidential_code(gateway: &GatewayProcess, mock: &MockHandle, challeng
     code_of(&redirect)
 }
 
+/// An authorization-code grant without client authentication or PKCE (add them as needed).
+fn code_grant<'a>(code: &'a str, redirect_uri: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![("grant_type", "authorization_code"), ("code", code), ("redirect_uri", redirect_uri)]
+}
+
 /// The public client's tokens after a full login.
 async fn public_tokens(gateway: &GatewayProcess, mock: &MockHandle) -> (String, Value) {
     let code = public_code(gateway, mock).await;
@@ -155,8 +162,7 @@ fn assert_no_secret_logged<S: AsRef<str>>(gateway: &GatewayProcess, others: &[S]
 
 #[tokio::test(flavor = "multi_thread")]
 async fn token_request_missing_grant_type_code_or_redirect_uri_is_invalid_request_and_the_code_stays_usable() {
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("").await;
     let code = public_code(&gateway, &mock).await;
     let full = public_exchange_form(&code);
     for missing in ["grant_type", "code", "redirect_uri"] {
@@ -174,8 +180,7 @@ async fn token_request_missing_grant_type_code_or_redirect_uri_is_invalid_reques
 
 #[tokio::test(flavor = "multi_thread")]
 async fn token_request_without_code_verifier_for_a_pkce_code_is_invalid_grant_and_spends_the_code() {
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("").await;
     let code = public_code(&gateway, &mock).await;
     let without_verifier: Vec<_> =
         public_exchange_form(&code).into_iter().filter(|(name, _)| *name != "code_verifier").collect();
@@ -189,8 +194,7 @@ async fn token_request_without_code_verifier_for_a_pkce_code_is_invalid_grant_an
 
 #[tokio::test(flavor = "multi_thread")]
 async fn token_request_with_a_repeated_parameter_is_invalid_request_and_the_code_stays_usable() {
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("").await;
     let code = public_code(&gateway, &mock).await;
     let full = public_exchange_form(&code);
     for (name, second) in [
@@ -251,28 +255,17 @@ async fn token_request_with_password_grant_is_unsupported_grant_type() {
             ("client_id", PUBLIC_CLIENT),
         ];
         let answer = token(&gateway, &form).await;
-        assert_token_error(
-            &answer,
-            400,
-            "unsupported_grant_type",
-            "grant_type must be authorization_code or refresh_token",
-        );
+        assert_token_error(&answer, 400, "unsupported_grant_type", WRONG_GRANT_TYPE);
     }
     // The confidential client, authenticated, gets the same answer.
     let answer = token_basic(&gateway, CONFIDENTIAL_SECRET, &[("grant_type", "client_credentials")]).await;
-    assert_token_error(
-        &answer,
-        400,
-        "unsupported_grant_type",
-        "grant_type must be authorization_code or refresh_token",
-    );
+    assert_token_error(&answer, 400, "unsupported_grant_type", WRONG_GRANT_TYPE);
     assert_no_secret_logged(&gateway, &[password.to_string()], &[]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn token_request_body_over_the_size_cap_is_413_declared_or_chunked_and_the_code_stays_usable() {
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("").await;
     let code = public_code(&gateway, &mock).await;
     // The default cap is 16 KiB: a valid exchange padded past it.
     let padding = "p".repeat(17 * 1024);
@@ -297,8 +290,7 @@ async fn token_request_body_over_the_size_cap_is_413_declared_or_chunked_and_the
 
 #[tokio::test(flavor = "multi_thread")]
 async fn token_request_with_a_json_body_or_no_content_type_is_415_and_the_code_stays_usable() {
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("").await;
     let code = public_code(&gateway, &mock).await;
     let json = serde_json::json!({
         "grant_type": "authorization_code",
@@ -308,32 +300,17 @@ async fn token_request_with_a_json_body_or_no_content_type_is_415_and_the_code_s
         "code_verifier": VERIFIER,
     });
     let answer = send(http().post(gateway.url("/token")).json(&json)).await;
-    assert_token_error(
-        &answer,
-        415,
-        "unsupported_media_type",
-        "Content-Type must be application/x-www-form-urlencoded",
-    );
+    assert_token_error(&answer, 415, "unsupported_media_type", WRONG_MEDIA_TYPE);
     let form_text = format!(
         "grant_type=authorization_code&code={code}&redirect_uri={}&client_id={PUBLIC_CLIENT}&code_verifier={VERIFIER}",
         urlencode(REDIRECT_URI)
     );
     for content_type in ["text/plain", "multipart/form-data; boundary=x", "application/x-www-form-urlencodedx"] {
         let answer = token_raw(&gateway, content_type, form_text.clone()).await;
-        assert_token_error(
-            &answer,
-            415,
-            "unsupported_media_type",
-            "Content-Type must be application/x-www-form-urlencoded",
-        );
+        assert_token_error(&answer, 415, "unsupported_media_type", WRONG_MEDIA_TYPE);
     }
     let answer = send(http().post(gateway.url("/token")).body(form_text.clone())).await;
-    assert_token_error(
-        &answer,
-        415,
-        "unsupported_media_type",
-        "Content-Type must be application/x-www-form-urlencoded",
-    );
+    assert_token_error(&answer, 415, "unsupported_media_type", WRONG_MEDIA_TYPE);
     // The media type is case-insensitive and may carry a charset.
     let tokens =
         assert_tokens(&token_raw(&gateway, "Application/X-WWW-Form-URLEncoded; charset=UTF-8", form_text).await);
@@ -342,8 +319,7 @@ async fn token_request_with_a_json_body_or_no_content_type_is_415_and_the_code_s
 
 #[tokio::test(flavor = "multi_thread")]
 async fn token_request_with_malformed_percent_encoding_is_invalid_request_and_the_code_stays_usable() {
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("").await;
     let code = public_code(&gateway, &mock).await;
     let valid = format!(
         "grant_type=authorization_code&code={code}&redirect_uri={}&client_id={PUBLIC_CLIENT}&code_verifier={VERIFIER}",
@@ -379,8 +355,7 @@ async fn token_request_with_malformed_percent_encoding_is_invalid_request_and_th
 
 #[tokio::test(flavor = "multi_thread")]
 async fn token_request_whose_redirect_uri_differs_by_slash_case_port_or_fragment_is_invalid_grant() {
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("").await;
     let mut codes = Vec::new();
     for near_miss in [
         "http://127.0.0.1:8765/callback/",
@@ -401,16 +376,8 @@ async fn token_request_whose_redirect_uri_differs_by_slash_case_port_or_fragment
     }
     // The confidential client's exact URI with its default port spelled out.
     let code = confidential_code(&gateway, &mock, None).await;
-    let answer = token_basic(
-        &gateway,
-        CONFIDENTIAL_SECRET,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", "https://reports.example.com:443/oauth/callback"),
-        ],
-    )
-    .await;
+    let default_port = "https://reports.example.com:443/oauth/callback";
+    let answer = token_basic(&gateway, CONFIDENTIAL_SECRET, &code_grant(&code, default_port)).await;
     assert_token_error(&answer, 400, "invalid_grant", "redirect_uri does not match the authorization request");
     codes.push(code);
     assert_no_secret_logged(&gateway, &codes, &[]);
@@ -418,28 +385,18 @@ async fn token_request_whose_redirect_uri_differs_by_slash_case_port_or_fragment
 
 #[tokio::test(flavor = "multi_thread")]
 async fn token_request_with_a_code_verifier_for_a_code_issued_without_pkce_is_invalid_grant() {
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("").await;
     // The confidential client may leave PKCE out; a verifier at the token endpoint is then a downgrade
     // attempt (RFC 9700 §2.1.1) and is refused.
     let code = confidential_code(&gateway, &mock, None).await;
-    let answer = token_basic(
-        &gateway,
-        CONFIDENTIAL_SECRET,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", CONFIDENTIAL_REDIRECT),
-            ("code_verifier", VERIFIER),
-        ],
-    )
-    .await;
+    let mut with_verifier = code_grant(&code, CONFIDENTIAL_REDIRECT);
+    with_verifier.push(("code_verifier", VERIFIER));
+    let answer = token_basic(&gateway, CONFIDENTIAL_SECRET, &with_verifier).await;
     assert_token_error(&answer, 400, "invalid_grant", "code_verifier sent for a code issued without PKCE");
 
     // For contrast: without the verifier, a code of the same kind is accepted.
     let code2 = confidential_code(&gateway, &mock, None).await;
-    let form =
-        [("grant_type", "authorization_code"), ("code", code2.as_str()), ("redirect_uri", CONFIDENTIAL_REDIRECT)];
+    let form = code_grant(&code2, CONFIDENTIAL_REDIRECT);
     let tokens = assert_tokens(&token_basic(&gateway, CONFIDENTIAL_SECRET, &form).await);
     assert!(tokens.get("sid").is_none(), "this client does not get the IB session: {tokens}");
 
@@ -448,8 +405,7 @@ async fn token_request_with_a_code_verifier_for_a_code_issued_without_pkce_is_in
 
 #[tokio::test(flavor = "multi_thread")]
 async fn authorize_with_plain_code_challenge_method_is_redirected_as_invalid_request() {
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("").await;
     let plain = |client: &str, redirect: &str| {
         format!(
             "/authorize?response_type=code&client_id={client}&redirect_uri={}&state=pl&code_challenge={VERIFIER}&code_challenge_method=plain",
@@ -476,8 +432,7 @@ async fn authorize_with_plain_code_challenge_method_is_redirected_as_invalid_req
 
 #[tokio::test(flavor = "multi_thread")]
 async fn token_request_with_the_wrong_code_verifier_is_invalid_grant() {
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("").await;
     let other_verifier = "another-verifier-9876543210-9876543210-98765";
     let mut others = vec![other_verifier.to_string()];
     for wrong in [other_verifier, "short-verifier", &format!("{VERIFIER}x")] {
@@ -493,8 +448,7 @@ async fn token_request_with_the_wrong_code_verifier_is_invalid_grant() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn token_request_reusing_a_code_is_invalid_grant_and_revokes_the_tokens_of_its_first_use() {
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("").await;
     let (code, tokens) = public_tokens(&gateway, &mock).await;
     let access = tokens["access_token"].as_str().unwrap();
     let refresh_token = tokens["refresh_token"].as_str().unwrap();
@@ -520,8 +474,7 @@ async fn token_request_reusing_a_code_is_invalid_grant_and_revokes_the_tokens_of
 
 #[tokio::test(flavor = "multi_thread")]
 async fn token_request_with_a_code_issued_to_another_client_is_invalid_grant() {
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("").await;
     // The public client's code, presented by the (authenticated) confidential client.
     let code = public_code(&gateway, &mock).await;
     let form = [
@@ -551,8 +504,7 @@ async fn token_request_with_a_code_issued_to_another_client_is_invalid_grant() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn token_request_with_an_expired_code_is_invalid_grant() {
-    let gateway = GatewayProcess::start("tokens:\n  authorization_code_ttl_seconds: 1\n");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("tokens:\n  authorization_code_ttl_seconds: 1\n").await;
     let code = public_code(&gateway, &mock).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let answer = token(&gateway, &public_exchange_form(&code)).await;
@@ -569,8 +521,7 @@ async fn token_request_with_an_expired_code_is_invalid_grant() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn token_request_from_an_unknown_client_is_401_invalid_client_and_the_code_stays_usable() {
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("").await;
     let code = public_code(&gateway, &mock).await;
     let mut form = public_exchange_form(&code);
     form[3] = ("client_id", "no-such-client");
@@ -598,12 +549,10 @@ async fn token_request_from_an_unknown_client_is_401_invalid_client_and_the_code
 
 #[tokio::test(flavor = "multi_thread")]
 async fn token_request_from_the_confidential_client_with_a_wrong_secret_is_401_invalid_client() {
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("").await;
     let code = confidential_code(&gateway, &mock, None).await;
     let wrong = "wrong-secret-wrong-secret-0";
-    let grant =
-        [("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", CONFIDENTIAL_REDIRECT)];
+    let grant = code_grant(&code, CONFIDENTIAL_REDIRECT);
 
     // client_secret_basic: 401 with a Basic challenge.
     let answer = token_basic(&gateway, wrong, &grant).await;
@@ -644,8 +593,7 @@ async fn token_request_from_the_confidential_client_with_a_wrong_secret_is_401_i
 
 #[tokio::test(flavor = "multi_thread")]
 async fn refresh_with_a_token_of_another_client_is_invalid_grant_and_the_owner_can_still_refresh() {
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("").await;
     let (code, tokens) = public_tokens(&gateway, &mock).await;
     let refresh_token = tokens["refresh_token"].as_str().unwrap();
     let form = [("grant_type", "refresh_token"), ("refresh_token", refresh_token)];
@@ -661,8 +609,7 @@ async fn refresh_with_a_token_of_another_client_is_invalid_grant_and_the_owner_c
 
 #[tokio::test(flavor = "multi_thread")]
 async fn refresh_with_a_garbage_or_repeated_refresh_token_is_refused_and_the_session_is_intact() {
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("").await;
     let (code, tokens) = public_tokens(&gateway, &mock).await;
     let refresh_token = tokens["refresh_token"].as_str().unwrap();
     let garbage = "garbage-refresh-token-0123456789";
@@ -699,8 +646,7 @@ async fn refresh_with_a_garbage_or_repeated_refresh_token_is_refused_and_the_ses
 
 #[tokio::test(flavor = "multi_thread")]
 async fn revocation_by_another_client_leaves_the_session_alone() {
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("").await;
     let (code, tokens) = public_tokens(&gateway, &mock).await;
     for name in ["refresh_token", "access_token"] {
         let presented = tokens[name].as_str().unwrap();
@@ -721,8 +667,7 @@ async fn revocation_by_another_client_leaves_the_session_alone() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn refresh_after_the_session_was_revoked_is_invalid_grant() {
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("").await;
     let (code, tokens) = public_tokens(&gateway, &mock).await;
     let access = tokens["access_token"].as_str().unwrap();
     let refresh_token = tokens["refresh_token"].as_str().unwrap();
@@ -739,8 +684,7 @@ async fn refresh_after_the_session_was_revoked_is_invalid_grant() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn refresh_reusing_an_old_token_after_the_grace_window_is_invalid_grant_and_revokes_the_session() {
-    let gateway = GatewayProcess::start("tokens:\n  refresh_grace_seconds: 1\n");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("tokens:\n  refresh_grace_seconds: 1\n").await;
     let (code, first) = public_tokens(&gateway, &mock).await;
     let old = first["refresh_token"].as_str().unwrap();
     let second = assert_tokens(&refresh_as_public(&gateway, old).await);
@@ -759,8 +703,7 @@ async fn refresh_reusing_an_old_token_after_the_grace_window_is_invalid_grant_an
 
 #[tokio::test(flavor = "multi_thread")]
 async fn refresh_repeated_inside_the_grace_window_returns_the_same_successor() {
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("").await;
     let (code, first) = public_tokens(&gateway, &mock).await;
     let old = first["refresh_token"].as_str().unwrap();
     let rotated = assert_tokens(&refresh_as_public(&gateway, old).await);
@@ -776,8 +719,7 @@ async fn refresh_repeated_inside_the_grace_window_returns_the_same_successor() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn token_responses_carry_cache_control_no_store() {
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("").await;
     let (code, tokens) = public_tokens(&gateway, &mock).await; // asserts no-store on the 200
     let refreshed = assert_tokens(&refresh_as_public(&gateway, tokens["refresh_token"].as_str().unwrap()).await);
     for answer in [
@@ -806,8 +748,7 @@ fn pkce() -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn authorize_with_an_unknown_or_missing_client_is_shown_and_never_redirected() {
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("").await;
     let unknown = authorize_with("no-such-client", REDIRECT_URI, &format!("&response_type=code&state=u{}", pkce()));
     assert_shown_not_redirected(&get(&gateway, &unknown).await, 401, "invalid_client");
     let answer = get_json(&gateway, &unknown).await;
@@ -885,8 +826,7 @@ async fn authorize_with_response_type_token_is_redirected_as_unsupported_respons
 
 #[tokio::test(flavor = "multi_thread")]
 async fn authorize_by_the_public_client_without_code_challenge_is_redirected_as_invalid_request() {
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("").await;
     let query = authorize_with(PUBLIC_CLIENT, REDIRECT_URI, "&response_type=code&scope=profile&state=nopkce");
     let answer = get(&gateway, &query).await;
     assert_error_redirect(&answer, REDIRECT_URI, "invalid_request", "nopkce", &gateway.base);
@@ -929,8 +869,7 @@ async fn authorize_with_an_unknown_scope_is_redirected_as_invalid_scope() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn authorize_refuses_platform_urls_outside_the_policy_without_contacting_any_platform() {
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("").await;
     let mock_authority = mock.origin.trim_start_matches("http://").to_string();
     let mut refused = vec![
         "localhost".to_string(),
@@ -1007,8 +946,7 @@ async fn poll_with_an_unknown_or_missing_token_is_invalid_request() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn poll_token_is_single_use_once_the_code_is_issued() {
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("").await;
     let started =
         get_json(&gateway, &format!("/authorize?{}&platform_url={}", authorize_query("p1"), urlencode(&mock.origin)))
             .await;
@@ -1105,8 +1043,7 @@ async fn userinfo_with_a_garbage_or_malformed_bearer_is_401_invalid_token() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn userinfo_does_not_accept_a_token_in_the_query_string_or_form_body() {
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("").await;
     let (code, tokens) = public_tokens(&gateway, &mock).await;
     let access = tokens["access_token"].as_str().unwrap();
     let answer = get(&gateway, &format!("/userinfo?access_token={access}")).await;

@@ -21,8 +21,7 @@ async fn scrape(gateway: &GatewayProcess) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_a_scripted_flow_and_logs_hold_no_secrets() {
-    let gateway = GatewayProcess::start("tokens:\n  max_refresh_count: 2\n");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("tokens:\n  max_refresh_count: 2\n").await;
     let before = scrape(&gateway).await;
     assert_eq!(sample(&before, r#"ibgw_logins_total{result="started"}"#), 0.0);
     assert_eq!(sample(&before, "ibgw_store_up"), 1.0);

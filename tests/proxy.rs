@@ -24,8 +24,7 @@ fn host(origin: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_valid_call_reaches_ib_with_the_sid_and_exact_path_and_no_bearer() {
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("").await;
     let tokens = tokens_for(&gateway, &mock, "").await;
     let path = "/api/3.0.0/mockclient/resource.limit(100).order(createTime:-1)?verbose=null&x=%2F,y&q=a%20b";
     let response = http()
@@ -68,8 +67,7 @@ async fn a_valid_call_reaches_ib_with_the_sid_and_exact_path_and_no_bearer() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn refusals_carry_rfc6750_challenges_and_the_bodies_old_clients_parse() {
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("").await;
     let url = gateway.url(&format!("/proxy/{}/api/3.0.0/mockclient/resource", host(&mock.origin)));
 
     let missing = http().get(&url).send().await.unwrap();
@@ -112,8 +110,7 @@ async fn expired_access_tokens_say_whether_a_refresh_can_help() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_session_past_sid_expiry_is_refused_as_expired() {
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("").await;
     let login_time = ib_oauth_gateway::store::now_unix() - 3600 + 2;
     let tokens = tokens_for(&gateway, &mock, &format!("&logintimeoutperiod=1&loginTime={login_time}")).await;
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
@@ -125,8 +122,7 @@ async fn a_session_past_sid_expiry_is_refused_as_expired() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn other_hosts_are_refused_before_any_connection() {
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("").await;
     let tokens = tokens_for(&gateway, &mock, "").await;
     let own = host(&mock.origin);
     let port = own.rsplit(':').next().unwrap();
@@ -154,8 +150,7 @@ async fn other_hosts_are_refused_before_any_connection() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_paths_are_refused_with_400() {
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("").await;
     let tokens = tokens_for(&gateway, &mock, "").await;
     let own = host(&mock.origin);
     let bearer = format!("Bearer {}", access(&tokens));
@@ -179,8 +174,7 @@ async fn malformed_paths_are_refused_with_400() {
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_errors_map_to_502_and_504_with_json_bodies() {
     let closed = free_port();
-    let gateway = GatewayProcess::start("upstream:\n  read_timeout_ms: 500\n  connect_timeout_ms: 500\n");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("upstream:\n  read_timeout_ms: 500\n  connect_timeout_ms: 500\n").await;
     let tokens = tokens_for(&gateway, &mock, "").await;
     let slow = http()
         .get(gateway.url("/api/v3/resource?mock_delay_ms=2000"))
@@ -231,8 +225,7 @@ async fn cors_preflight_is_answered_without_authentication() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rate_limit_answers_429_with_retry_after_then_recovers() {
-    let gateway = GatewayProcess::start("rate_limits:\n  per_session_per_minute: 5\n");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("rate_limits:\n  per_session_per_minute: 5\n").await;
     let tokens = tokens_for(&gateway, &mock, "").await;
     let call = || http().get(gateway.url("/api/v3/resource")).bearer_auth(access(&tokens)).send();
     // Start at the beginning of a window so that five calls and the refusal land in the same one.
@@ -392,8 +385,7 @@ async fn tls_upstream_is_verified_against_the_extra_ca() {
 async fn a_gibibyte_streams_both_ways_with_flat_gateway_memory() {
     use futures_util::StreamExt;
     const GIB: u64 = 1 << 30;
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("").await;
     let tokens = tokens_for(&gateway, &mock, "").await;
     let baseline = gateway.peak_rss_kib();
 

@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use ib_oauth_gateway::mock::{MockHandle, MockSettings};
+
+use super::mock::start_mock;
 use super::oauth::{CONFIDENTIAL_CLIENT, CONFIDENTIAL_REDIRECT, CONFIDENTIAL_SECRET, PUBLIC_CLIENT};
 use super::ports::free_port;
 
@@ -158,6 +161,11 @@ impl GatewayProcess {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
+}
+
+/// A gateway started with `extra` (see [`GatewayProcess::start`]) and a mock platform with default settings.
+pub async fn gateway_and_mock(extra: &str) -> (GatewayProcess, MockHandle) {
+    (GatewayProcess::start(extra), start_mock(MockSettings::default()).await)
 }
 
 /// Panics, naming the leaked value's position, when the gateway's log contains any of `secrets`.
