@@ -1,9 +1,10 @@
 //! Every file in `conf/` is a valid configuration, and `check-config` refuses a broken one with a single
 //! line naming the key and exit code 2.
 
-use std::process::Command;
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ib-oauth-gateway");
+use common::BIN;
+use std::process::Command;
 
 fn conf_files() -> Vec<std::path::PathBuf> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
