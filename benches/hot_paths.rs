@@ -65,7 +65,7 @@ fn benches(c: &mut Criterion) {
             let mut request = RequestHeader::build("GET", raw.as_bytes(), Some(6)).unwrap();
             request.append_header("Authorization", "Bearer x").unwrap();
             request.append_header("Accept", "application/json").unwrap();
-            upstream::rewrite_request(&mut request, &target, "ib-session-id", None, true, "req").unwrap();
+            upstream::rewrite_request(&mut request, &target, "ib-session-id", &[], true, "req").unwrap();
             request
         })
     });

@@ -15,75 +15,28 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ib_oauth_gateway::config::{MemoryStoreConfig, RedisConfig, RedisMode};
-use ib_oauth_gateway::session::{rules, IbSid, IbUser, Limits, Session, SessionGrant, SessionId};
+use ib_oauth_gateway::config::{MemoryStoreConfig, RedisMode};
+use ib_oauth_gateway::session::{Limits, Session, SessionId};
 use ib_oauth_gateway::store::memory::MemoryStore;
 use ib_oauth_gateway::store::redis::RedisStore;
 use ib_oauth_gateway::store::{now_unix, RotateOutcome, RotateRequest, TokenStore};
 use ib_oauth_gateway::tokens::{self, RefreshToken};
 
-const CLIENT: &str = "bench-client";
+/// The sessions and rotations of the store tests: sessions of `CLIENT` lasting 8 hours.
+#[allow(dead_code)]
+#[path = "../tests/common/store.rs"]
+mod store_support;
+use store_support::{redis_config, start_session, Prepared, CLIENT};
+
 const CHAIN: u32 = 120;
 const LIMITS: Limits = Limits { max_refresh_count: CHAIN, near_expiry_margin: 300 };
 const GRACE: u64 = 10;
-const REFRESH_TTL: u64 = 120 * 3_600;
 /// Sessions stored before timing look-ups, so the look-up is not on a one-entry map.
 const PRELOADED_SESSIONS: usize = 10_000;
 
-fn grant() -> SessionGrant {
-    SessionGrant {
-        sid: IbSid::new(format!("sid-{}", tokens::random_secret())),
-        platform_url: "https://acme.intelligencebank.com".into(),
-        api_v3_url: "https://lbv3us1.intelligencebank.com".into(),
-        ib_client_id: "ib-client-7".into(),
-        user: IbUser {
-            uuid: "4f1c2b1e-8d7a-4e0b-9a57-0c6f5d2e9b11".into(),
-            first_name: "Ada".into(),
-            last_name: "Lovelace".into(),
-            email: Some("ada@example.com".into()),
-            login_time: None,
-        },
-        login_timeout_hours: Some(8),
-        oauth_client_id: CLIENT.into(),
-        scope: "profile api".into(),
-    }
-}
-
-async fn start_session(store: &dyn TokenStore, now: u64) -> (Session, RefreshToken) {
-    let session = Session::start(SessionId::generate(), grant(), now, 120);
-    let token = RefreshToken::generate(&session.id);
-    let expires = rules::refresh_token_expiry(&session, now, REFRESH_TTL);
-    store.create_session(&session, &token.hash(), expires, now).await.expect("create_session");
-    (session, token)
-}
-
-/// A rotation prepared by the caller (not timed).
-struct Prepared {
-    presented: RefreshToken,
-    successor: RefreshToken,
-    sealed: String,
-}
-
-impl Prepared {
-    fn new(session: &SessionId, presented: &RefreshToken) -> Self {
-        let successor = RefreshToken::generate(session);
-        let sealed = tokens::seal_successor(presented, &successor);
-        Prepared { presented: presented.clone(), successor, sealed }
-    }
-
-    fn request<'a>(&'a self, session: &'a SessionId, now: u64) -> RotateRequest<'a> {
-        RotateRequest {
-            session_id: session,
-            presented: self.presented.hash(),
-            successor: self.successor.hash(),
-            sealed_successor: &self.sealed,
-            client_id: CLIENT,
-            now,
-            limits: LIMITS,
-            grace_seconds: GRACE,
-            refresh_ttl: REFRESH_TTL,
-        }
-    }
+/// The request of a prepared rotation (prepared by the caller, not timed), with the chain's limits.
+fn rotation<'a>(prepared: &'a Prepared, session: &'a SessionId, now: u64) -> RotateRequest<'a> {
+    prepared.request_with(session, CLIENT, now, LIMITS, GRACE)
 }
 
 /// A session being rotated down its chain.
@@ -105,7 +58,7 @@ impl Chain {
             *self = Chain::start(store, now).await;
         }
         let prepared = Prepared::new(&self.session.id, &self.token);
-        let request = prepared.request(&self.session.id, now);
+        let request = rotation(&prepared, &self.session.id, now);
         let started = Instant::now();
         let outcome = store.rotate_refresh(&request).await;
         let elapsed = started.elapsed();
@@ -130,7 +83,7 @@ fn bench_store(c: &mut Criterion, runtime: &tokio::runtime::Runtime, name: &str,
         }
         let (session, token) = start_session(store.as_ref(), now).await;
         let prepared = Prepared::new(&session.id, &token);
-        let outcome = store.rotate_refresh(&prepared.request(&session.id, now)).await.expect("rotate_refresh");
+        let outcome = store.rotate_refresh(&rotation(&prepared, &session.id, now)).await.expect("rotate_refresh");
         assert!(matches!(outcome, RotateOutcome::Rotated(ref s) if s.refresh_count == 1), "{outcome:?}");
         assert!(store.get_session(&ids[0]).await.expect("get_session").is_some());
         ids
@@ -199,12 +152,7 @@ fn benches(c: &mut Criterion) {
     match std::env::var("IBGW_BENCH_REDIS_URL") {
         Ok(url) if !url.trim().is_empty() => {
             let prefix = format!("ibgw-bench-{}", &tokens::random_secret()[..12]);
-            let config = RedisConfig {
-                mode: RedisMode::Standalone,
-                urls: vec![url.clone()],
-                key_prefix: prefix.clone(),
-                ..RedisConfig::default()
-            };
+            let config = redis_config(RedisMode::Standalone, vec![url.clone()], &prefix);
             let store = runtime
                 .block_on(RedisStore::connect(&config))
                 .unwrap_or_else(|e| panic!("IBGW_BENCH_REDIS_URL={url}: {e}"));

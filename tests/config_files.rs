@@ -2,9 +2,10 @@
 //! each naming its key, and exit code 2; `print-config` shows the effective configuration without a secret;
 //! `IBGW_CONFIG` names the file when no argument does.
 
-use std::process::Command;
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ib-oauth-gateway");
+use common::BIN;
+use std::process::Command;
 
 fn conf_files() -> Vec<std::path::PathBuf> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
@@ -53,20 +54,24 @@ fn check_broken(yaml: &str) -> (i32, String) {
     (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stderr).trim_end().to_string())
 }
 
-#[test]
-fn check_config_rejects_a_broken_file_with_one_line_naming_the_key() {
-    let (code, stderr) = check_broken("server:\n  public_url: https://a.example\ntokens:\n  max_refresh_count: -3\n");
+/// `check-config` refuses `yaml` with exit code 2 and a single line naming `key`.
+#[track_caller]
+fn assert_refused_naming(yaml: &str, key: &str) {
+    let (code, stderr) = check_broken(yaml);
     assert_eq!(code, 2, "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("tokens.max_refresh_count"), "{stderr}");
+    assert!(stderr.contains(key), "{stderr}");
+}
+
+#[test]
+fn check_config_rejects_a_broken_file_with_one_line_naming_the_key() {
+    let yaml = "server:\n  public_url: https://a.example\ntokens:\n  max_refresh_count: -3\n";
+    assert_refused_naming(yaml, "tokens.max_refresh_count");
 }
 
 #[test]
 fn check_config_rejects_a_semantic_error_naming_the_key() {
-    let (code, stderr) = check_broken("server:\n  public_url: https://a.example\n  listen: ['nonsense']\n");
-    assert_eq!(code, 2);
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("server.listen[0]"), "{stderr}");
+    assert_refused_naming("server:\n  public_url: https://a.example\n  listen: ['nonsense']\n", "server.listen[0]");
 }
 
 #[test]

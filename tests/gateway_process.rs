@@ -2,80 +2,41 @@
 //! public port and its admin port, and stops on SIGTERM; `health` (the container health check) says whether it
 //! is ready; `oauth.registration.per_ip_per_hour` limits registrations, and `0` lifts the limit.
 
+mod common;
+
+use common::*;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::TcpListener;
+use std::process::Command;
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ib-oauth-gateway");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A gateway process, killed when dropped.
-struct Gateway {
-    child: Child,
-    port: u16,
-    admin: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    Some((status, body))
-}
-
-fn start_gateway() -> Gateway {
+fn start_gateway() -> GatewayProcess {
     start_gateway_with("")
 }
 
-/// A gateway whose configuration ends with `extra` (top-level YAML sections other than `server`).
-fn start_gateway_with(extra: &str) -> Gateway {
-    let dir = tempfile::tempdir().unwrap();
-    let (port, admin) = (free_port(), free_port());
-    let config = format!(
-        "server:\n  listen: ['127.0.0.1:{port}']\n  admin_listen: '127.0.0.1:{admin}'\n  public_url: http://127.0.0.1:{port}\n  upgrade_sock: {dir}/upgrade.sock\n  pid_file: {dir}/gateway.pid\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\n{extra}",
-        dir = dir.path().display()
-    );
-    let path = dir.path().join("gateway.yaml");
-    std::fs::write(&path, config).unwrap();
-    let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-    let child = Command::new(BIN).arg("--config").arg(&path).stdout(Stdio::null()).stderr(log).spawn().unwrap();
-    let gateway = Gateway { child, port, admin, _dir: dir };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while http_get(admin, "/healthz").is_none() {
-        assert!(Instant::now() < deadline, "gateway did not start listening");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    gateway
+/// A gateway whose configuration ends with `extra` (top-level YAML sections other than `server`); its config
+/// file is `gateway.yaml` beside its log.
+fn start_gateway_with(extra: &str) -> GatewayProcess {
+    GatewayProcess::start_config(&[], |port, admin, dir| {
+        format!(
+            "server:\n  listen: ['127.0.0.1:{port}']\n  admin_listen: '127.0.0.1:{admin}'\n  public_url: http://127.0.0.1:{port}\n  upgrade_sock: {dir}/upgrade.sock\n  pid_file: {dir}/gateway.pid\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\n{extra}",
+            dir = dir.display()
+        )
+    })
 }
 
 #[test]
 fn gateway_answers_on_its_port_and_admin_port() {
     let gateway = start_gateway();
-    let (status, body) = http_get(gateway.admin, "/healthz").unwrap();
+    let (status, body) = raw_request(&gateway.admin, "/healthz", &[]);
     assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
-    let (status, _) = http_get(gateway.admin, "/readyz").unwrap();
+    let (status, _) = raw_request(&gateway.admin, "/readyz", &[]);
     assert_eq!(status, 200);
-    let (status, metrics) = http_get(gateway.admin, "/metrics").unwrap();
+    let (status, metrics) = raw_request(&gateway.admin, "/metrics", &[]);
     assert_eq!(status, 200);
     assert!(metrics.contains("ibgw_build_info"), "{metrics}");
     assert!(metrics.contains("ibgw_active_sessions 0"), "{metrics}");
-    let (status, body) = http_get(gateway.port, "/no-such-endpoint").unwrap();
+    let (status, body) = raw_request(&gateway.base, "/no-such-endpoint", &[]);
     assert_eq!(status, 404);
     let body: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(body["error"], "not_found");
@@ -84,7 +45,7 @@ fn gateway_answers_on_its_port_and_admin_port() {
 #[test]
 fn gateway_without_a_signing_key_warns_loudly() {
     let gateway = start_gateway();
-    let log = std::fs::read_to_string(gateway._dir.path().join("stderr.log")).unwrap();
+    let log = gateway.log();
     assert!(log.contains("NO SIGNING KEY CONFIGURED"), "{log}");
     assert!(log.contains("will NOT be accepted by other gateway instances"), "{log}");
 }
@@ -92,17 +53,9 @@ fn gateway_without_a_signing_key_warns_loudly() {
 #[test]
 fn sigterm_stops_the_gateway() {
     let mut gateway = start_gateway();
-    let pid = gateway.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(status) = gateway.child.try_wait().unwrap() {
-            assert!(status.success(), "{status:?}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "gateway did not stop after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    gateway.signal("TERM");
+    let status = gateway.wait_exit(Duration::from_secs(15));
+    assert!(status.success(), "{status:?}");
 }
 
 /// Runs `ib-oauth-gateway health ARGS...`; its exit code.
@@ -114,15 +67,15 @@ fn health(args: &[&str]) -> Option<i32> {
 #[test]
 fn health_exits_0_when_the_gateway_is_ready_and_1_when_nothing_listens() {
     let gateway = start_gateway();
-    let config = gateway._dir.path().join("gateway.yaml");
+    let config = gateway.log_path.with_file_name("gateway.yaml");
     let config = config.to_str().unwrap();
     assert_eq!(health(&["--config", config]), Some(0), "ready gateway, found through its configuration");
-    let url = format!("http://127.0.0.1:{}/readyz", gateway.admin);
+    let url = format!("{}/readyz", gateway.admin);
     assert_eq!(health(&["--url", &url]), Some(0), "ready gateway, by URL");
     let output = Command::new(BIN).arg("health").env("IBGW_CONFIG", config).output().unwrap();
     assert_eq!(output.status.code(), Some(0), "IBGW_CONFIG: {}", String::from_utf8_lossy(&output.stderr));
     // A path the admin listener does not serve is not healthy.
-    let missing = format!("http://127.0.0.1:{}/no-such-path", gateway.admin);
+    let missing = format!("{}/no-such-path", gateway.admin);
     assert_eq!(health(&["--url", &missing]), Some(1));
     drop(gateway);
 
@@ -152,34 +105,28 @@ fn health_asks_the_loopback_address_for_a_wildcard_admin_listen() {
     assert!(request.starts_with("GET /readyz HTTP/1.1\r\n"), "{request}");
 }
 
-fn post_json(port: u16, path: &str, body: &str) -> Option<u16> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    response.split_whitespace().nth(1)?.parse().ok()
-}
-
 const REGISTRATION: &str = r#"{"redirect_uris":["http://127.0.0.1:8765/callback"],"client_name":"t"}"#;
 
-#[test]
-fn registration_limit_refuses_past_it_per_client_ip() {
-    let gateway = start_gateway_with("oauth:\n  registration:\n    per_ip_per_hour: 2\n");
-    let statuses: Vec<_> = (0..3).map(|_| post_json(gateway.port, "/register", REGISTRATION)).collect();
-    assert_eq!(statuses, [Some(201), Some(201), Some(429)]);
+async fn register(gateway: &GatewayProcess) -> u16 {
+    let request = http().post(gateway.url("/register")).header("Content-Type", "application/json").body(REGISTRATION);
+    request.send().await.unwrap().status().as_u16()
 }
 
-#[test]
-fn registration_limit_zero_means_no_limit() {
+#[tokio::test(flavor = "multi_thread")]
+async fn registration_limit_refuses_past_it_per_client_ip() {
+    let gateway = start_gateway_with("oauth:\n  registration:\n    per_ip_per_hour: 2\n");
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(register(&gateway).await);
+    }
+    assert_eq!(statuses, [201, 201, 429]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registration_limit_zero_means_no_limit() {
     let gateway = start_gateway_with("oauth:\n  registration:\n    per_ip_per_hour: 0\n");
     // More than the default limit of 20 from one address.
     for n in 0..25 {
-        assert_eq!(post_json(gateway.port, "/register", REGISTRATION), Some(201), "registration {n}");
+        assert_eq!(register(&gateway).await, 201, "registration {n}");
     }
 }

@@ -5,11 +5,15 @@
 
 mod common;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use common::{
+    complete_login, complete_login_with, control_http, expire_session, free_port, mock_stats, start_mock, urlencode,
+};
 use ib_oauth_gateway::config::{self, Config};
 use ib_oauth_gateway::ib::{CompletedLogin, IbClient, IbError, IbSetupError, LoginPoll, PlatformUrl};
 use ib_oauth_gateway::mock::{self, MockHandle, MockSettings};
+use ib_oauth_gateway::store::now_unix;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -30,34 +34,8 @@ fn client() -> IbClient {
     IbClient::new(&gateway_config(None, 10_000)).expect("client builds")
 }
 
-async fn start_mock(settings: MockSettings) -> MockHandle {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
-    mock::serve(listener, None, settings).await.expect("mock starts")
-}
-
 fn platform(client: &IbClient, mock: &MockHandle) -> PlatformUrl {
     client.policy().validate(&mock.origin).expect("the mock's origin passes the loopback policy")
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs()
-}
-
-/// A plain client for the mock's test controls.
-fn control() -> reqwest::Client {
-    reqwest::Client::new()
-}
-
-async fn complete(http: &reqwest::Client, mock: &MockHandle, token: &str, extra_query: &str) -> String {
-    let url = mock.url(&format!("/_mock/complete?token={}{extra_query}", encode(token)));
-    let response = http.post(url).send().await.expect("complete request");
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.expect("complete answers JSON");
-    body["sid"].as_str().expect("complete answers the sid").to_string()
-}
-
-fn encode(text: &str) -> String {
-    form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
 async fn poll(client: &IbClient, platform: &PlatformUrl, token: &str) -> LoginPoll {
@@ -71,8 +49,14 @@ fn completed(poll: LoginPoll) -> CompletedLogin {
     }
 }
 
-async fn stats(http: &reqwest::Client, mock: &MockHandle) -> Value {
-    http.get(mock.url("/_mock/stats")).send().await.expect("stats").json().await.expect("stats JSON")
+/// A mock with `settings`, a client, the mock as its platform, and the IB login token of a login started
+/// there.
+async fn login_started(settings: MockSettings) -> (MockHandle, IbClient, PlatformUrl, String) {
+    let mock = start_mock(settings).await;
+    let client = client();
+    let platform = platform(&client, &mock);
+    let token = client.start_login(&platform).await.expect("start");
+    (mock, client, platform, token)
 }
 
 /// Logs the test user in through the mock's controls; returns the IB session id.
@@ -80,19 +64,15 @@ async fn logged_in_sid(mock: &MockHandle) -> String {
     let client = client();
     let platform = platform(&client, mock);
     let token = client.start_login(&platform).await.expect("start");
-    complete(&control(), mock, &token, "").await
+    complete_login(mock, &token, "").await
 }
 
 #[tokio::test]
 async fn browser_login_is_pending_until_completed_then_reports_every_field() {
     let settings =
         MockSettings { login_timeout_hours: Some(8), login_time_offset_seconds: -60, ..MockSettings::default() };
-    let mock = start_mock(settings).await;
-    let client = client();
-    let platform = platform(&client, &mock);
-    let http = control();
-
-    let token = client.start_login(&platform).await.expect("start_login");
+    let (mock, client, platform, token) = login_started(settings).await;
+    let http = control_http();
     assert!(!token.is_empty());
     let page = http.get(IbClient::login_page_url(&platform, &token)).send().await.expect("login page");
     assert_eq!(page.status(), 200);
@@ -102,12 +82,12 @@ async fn browser_login_is_pending_until_completed_then_reports_every_field() {
     assert_eq!(poll(&client, &platform, &token).await, LoginPoll::Pending);
     assert_eq!(poll(&client, &platform, &token).await, LoginPoll::Pending);
 
-    let sid = complete(&http, &mock, &token, "&uuid=user-42&firstname=Ada&lastname=Lovelace").await;
+    let sid = complete_login(&mock, &token, "&uuid=user-42&firstname=Ada&lastname=Lovelace").await;
     let login = completed(poll(&client, &platform, &token).await);
     assert_eq!(login.sid.expose(), sid);
     assert_eq!(login.user_uuid, "user-42");
     let login_time = login.login_time.expect("loginTime reported");
-    let expected = unix_now() - 60;
+    let expected = now_unix() - 60;
     assert!(login_time.abs_diff(expected) <= 5, "loginTime {login_time} is Unix seconds, about {expected}");
     assert_eq!(login.client_id, "mockclient");
     assert_eq!(login.api_v3_url.origin(), mock.origin);
@@ -128,11 +108,8 @@ async fn browser_login_is_pending_until_completed_then_reports_every_field() {
 
 #[tokio::test]
 async fn login_page_form_completes_the_login_as_the_demo_user() {
-    let mock = start_mock(MockSettings::default()).await;
-    let client = client();
-    let platform = platform(&client, &mock);
-    let http = control();
-    let token = client.start_login(&platform).await.expect("start");
+    let (mock, client, platform, token) = login_started(MockSettings::default()).await;
+    let http = control_http();
     let html = http
         .get(IbClient::login_page_url(&platform, &token))
         .send()
@@ -146,7 +123,7 @@ async fn login_page_form_completes_the_login_as_the_demo_user() {
     let submitted = http
         .post(mock.url("/_mock/complete"))
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("token={}", encode(&token)))
+        .body(format!("token={}", urlencode(&token)))
         .send()
         .await
         .expect("form post");
@@ -161,15 +138,12 @@ async fn login_page_form_completes_the_login_as_the_demo_user() {
 
 #[tokio::test]
 async fn info_body_has_the_contract_shape() {
-    let mock = start_mock(MockSettings::default()).await;
-    let client = client();
-    let platform = platform(&client, &mock);
-    let http = control();
-    let token = client.start_login(&platform).await.expect("start");
-    let sid = complete(&http, &mock, &token, "").await;
+    let (mock, _, _, token) = login_started(MockSettings::default()).await;
+    let http = control_http();
+    let sid = complete_login(&mock, &token, "").await;
 
     let body: Value = http
-        .get(mock.url(&format!("/v1/auth/app/info?token={}", encode(&token))))
+        .get(mock.url(&format!("/v1/auth/app/info?token={}", urlencode(&token))))
         .send()
         .await
         .expect("info")
@@ -182,7 +156,7 @@ async fn info_body_has_the_contract_shape() {
     for key in ["userUuid", "originalUserUuid"] {
         assert!(session[key].is_string(), "session.{key}");
     }
-    assert!(session["loginTime"].as_u64().is_some_and(|t| t.abs_diff(unix_now()) <= 5));
+    assert!(session["loginTime"].as_u64().is_some_and(|t| t.abs_diff(now_unix()) <= 5));
     let info = &body["content"]["info"];
     for key in [
         "clientname",
@@ -204,22 +178,17 @@ async fn info_body_has_the_contract_shape() {
 
 #[tokio::test]
 async fn logintimeoutperiod_omitted_by_ib_is_none() {
-    let mock = start_mock(MockSettings { login_timeout_hours: None, ..MockSettings::default() }).await;
-    let client = client();
-    let platform = platform(&client, &mock);
-    let token = client.start_login(&platform).await.expect("start");
-    complete(&control(), &mock, &token, "").await;
+    let (mock, client, platform, token) =
+        login_started(MockSettings { login_timeout_hours: None, ..MockSettings::default() }).await;
+    complete_login(&mock, &token, "").await;
     let login = completed(poll(&client, &platform, &token).await);
     assert_eq!(login.login_timeout_hours, None);
 }
 
 #[tokio::test]
 async fn numbers_sent_as_strings_are_read() {
-    let mock = start_mock(MockSettings::default()).await;
-    let client = client();
-    let platform = platform(&client, &mock);
-    let token = client.start_login(&platform).await.expect("start");
-    complete(&control(), &mock, &token, "&logintimeoutperiod=%226%22&loginTime=%221609227014%22").await;
+    let (mock, client, platform, token) = login_started(MockSettings::default()).await;
+    complete_login(&mock, &token, "&logintimeoutperiod=%226%22&loginTime=%221609227014%22").await;
     let login = completed(poll(&client, &platform, &token).await);
     assert_eq!(login.login_timeout_hours, Some(6));
     assert_eq!(login.login_time, Some(1_609_227_014));
@@ -227,17 +196,14 @@ async fn numbers_sent_as_strings_are_read() {
 
 #[tokio::test]
 async fn failed_login_stays_pending_forever() {
-    let mock = start_mock(MockSettings::default()).await;
-    let client = client();
-    let platform = platform(&client, &mock);
-    let http = control();
-    let token = client.start_login(&platform).await.expect("start");
-    let failed = http.post(mock.url(&format!("/_mock/fail?token={}", encode(&token)))).send().await.expect("fail");
+    let (mock, client, platform, token) = login_started(MockSettings::default()).await;
+    let http = control_http();
+    let failed = http.post(mock.url(&format!("/_mock/fail?token={}", urlencode(&token)))).send().await.expect("fail");
     assert_eq!(failed.status(), 200);
     for _ in 0..3 {
         assert_eq!(poll(&client, &platform, &token).await, LoginPoll::Pending);
     }
-    let late = http.post(mock.url(&format!("/_mock/complete?token={}", encode(&token)))).send().await.expect("post");
+    let late = http.post(mock.url(&format!("/_mock/complete?token={}", urlencode(&token)))).send().await.expect("post");
     assert_eq!(late.status(), 409, "a failed login cannot be completed");
     assert_eq!(poll(&client, &platform, &token).await, LoginPoll::Pending);
 }
@@ -253,15 +219,12 @@ async fn unknown_login_token_is_pending() {
 #[tokio::test]
 async fn ok_without_a_session_sid_is_pending() {
     let settings = MockSettings { pending_as_ok_without_session: true, ..MockSettings::default() };
-    let mock = start_mock(settings).await;
-    let client = client();
-    let platform = platform(&client, &mock);
-    let http = control();
-    let token = client.start_login(&platform).await.expect("start");
-    let raw = http.get(mock.url(&format!("/v1/auth/app/info?token={}", encode(&token)))).send().await.expect("info");
+    let (mock, client, platform, token) = login_started(settings).await;
+    let http = control_http();
+    let raw = http.get(mock.url(&format!("/v1/auth/app/info?token={}", urlencode(&token)))).send().await.expect("info");
     assert_eq!(raw.status(), 200, "the mock answers 200 while pending in this mode");
     assert_eq!(poll(&client, &platform, &token).await, LoginPoll::Pending);
-    complete(&http, &mock, &token, "").await;
+    complete_login(&mock, &token, "").await;
     assert!(matches!(poll(&client, &platform, &token).await, LoginPoll::Complete(_)));
 }
 
@@ -271,11 +234,8 @@ async fn api_v3_url_failing_the_policy_is_a_bad_response() {
         ["https://api.evil.example", "http://127.0.0.2:8080", "https://lbv3us1.intelligencebank.com/api/v3"]
     {
         let settings = MockSettings { api_v3_url: Some(api_v3_url.into()), ..MockSettings::default() };
-        let mock = start_mock(settings).await;
-        let client = client();
-        let platform = platform(&client, &mock);
-        let token = client.start_login(&platform).await.expect("start");
-        complete(&control(), &mock, &token, "").await;
+        let (mock, client, platform, token) = login_started(settings).await;
+        complete_login(&mock, &token, "").await;
         let result = client.poll_login(&platform, &token).await;
         assert!(matches!(result, Err(IbError::BadResponse(_))), "{api_v3_url}: {result:?}");
     }
@@ -283,14 +243,11 @@ async fn api_v3_url_failing_the_policy_is_a_bad_response() {
 
 #[tokio::test]
 async fn polls_reuse_one_pooled_connection() {
-    let mock = start_mock(MockSettings::default()).await;
-    let client = client();
-    let platform = platform(&client, &mock);
-    let token = client.start_login(&platform).await.expect("start");
+    let (mock, client, platform, token) = login_started(MockSettings::default()).await;
     for _ in 0..5 {
         assert_eq!(poll(&client, &platform, &token).await, LoginPoll::Pending);
     }
-    let stats = stats(&control(), &mock).await;
+    let stats = mock_stats(&mock).await;
     assert_eq!(stats["requests"]["token"], Value::from(1));
     assert_eq!(stats["requests"]["info"], Value::from(5));
     // The client's six calls plus the stats call on the control client's own connection.
@@ -318,7 +275,7 @@ async fn tls_platform_is_trusted_with_the_extra_ca() {
         .tls_certs_only([reqwest::Certificate::from_pem(&pem).expect("CA cert")])
         .build()
         .expect("control client");
-    let sid = complete(&http, &mock, &token, "").await;
+    let sid = complete_login_with(&http, &mock, &token, "").await;
     let login = completed(poll(&client, &platform, &token).await);
     assert_eq!(login.sid.expose(), sid);
     assert_eq!(login.api_v3_url.origin(), mock.origin);
@@ -392,9 +349,7 @@ async fn unexpected_status_redirect_and_garbage_are_errors() {
 
 #[tokio::test]
 async fn closed_port_is_unreachable() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    drop(listener);
+    let addr = format!("127.0.0.1:{}", free_port());
     let client = client();
     let platform = client.policy().validate(&format!("http://{addr}")).expect("loopback");
     assert_eq!(client.start_login(&platform).await, Err(IbError::Unreachable));
@@ -423,7 +378,7 @@ async fn silent_platform_times_out() {
 async fn api_echo_returns_the_raw_target_byte_for_byte() {
     let mock = start_mock(MockSettings::default()).await;
     let sid = logged_in_sid(&mock).await;
-    let response = control()
+    let response = control_http()
         .get(mock.url(API_PATH))
         .header("sid", &sid)
         .header("x-multi", "a")
@@ -468,7 +423,7 @@ async fn api_echo_does_not_normalise_what_a_url_library_would() {
 async fn api_refuses_unknown_wrong_account_and_expired_sids_with_401() {
     let mock = start_mock(MockSettings::default()).await;
     let sid = logged_in_sid(&mock).await;
-    let http = control();
+    let http = control_http();
     let call = |path: &str, sid: Option<&str>| {
         let mut request = http.get(mock.url(path));
         if let Some(sid) = sid {
@@ -477,7 +432,7 @@ async fn api_refuses_unknown_wrong_account_and_expired_sids_with_401() {
         request.send()
     };
     assert_eq!(call("/api/3.0.0/mockclient/resource", Some(&sid)).await.expect("ok").status(), 200);
-    let query_sid = format!("/api/3.0.0/mockclient/resource/1?action=download&sid={}", encode(&sid));
+    let query_sid = format!("/api/3.0.0/mockclient/resource/1?action=download&sid={}", urlencode(&sid));
     assert_eq!(call(&query_sid, None).await.expect("query sid").status(), 200, "download URLs accept ?sid=");
 
     let missing = call("/api/3.0.0/mockclient/resource", None).await.expect("missing");
@@ -487,8 +442,7 @@ async fn api_refuses_unknown_wrong_account_and_expired_sids_with_401() {
     assert_eq!(call("/api/3.0.0/mockclient/resource", Some("not-a-sid")).await.expect("bogus").status(), 401);
     assert_eq!(call("/api/3.0.0/otherclient/resource", Some(&sid)).await.expect("account").status(), 401);
 
-    let expired = http.post(mock.url(&format!("/_mock/expire?sid={}", encode(&sid)))).send().await.expect("expire");
-    assert_eq!(expired.status(), 200);
+    assert_eq!(expire_session(&mock, &sid).await, 200);
     assert_eq!(call("/api/3.0.0/mockclient/resource", Some(&sid)).await.expect("expired").status(), 401);
 }
 
@@ -498,7 +452,7 @@ async fn api_session_past_its_logintimeoutperiod_is_refused() {
         MockSettings { login_timeout_hours: Some(1), login_time_offset_seconds: -3_700, ..MockSettings::default() };
     let mock = start_mock(settings).await;
     let sid = logged_in_sid(&mock).await;
-    let response = control().get(mock.url("/api/3.0.0/mockclient/resource")).header("sid", sid).send().await;
+    let response = control_http().get(mock.url("/api/3.0.0/mockclient/resource")).header("sid", sid).send().await;
     assert_eq!(response.expect("call").status(), 401);
 }
 
@@ -506,7 +460,7 @@ async fn api_session_past_its_logintimeoutperiod_is_refused() {
 async fn api_streams_downloads_and_counts_uploads() {
     let mock = start_mock(MockSettings::default()).await;
     let sid = logged_in_sid(&mock).await;
-    let http = control();
+    let http = control_http();
 
     const DOWNLOAD: u64 = 5 * 1024 * 1024 + 7;
     let mut response = http
@@ -548,7 +502,7 @@ async fn api_streams_downloads_and_counts_uploads() {
 async fn api_mock_status_and_delay_steer_the_answer() {
     let mock = start_mock(MockSettings::default()).await;
     let sid = logged_in_sid(&mock).await;
-    let http = control();
+    let http = control_http();
     let path = "/api/3.0.0/mockclient/resource?mock_status=503";
     let response = http.get(mock.url(path)).header("sid", &sid).send().await.expect("status");
     assert_eq!(response.status(), 503);
@@ -570,12 +524,12 @@ async fn api_mock_status_and_delay_steer_the_answer() {
 async fn stats_count_requests_and_connections() {
     let mock = start_mock(MockSettings::default()).await;
     let sid = logged_in_sid(&mock).await;
-    let http = control();
+    let http = control_http();
     for _ in 0..3 {
         let response = http.get(mock.url("/api/3.0.0/mockclient/resource")).header("sid", &sid).send().await;
         assert_eq!(response.expect("api").status(), 200);
     }
-    let stats = stats(&http, &mock).await;
+    let stats = mock_stats(&mock).await;
     assert_eq!(stats["requests"]["api"], 3);
     assert_eq!(stats["requests"]["complete"], 1);
     assert!(stats["connections_accepted"].as_u64().is_some_and(|n| n >= 2), "{stats}");

@@ -5,45 +5,9 @@ mod common;
 
 use common::*;
 use ib_oauth_gateway::mock::MockSettings;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// A gateway process that is killed if the test ends (or fails) before it exits by itself.
-struct Gateway(Child);
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(config: &std::path::Path, upgrade: bool, log: &std::path::Path) -> Gateway {
-    let mut command = Command::new(BIN);
-    command.arg("--config").arg(config);
-    if upgrade {
-        command.arg("-u");
-    }
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    Gateway(command.stdout(Stdio::null()).stderr(log).spawn().unwrap())
-}
-
-fn signal(gateway: &Gateway, name: &str) {
-    assert!(Command::new("kill").args([&format!("-{name}"), &gateway.0.id().to_string()]).status().unwrap().success());
-}
-
-fn wait_exit(gateway: &mut Gateway, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = gateway.0.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "process did not exit");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn config_text(port: u16, admin: u16, dir: &std::path::Path, shared: &str, origin: &str) -> String {
     format!(
@@ -73,13 +37,9 @@ async fn upgrade_under_load_reloads_config_and_drops_no_request() {
     let config = dir.path().join("gateway.yaml");
     let log = dir.path().join("gateway.log");
     std::fs::write(&config, config_text(port, admin, dir.path(), &shared, "https://old.example.com")).unwrap();
-    let mut old = spawn(&config, false, &log);
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", admin)).is_err() {
-        assert!(Instant::now() < deadline, "gateway did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut old = GatewayProcess::spawn(&config, &[], &[], &log);
+    old.wait_ready();
+    let base = old.base.clone();
 
     // A session to proxy with: it lives in Redis and the key is shared, so it survives the upgrade.
     let mock = start_mock(MockSettings::default()).await;
@@ -113,7 +73,7 @@ async fn upgrade_under_load_reloads_config_and_drops_no_request() {
 
     // Reload: a new configuration, taken up by the new process.
     std::fs::write(&config, config_text(port, admin, dir.path(), &shared, "https://new.example.com")).unwrap();
-    let mut new = spawn(&config, true, &log);
+    let mut new = GatewayProcess::spawn(&config, &["-u"], &[], &log);
     // The new process listens on the upgrade socket for the old one's sockets; only then may the old one go.
     let upgrade_sock = dir.path().join("upgrade.sock");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -121,8 +81,8 @@ async fn upgrade_under_load_reloads_config_and_drops_no_request() {
         assert!(Instant::now() < deadline, "the new process never waited on the upgrade socket");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    signal(&old, "QUIT");
-    let old_status = tokio::task::spawn_blocking(move || wait_exit(&mut old, Duration::from_secs(30))).await.unwrap();
+    old.signal("QUIT");
+    let old_status = tokio::task::spawn_blocking(move || old.wait_exit(Duration::from_secs(30))).await.unwrap();
     assert!(old_status.success(), "{old_status:?}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
@@ -136,7 +96,7 @@ async fn upgrade_under_load_reloads_config_and_drops_no_request() {
     assert_eq!(preflight_origin(&base, "https://old.example.com").await, None, "the new config is in force");
 
     // SIGTERM: the new process drains and exits cleanly.
-    signal(&new, "TERM");
-    let status = tokio::task::spawn_blocking(move || wait_exit(&mut new, Duration::from_secs(30))).await.unwrap();
+    new.signal("TERM");
+    let status = tokio::task::spawn_blocking(move || new.wait_exit(Duration::from_secs(30))).await.unwrap();
     assert!(status.success(), "{status:?}");
 }

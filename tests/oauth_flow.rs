@@ -4,13 +4,11 @@
 mod common;
 
 use common::*;
-use ib_oauth_gateway::mock::MockSettings;
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn whole_flow_authorize_login_poll_token_userinfo_refresh_until_the_limit() {
-    let gateway = GatewayProcess::start("tokens:\n  max_refresh_count: 3\n");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("tokens:\n  max_refresh_count: 3\n").await;
     let http = http();
 
     // The page asks for the platform, with a strict CSP and no inline script.
@@ -65,8 +63,7 @@ async fn whole_flow_authorize_login_poll_token_userinfo_refresh_until_the_limit(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn short_logintimeoutperiod_expires_the_session() {
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("").await;
     let now = ib_oauth_gateway::store::now_unix();
     // IB's shortest timeout is one hour: a login that began an hour ago, less three seconds.
     let login_time = now - 3600 + 3;
@@ -90,10 +87,8 @@ async fn short_logintimeoutperiod_expires_the_session() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn revoking_the_refresh_token_ends_the_session() {
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
-    let redirect = login(&gateway, &mock, &authorize_query("r"), "").await;
-    let (_, tokens) = exchange(&gateway, &redirect).await;
+    let (gateway, mock) = gateway_and_mock("").await;
+    let tokens = tokens_for(&gateway, &mock, "").await;
     let refresh_token = tokens["refresh_token"].as_str().unwrap();
     let (status, body) =
         post_form(&gateway.url("/revoke"), &[("token", refresh_token), ("client_id", PUBLIC_CLIENT)]).await;
@@ -110,10 +105,8 @@ async fn revoking_the_refresh_token_ends_the_session() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn introspection_needs_a_confidential_client_and_reports_activity() {
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
-    let redirect = login(&gateway, &mock, &authorize_query("i"), "").await;
-    let (_, tokens) = exchange(&gateway, &redirect).await;
+    let (gateway, mock) = gateway_and_mock("").await;
+    let tokens = tokens_for(&gateway, &mock, "").await;
     let access = tokens["access_token"].as_str().unwrap();
     let (status, body) =
         post_form(&gateway.url("/introspect"), &[("token", access), ("client_id", PUBLIC_CLIENT)]).await;
@@ -161,8 +154,7 @@ async fn discovery_documents_parse_and_point_at_this_gateway() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dynamic_registration_issues_a_usable_public_client() {
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("").await;
     let response = http()
         .post(gateway.url("/register"))
         .json(&serde_json::json!({"redirect_uris": ["http://127.0.0.1:9999/cb"], "client_name": "Claude"}))

@@ -21,8 +21,7 @@ async fn scrape(gateway: &GatewayProcess) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_a_scripted_flow_and_logs_hold_no_secrets() {
-    let gateway = GatewayProcess::start("tokens:\n  max_refresh_count: 2\n");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("tokens:\n  max_refresh_count: 2\n").await;
     let before = scrape(&gateway).await;
     assert_eq!(sample(&before, r#"ibgw_logins_total{result="started"}"#), 0.0);
     assert_eq!(sample(&before, "ibgw_store_up"), 1.0);
@@ -51,7 +50,7 @@ async fn metrics_count_a_scripted_flow_and_logs_hold_no_secrets() {
     assert_eq!(foreign.status(), 403);
     // IB ends the session: the next call is refused as upstream-rejected.
     let sid = tokens["sid"].as_str().unwrap().to_string();
-    control_http().post(mock.url(&format!("/_mock/expire?sid={sid}"))).send().await.unwrap();
+    expire_session(&mock, &sid).await;
     let rejected = http().get(gateway.url("/api/v3/resource")).bearer_auth(&access).send().await.unwrap();
     assert_eq!(rejected.status(), 401);
     let body: Value = rejected.json().await.unwrap();
@@ -217,7 +216,7 @@ async fn each_refusal_is_counted_once_by_its_kind() {
 
     let b = tokens_for(&gateway, &mock, "").await;
     let sid = b["sid"].as_str().unwrap();
-    control_http().post(mock.url(&format!("/_mock/expire?sid={sid}"))).send().await.unwrap();
+    expire_session(&mock, sid).await;
     counts_exactly(
         &gateway,
         "IB ended the session",

@@ -12,19 +12,19 @@ fn access(tokens: &Value) -> String {
     tokens["access_token"].as_str().unwrap().to_string()
 }
 
+/// `GET /api/v3/resource` through `gateway` with the access token of `tokens`.
+async fn get_resource(gateway: &GatewayProcess, tokens: &Value) -> reqwest::Response {
+    http().get(gateway.url("/api/v3/resource")).bearer_auth(access(tokens)).send().await.unwrap()
+}
+
 /// The authority of the mock as `/proxy/{host}` wants it.
 fn host(origin: &str) -> String {
     origin.trim_start_matches("http://").trim_start_matches("https://").to_string()
 }
 
-async fn mock_stats(mock: &ib_oauth_gateway::mock::MockHandle) -> Value {
-    http().get(mock.url("/_mock/stats")).send().await.unwrap().json().await.unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_valid_call_reaches_ib_with_the_sid_and_exact_path_and_no_bearer() {
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("").await;
     let tokens = tokens_for(&gateway, &mock, "").await;
     let path = "/api/3.0.0/mockclient/resource.limit(100).order(createTime:-1)?verbose=null&x=%2F,y&q=a%20b";
     let response = http()
@@ -67,8 +67,7 @@ async fn a_valid_call_reaches_ib_with_the_sid_and_exact_path_and_no_bearer() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn refusals_carry_rfc6750_challenges_and_the_bodies_old_clients_parse() {
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("").await;
     let url = gateway.url(&format!("/proxy/{}/api/3.0.0/mockclient/resource", host(&mock.origin)));
 
     let missing = http().get(&url).send().await.unwrap();
@@ -111,12 +110,11 @@ async fn expired_access_tokens_say_whether_a_refresh_can_help() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_session_past_sid_expiry_is_refused_as_expired() {
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("").await;
     let login_time = ib_oauth_gateway::store::now_unix() - 3600 + 2;
     let tokens = tokens_for(&gateway, &mock, &format!("&logintimeoutperiod=1&loginTime={login_time}")).await;
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    let response = http().get(gateway.url("/api/v3/resource")).bearer_auth(access(&tokens)).send().await.unwrap();
+    let response = get_resource(&gateway, &tokens).await;
     assert_eq!(response.status(), 401);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error_description"], "Session has expired");
@@ -124,8 +122,7 @@ async fn a_session_past_sid_expiry_is_refused_as_expired() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn other_hosts_are_refused_before_any_connection() {
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("").await;
     let tokens = tokens_for(&gateway, &mock, "").await;
     let own = host(&mock.origin);
     let port = own.rsplit(':').next().unwrap();
@@ -153,8 +150,7 @@ async fn other_hosts_are_refused_before_any_connection() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_paths_are_refused_with_400() {
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("").await;
     let tokens = tokens_for(&gateway, &mock, "").await;
     let own = host(&mock.origin);
     let bearer = format!("Bearer {}", access(&tokens));
@@ -178,8 +174,7 @@ async fn malformed_paths_are_refused_with_400() {
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_errors_map_to_502_and_504_with_json_bodies() {
     let closed = free_port();
-    let gateway = GatewayProcess::start("upstream:\n  read_timeout_ms: 500\n  connect_timeout_ms: 500\n");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("upstream:\n  read_timeout_ms: 500\n  connect_timeout_ms: 500\n").await;
     let tokens = tokens_for(&gateway, &mock, "").await;
     let slow = http()
         .get(gateway.url("/api/v3/resource?mock_delay_ms=2000"))
@@ -195,7 +190,7 @@ async fn upstream_errors_map_to_502_and_504_with_json_bodies() {
         start_mock(MockSettings { api_v3_url: Some(format!("http://127.0.0.1:{closed}")), ..MockSettings::default() })
             .await;
     let tokens = tokens_for(&gateway, &broken, "").await;
-    let refused = http().get(gateway.url("/api/v3/resource")).bearer_auth(access(&tokens)).send().await.unwrap();
+    let refused = get_resource(&gateway, &tokens).await;
     assert_eq!(refused.status(), 502);
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["error"], "bad_gateway");
@@ -230,8 +225,7 @@ async fn cors_preflight_is_answered_without_authentication() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rate_limit_answers_429_with_retry_after_then_recovers() {
-    let gateway = GatewayProcess::start("rate_limits:\n  per_session_per_minute: 5\n");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("rate_limits:\n  per_session_per_minute: 5\n").await;
     let tokens = tokens_for(&gateway, &mock, "").await;
     let call = || http().get(gateway.url("/api/v3/resource")).bearer_auth(access(&tokens)).send();
     // Start at the beginning of a window so that five calls and the refusal land in the same one.
@@ -266,15 +260,14 @@ async fn upstream_401_ends_the_session_on_every_instance() {
     let second = GatewayProcess::start_with(&shared, Some("https://gateway.example.com"));
     let mock = start_mock(MockSettings::default()).await;
     let tokens = tokens_for(&first, &mock, "").await;
-    let on_second = http().get(second.url("/api/v3/resource")).bearer_auth(access(&tokens)).send().await.unwrap();
+    let on_second = get_resource(&second, &tokens).await;
     assert_eq!(on_second.status(), 200, "instances share sessions and keys");
-    let expired = http().post(mock.url(&format!("/_mock/expire?sid={}", tokens["sid"].as_str().unwrap())));
-    assert!(expired.send().await.unwrap().status().is_success());
-    let rejected = http().get(first.url("/api/v3/resource")).bearer_auth(access(&tokens)).send().await.unwrap();
+    assert!(expire_session(&mock, tokens["sid"].as_str().unwrap()).await.is_success());
+    let rejected = get_resource(&first, &tokens).await;
     assert_eq!(rejected.status(), 401);
     let body: Value = rejected.json().await.unwrap();
     assert_eq!(body["error_description"], "Session has expired");
-    let elsewhere = http().get(second.url("/api/v3/resource")).bearer_auth(access(&tokens)).send().await.unwrap();
+    let elsewhere = get_resource(&second, &tokens).await;
     assert_eq!(elsewhere.status(), 401, "the other instance sees the session dead without asking IB");
     let (status, refused) = refresh(&second, tokens["refresh_token"].as_str().unwrap()).await;
     assert_eq!((status, refused["error_description"].as_str()), (400, Some("Session has expired")));
@@ -288,7 +281,7 @@ async fn store_outage_is_503_never_401_and_recovers() {
     let mock = start_mock(MockSettings::default()).await;
     let tokens = tokens_for(&gateway, &mock, "").await;
     redis.stop();
-    let response = http().get(gateway.url("/api/v3/resource")).bearer_auth(access(&tokens)).send().await.unwrap();
+    let response = get_resource(&gateway, &tokens).await;
     assert_eq!(response.status(), 503);
     assert!(response.headers().get("retry-after").is_some());
     let body: Value = response.json().await.unwrap();
@@ -307,7 +300,7 @@ async fn store_outage_is_503_never_401_and_recovers() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     let tokens = tokens_for(&gateway, &mock, "").await;
-    let response = http().get(gateway.url("/api/v3/resource")).bearer_auth(access(&tokens)).send().await.unwrap();
+    let response = get_resource(&gateway, &tokens).await;
     assert_eq!(response.status(), 200);
 }
 
@@ -329,7 +322,7 @@ async fn redis_rate_limit_holds_across_two_instances_in_one_round_trip_each() {
     let mut accepted = 0;
     for i in 0..40 {
         let gateway = if i % 2 == 0 { &first } else { &second };
-        let response = http().get(gateway.url("/api/v3/resource")).bearer_auth(access(&tokens)).send().await.unwrap();
+        let response = get_resource(gateway, &tokens).await;
         match response.status().as_u16() {
             200 => accepted += 1,
             429 => {}
@@ -392,8 +385,7 @@ async fn tls_upstream_is_verified_against_the_extra_ca() {
 async fn a_gibibyte_streams_both_ways_with_flat_gateway_memory() {
     use futures_util::StreamExt;
     const GIB: u64 = 1 << 30;
-    let gateway = GatewayProcess::start("");
-    let mock = start_mock(MockSettings::default()).await;
+    let (gateway, mock) = gateway_and_mock("").await;
     let tokens = tokens_for(&gateway, &mock, "").await;
     let baseline = gateway.peak_rss_kib();
 

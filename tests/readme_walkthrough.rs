@@ -2,20 +2,17 @@
 //! bash against a real `ib-oauth-gateway demo` process (the shipped conf/dev.yaml on free ports), and every
 //! step of the OAuth flow, the proxied calls, the refresh and the sign-out succeed.
 
+mod common;
+
+use common::{free_port, BIN};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ib-oauth-gateway");
-
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// The first ```sh block after the heading `heading`.

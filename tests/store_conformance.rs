@@ -9,19 +9,20 @@
 //! prefix. Times passed to the store are explicit (`now`), so grace windows and expiry are tested by moving
 //! `now`, not by sleeping; only the TTL test sleeps (once, ~2 s).
 
-mod support;
+mod common;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::store::*;
+use common::{free_port, RedisServer};
 use ib_oauth_gateway::config::RedisMode;
 use ib_oauth_gateway::session::{rules, Limits, Session, SessionId, SessionState, SessionStatus};
 use ib_oauth_gateway::store::{
     now_unix, CodeRedemption, RecordKind, RotateOutcome, StoreError, TokenStore, EXPIRED_SESSION_TAIL_SECONDS,
 };
 use ib_oauth_gateway::tokens::{self, RefreshToken, TokenHash};
-use support::*;
 
 /// The behaviours every backend shares.
 mod suite {
@@ -108,8 +109,7 @@ mod suite {
         assert_eq!(current(store.as_ref(), &session.id).await.refresh_count, 1);
 
         // The retry's own successor was never stored: the winner's successor is the one that rotates.
-        let next = Prepared::new(&session.id, &winner.successor);
-        assert_eq!(rotated(store.rotate_refresh(&next.request(&session.id, t0 + 2)).await.unwrap()).refresh_count, 2);
+        assert_eq!(rotated(rotate_once(store.as_ref(), &session.id, &winner.successor, t0 + 2).await).refresh_count, 2);
     }
 
     pub async fn old_token_after_grace_is_reuse_and_revokes_the_session(store: Arc<dyn TokenStore>) {
@@ -119,19 +119,14 @@ mod suite {
         rotated(store.rotate_refresh(&first.request(&session.id, t0)).await.unwrap());
 
         // The grace window is [t0, t0 + GRACE): at t0 + GRACE the old token is a replay.
-        let replay = Prepared::new(&session.id, &token);
-        assert_eq!(
-            store.rotate_refresh(&replay.request(&session.id, t0 + GRACE)).await.unwrap(),
-            RotateOutcome::ReuseDetected
-        );
+        assert_eq!(rotate_once(store.as_ref(), &session.id, &token, t0 + GRACE).await, RotateOutcome::ReuseDetected);
         let revoked = current(store.as_ref(), &session.id).await;
         assert_eq!(revoked.state, SessionState::Revoked);
         assert_eq!(revoked.refresh_count, 1);
 
         // Even the current token is now refused.
-        let next = Prepared::new(&session.id, &first.successor);
         assert_eq!(
-            store.rotate_refresh(&next.request(&session.id, t0 + GRACE + 1)).await.unwrap(),
+            rotate_once(store.as_ref(), &session.id, &first.successor, t0 + GRACE + 1).await,
             RotateOutcome::Refused(SessionStatus::Revoked)
         );
         assert_eq!(current(store.as_ref(), &session.id).await, revoked, "nothing changed after revocation");
@@ -146,24 +141,18 @@ mod suite {
         rotated(store.rotate_refresh(&b_to_c.request(&session.id, t0 + 1)).await.unwrap());
 
         // `a` is two generations old: only the most recent rotation is repeatable.
-        let replay = Prepared::new(&session.id, &a);
-        assert_eq!(
-            store.rotate_refresh(&replay.request(&session.id, t0 + 2)).await.unwrap(),
-            RotateOutcome::ReuseDetected
-        );
+        assert_eq!(rotate_once(store.as_ref(), &session.id, &a, t0 + 2).await, RotateOutcome::ReuseDetected);
         assert_eq!(current(store.as_ref(), &session.id).await.state, SessionState::Revoked);
 
         // Revocation forgets the grace window, as `end_session` does: `b` (rotated 2 s ago, GRACE is 30 s) is
         // no longer repeated but is a retired token like any other.
-        let retry_b = Prepared::new(&session.id, &a_to_b.successor);
         assert_eq!(
-            store.rotate_refresh(&retry_b.request(&session.id, t0 + 3)).await.unwrap(),
+            rotate_once(store.as_ref(), &session.id, &a_to_b.successor, t0 + 3).await,
             RotateOutcome::ReuseDetected
         );
         // And the current token is refused.
-        let via_c = Prepared::new(&session.id, &b_to_c.successor);
         assert_eq!(
-            store.rotate_refresh(&via_c.request(&session.id, t0 + 3)).await.unwrap(),
+            rotate_once(store.as_ref(), &session.id, &b_to_c.successor, t0 + 3).await,
             RotateOutcome::Refused(SessionStatus::Revoked)
         );
     }
@@ -184,8 +173,7 @@ mod suite {
         assert_eq!(current(store.as_ref(), &session.id).await, after, "not rotated, not revoked");
 
         // The right client still rotates the current token.
-        let next = Prepared::new(&session.id, &first.successor);
-        assert_eq!(rotated(store.rotate_refresh(&next.request(&session.id, t0 + 2)).await.unwrap()).refresh_count, 2);
+        assert_eq!(rotated(rotate_once(store.as_ref(), &session.id, &first.successor, t0 + 2).await).refresh_count, 2);
     }
 
     pub async fn unknown_token_of_the_session_is_invalid_and_does_not_revoke(store: Arc<dyn TokenStore>) {
@@ -264,14 +252,12 @@ mod suite {
 
         // At sid_expiry: the successor is refused as Expired, and so is a grace-window repeat.
         assert_eq!(rules::refresh_status(&after, session.sid_expiry, &LIMITS), SessionStatus::Expired);
-        let next = Prepared::new(&session.id, &first.successor);
         assert_eq!(
-            store.rotate_refresh(&next.request(&session.id, session.sid_expiry)).await.unwrap(),
+            rotate_once(store.as_ref(), &session.id, &first.successor, session.sid_expiry).await,
             RotateOutcome::Refused(SessionStatus::Expired)
         );
-        let repeat = Prepared::new(&session.id, &token);
         assert_eq!(
-            store.rotate_refresh(&repeat.request(&session.id, session.sid_expiry)).await.unwrap(),
+            rotate_once(store.as_ref(), &session.id, &token, session.sid_expiry).await,
             RotateOutcome::Refused(SessionStatus::Expired)
         );
         assert_eq!(current(store.as_ref(), &session.id).await, after, "refusals change nothing");
@@ -327,15 +313,10 @@ mod suite {
         let token = RefreshToken::generate(&session.id);
         store.create_session(&session, &token.hash(), t0 + 10, t0).await.unwrap();
 
-        let at_expiry = Prepared::new(&session.id, &token);
-        assert_eq!(
-            store.rotate_refresh(&at_expiry.request(&session.id, t0 + 10)).await.unwrap(),
-            RotateOutcome::Invalid
-        );
+        assert_eq!(rotate_once(store.as_ref(), &session.id, &token, t0 + 10).await, RotateOutcome::Invalid);
         assert_eq!(current(store.as_ref(), &session.id).await, session, "not rotated, not revoked");
         // One second earlier it was still good.
-        let before = Prepared::new(&session.id, &token);
-        assert_eq!(rotated(store.rotate_refresh(&before.request(&session.id, t0 + 9)).await.unwrap()).refresh_count, 1);
+        assert_eq!(rotated(rotate_once(store.as_ref(), &session.id, &token, t0 + 9).await).refresh_count, 1);
     }
 
     /// The successor's lifetime is `min(now + refresh_ttl, sid_expiry)`, and a successor past it is Invalid.
@@ -399,11 +380,7 @@ mod suite {
         assert_eq!(stored.state, SessionState::Active);
         // Only the winner's successor is current.
         let loser = results.iter().find(|(_, o)| !matches!(o, RotateOutcome::Rotated(_))).expect("a loser");
-        let via_loser = Prepared::new(&session.id, &loser.0.successor);
-        assert_eq!(
-            store.rotate_refresh(&via_loser.request(&session.id, t0 + 1)).await.unwrap(),
-            RotateOutcome::Invalid
-        );
+        assert_eq!(rotate_once(store.as_ref(), &session.id, &loser.0.successor, t0 + 1).await, RotateOutcome::Invalid);
         let via_winner = Prepared::new(&session.id, &winner.successor);
         rotated(store.rotate_refresh(&via_winner.request(&session.id, t0 + 1)).await.unwrap());
     }
@@ -421,11 +398,7 @@ mod suite {
         assert_eq!(ended.state, state);
         assert_eq!(ended.refresh_count, 1);
 
-        let next = Prepared::new(&session.id, &first.successor);
-        assert_eq!(
-            store.rotate_refresh(&next.request(&session.id, t0 + 1)).await.unwrap(),
-            RotateOutcome::Refused(status)
-        );
+        assert_eq!(rotate_once(store, &session.id, &first.successor, t0 + 1).await, RotateOutcome::Refused(status));
         // Ending a session forgets the grace window: within it, the old token is no longer repeated but is a
         // retired token coming back (both backends: ReuseDetected).
         let repeat = Prepared::new(&session.id, &token);
@@ -518,9 +491,8 @@ mod suite {
         assert!(store.revoke_by_refresh(&session.id, &token.hash(), CLIENT).await.unwrap());
         assert!(!store.revoke_by_refresh(&session.id, &token.hash(), CLIENT).await.unwrap(), "only once");
         assert_eq!(current(store.as_ref(), &session.id).await.state, SessionState::Revoked);
-        let next = Prepared::new(&session.id, &token);
         assert_eq!(
-            store.rotate_refresh(&next.request(&session.id, t0)).await.unwrap(),
+            rotate_once(store.as_ref(), &session.id, &token, t0).await,
             RotateOutcome::Refused(SessionStatus::Revoked)
         );
 
@@ -531,14 +503,9 @@ mod suite {
         assert!(store.revoke_by_refresh(&session.id, &token.hash(), CLIENT).await.unwrap());
         let ended = current(store.as_ref(), &session.id).await;
         assert_eq!((ended.state, ended.refresh_count), (SessionState::Revoked, 1));
-        let repeat = Prepared::new(&session.id, &token);
+        assert_eq!(rotate_once(store.as_ref(), &session.id, &token, t0 + 1).await, RotateOutcome::ReuseDetected);
         assert_eq!(
-            store.rotate_refresh(&repeat.request(&session.id, t0 + 1)).await.unwrap(),
-            RotateOutcome::ReuseDetected
-        );
-        let via_successor = Prepared::new(&session.id, &first.successor);
-        assert_eq!(
-            store.rotate_refresh(&via_successor.request(&session.id, t0 + 1)).await.unwrap(),
+            rotate_once(store.as_ref(), &session.id, &first.successor, t0 + 1).await,
             RotateOutcome::Refused(SessionStatus::Revoked)
         );
 
@@ -819,10 +786,7 @@ mod redis_suite {
     /// A store pointed at a port where nothing listens does not start: `Unavailable`, quickly.
     pub async fn connecting_to_a_dead_port_fails_fast_with_unavailable(backend: &Backend) {
         let mode = backend.mode.expect("a Redis backend");
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            listener.local_addr().unwrap().port()
-        };
+        let port = free_port();
         let urls = match mode {
             RedisMode::Cluster => (0..3).map(|_| format!("redis://127.0.0.1:{port}")).collect(),
             _ => vec![format!("redis://127.0.0.1:{port}")],
@@ -846,14 +810,14 @@ mod redis_suite {
     /// Server killed: errors (never "no such session"); server back on the same port: the same store works
     /// again within a few seconds.
     pub async fn store_recovers_after_the_server_restarts() {
-        let mut server = PrivateRedis::start().await;
+        let mut server = RedisServer::start();
         let config = redis_config(RedisMode::Standalone, vec![server.url()], &unique_prefix());
         let store = ib_oauth_gateway::store::redis::RedisStore::connect(&config).await.expect("connect");
         let now = now_unix();
         let (session, token) = start_session(&store, now).await;
         assert!(store.get_session(&session.id).await.unwrap().is_some());
 
-        server.kill();
+        server.stop();
         for attempt in 0..3 {
             match store.get_session(&session.id).await {
                 Err(StoreError::Unavailable(_)) => {}
@@ -871,8 +835,7 @@ mod redis_suite {
             Err(StoreError::Unavailable(_))
         ));
 
-        let port = server.port;
-        let _restarted = PrivateRedis::start_on(port).await.expect("restart redis-server on the same port");
+        server.restart();
         let deadline = Instant::now() + Duration::from_secs(10);
         let recovered = loop {
             match store.ping().await {

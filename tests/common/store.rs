@@ -1,20 +1,16 @@
-//! Shared helpers for the store tests: backends under test, sessions, rotations and a private redis-server.
+//! The token store under test: backends (memory, Redis standalone and cluster), sessions and rotations.
 //!
 //! Redis-backed tests read `IBGW_TEST_REDIS_URL` (standalone) and `IBGW_TEST_REDIS_CLUSTER_URLS` (seed URLs of
 //! a 3-master cluster), which `./scripts/test.sh` exports. A missing variable fails the test: it never skips.
 //! Every backend gets a unique key prefix, so tests run in parallel on the same servers.
-#![allow(dead_code)]
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use ib_oauth_gateway::config::{MemoryStoreConfig, RedisConfig, RedisMode};
 use ib_oauth_gateway::session::{rules, IbSid, IbUser, Limits, Session, SessionGrant, SessionId};
 use ib_oauth_gateway::store::memory::MemoryStore;
 use ib_oauth_gateway::store::redis::RedisStore;
-use ib_oauth_gateway::store::{RotateRequest, TokenStore};
+use ib_oauth_gateway::store::{RotateOutcome, RotateRequest, TokenStore};
 use ib_oauth_gateway::tokens::{self, RefreshToken};
 
 pub const STANDALONE_ENV: &str = "IBGW_TEST_REDIS_URL";
@@ -213,77 +209,14 @@ impl Prepared {
     }
 }
 
-/// A redis-server this test started (not daemonized), killed when dropped.
-pub struct PrivateRedis {
-    pub port: u16,
-    child: Option<Child>,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind an ephemeral port").port()
-}
-
-impl PrivateRedis {
-    /// Starts a server on a free port.
-    pub async fn start() -> Self {
-        let mut last = String::new();
-        for _ in 0..5 {
-            match Self::start_on(free_port()).await {
-                Ok(server) => return server,
-                Err(e) => last = e,
-            }
-        }
-        panic!("could not start a private redis-server: {last}");
-    }
-
-    /// Starts a server on `port`; fails when it does not answer PING within 10 s.
-    pub async fn start_on(port: u16) -> Result<Self, String> {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot run redis-server (install it: apt-get install redis-server): {e}"))?;
-        let mut server = PrivateRedis { port, child: Some(child) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Some(status) = server.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                server.child = None;
-                return Err(format!("redis-server on port {port} exited at once ({status}): port taken?"));
-            }
-            if ping(&server.url()).await {
-                return Ok(server);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Err(format!("redis-server on port {port} did not answer within 10 s"))
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Kills the server (SIGKILL: no shutdown courtesy) and waits for it.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-async fn ping(url: &str) -> bool {
-    let Ok(client) = redis::Client::open(url) else { return false };
-    let attempt = async {
-        let mut connection = client.get_multiplexed_async_connection().await.ok()?;
-        redis::cmd("PING").query_async::<String>(&mut connection).await.ok()
-    };
-    matches!(tokio::time::timeout(Duration::from_secs(1), attempt).await, Ok(Some(reply)) if reply == "PONG")
+/// Asks `store` to rotate `presented` (with a fresh successor of its own) at `now`, with the default
+/// parameters; the outcome.
+pub async fn rotate_once(
+    store: &dyn TokenStore,
+    session: &SessionId,
+    presented: &RefreshToken,
+    now: u64,
+) -> RotateOutcome {
+    let attempt = Prepared::new(session, presented);
+    store.rotate_refresh(&attempt.request(session, now)).await.expect("rotate_refresh")
 }
