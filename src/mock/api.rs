@@ -3,7 +3,8 @@
 //! A valid call is echoed as JSON: the method, the request target exactly as received (path and query, byte
 //! for byte), the headers, and how many body bytes arrived. Query parameters steer the answer:
 //! `mock_bytes=N` streams N bytes of [`pattern_byte`] instead, `mock_delay_ms=N` waits first and
-//! `mock_status=N` answers with that status. `GET .../resource.limit(N)...` adds an IB-style list to the echo.
+//! `mock_status=N` answers with that status, and `mock_cookies=1` adds what a load balancer or a chatty
+//! server in front of IB may send (`Set-Cookie: AWSALB=...` and `X-Debug-Session: <the sid>`). `GET .../resource.limit(N)...` adds an IB-style list to the echo.
 //! Bodies are counted and produced chunk by chunk; nothing is buffered.
 
 use std::convert::Infallible;
@@ -59,7 +60,7 @@ pub(super) async fn handle(request: Request<Incoming>, state: &MockState) -> Res
     let path_after_prefix = uri.path().strip_prefix(API_PREFIX).unwrap_or_default();
     let (client_id, resource_path) = path_after_prefix.split_once('/').unwrap_or((path_after_prefix, ""));
     let sid = parts.headers.get("sid").and_then(|v| v.to_str().ok()).map(str::to_string).or_else(|| param("sid"));
-    if !sid.is_some_and(|sid| state.session_ok(&sid, client_id)) {
+    if !sid.as_deref().is_some_and(|sid| state.session_ok(sid, client_id)) {
         return message(StatusCode::UNAUTHORIZED, "Unauthorized");
     }
 
@@ -100,7 +101,16 @@ pub(super) async fn handle(request: Request<Incoming>, state: &MockState) -> Res
             echo["response"] = list(count);
         }
     }
-    json_response(status, &echo)
+    let mut response = json_response(status, &echo);
+    if param("mock_cookies").is_some() {
+        let headers = response.headers_mut();
+        headers.append(hyper::header::SET_COOKIE, HeaderValue::from_static("AWSALB=sticky-0123456789; Path=/"));
+        headers.append(hyper::header::SET_COOKIE, HeaderValue::from_static("JSESSIONID=ib-internal; HttpOnly"));
+        if let Some(sid) = sid.as_deref().and_then(|sid| HeaderValue::from_str(&format!("sid={sid}")).ok()) {
+            headers.insert("x-debug-session", sid);
+        }
+    }
+    response
 }
 
 /// `N` in a path like `resource.limit(N).order(...)`.
