@@ -1,34 +1,51 @@
 //! Log set-up: `env_logger` with the configured filter (`RUST_LOG` overrides it), as text or one JSON
 //! object per line. Our code never passes a token, code, sid or secret to a log macro; libraries that print
-//! headers at debug level are capped at `info` here. The log-redaction tests check the result.
+//! headers at debug level are capped at `info` by [`Capped`], which sits in front of the filter, so that no
+//! filter (not even a more specific `RUST_LOG` target such as `pingora_proxy::proxy_h1=trace`) can lift the
+//! cap. The log-redaction tests check the result at the most verbose setting.
 
 use std::io::Write;
 
 use crate::config::{LogFormat, LoggingConfig};
 
 /// Libraries whose debug and trace output prints request headers (`Authorization`, `sid`, cookies) or
-/// command arguments: capped at `info` whatever the configured level.
-const CAPPED_AT_INFO: &[&str] = &[
-    "pingora",
-    "pingora_core",
-    "pingora_proxy",
-    "pingora_http",
-    "pingora_pool",
-    "hyper",
-    "hyper_util",
-    "h2",
-    "reqwest",
-    "rustls",
-    "redis",
-];
+/// command arguments: capped at `info` whatever the configured level. A target is capped when its crate (the
+/// first path segment) is one of these, or any `pingora*` crate.
+const CAPPED_AT_INFO: &[&str] =
+    &["hyper", "hyper_rustls", "tokio_rustls", "hyper_util", "h2", "reqwest", "rustls", "redis"];
+
+/// Is a record of this target and level above its library's cap?
+fn over_the_cap(metadata: &log::Metadata) -> bool {
+    if metadata.level() <= log::Level::Info {
+        return false;
+    }
+    let krate = metadata.target().split("::").next().unwrap_or_default();
+    krate.starts_with("pingora") || CAPPED_AT_INFO.contains(&krate)
+}
+
+/// The configured logger, behind the library caps.
+struct Capped(env_logger::Logger);
+
+impl log::Log for Capped {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        !over_the_cap(metadata) && self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record) {
+        if !over_the_cap(record.metadata()) {
+            self.0.log(record);
+        }
+    }
+
+    fn flush(&self) {
+        self.0.flush();
+    }
+}
 
 pub fn init(config: &LoggingConfig) {
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.level.clone());
     let mut builder = env_logger::Builder::new();
     builder.parse_filters(&filter);
-    for module in CAPPED_AT_INFO {
-        builder.filter_module(module, log::LevelFilter::Info);
-    }
     if config.format == LogFormat::Json {
         builder.format(|out, record| {
             let line = serde_json::json!({
@@ -40,8 +57,12 @@ pub fn init(config: &LoggingConfig) {
             writeln!(out, "{line}")
         });
     }
+    let logger = builder.build();
+    let max_level = logger.filter();
     // A second init (tests, reload) keeps the first logger.
-    let _ = builder.try_init();
+    if log::set_boxed_logger(Box::new(Capped(logger))).is_ok() {
+        log::set_max_level(max_level);
+    }
 }
 
 /// RFC 3339 UTC timestamp with milliseconds.
@@ -75,6 +96,18 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn library_debug_output_is_capped_whatever_the_target() {
+        let at = |target: &str, level| log::MetadataBuilder::new().target(target).level(level).build();
+        assert!(super::over_the_cap(&at("pingora_proxy::proxy_h1", log::Level::Debug)));
+        assert!(super::over_the_cap(&at("pingora_core::protocols::http::v1::client", log::Level::Trace)));
+        assert!(super::over_the_cap(&at("hyper_util::client::legacy", log::Level::Debug)));
+        assert!(super::over_the_cap(&at("redis", log::Level::Trace)));
+        assert!(!super::over_the_cap(&at("pingora_proxy", log::Level::Info)));
+        assert!(!super::over_the_cap(&at("ib_oauth_gateway::gateway", log::Level::Debug)));
+        assert!(!super::over_the_cap(&at("hyperion", log::Level::Debug)), "a crate, not a prefix of a name");
+    }
+
     #[test]
     fn civil_dates() {
         assert_eq!(super::civil_from_days(0), (1970, 1, 1));

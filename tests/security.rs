@@ -208,3 +208,40 @@ async fn a_client_that_goes_away_mid_poll_leaves_no_poll_token_in_the_log_and_no
     assert!(sample(&metrics, r#"ibgw_http_requests_total{route="authorize",status="499"}"#) >= 1.0, "{metrics}");
     assert!(!gateway.log().contains("failed upstream"), "a client going away is not an upstream failure");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_log_configuration_lets_a_secret_into_the_log() {
+    // The most verbose setting there is, with the library targets that print headers named explicitly (a more
+    // specific target used to lift the cap).
+    let rust_log = "trace,pingora=trace,pingora_proxy=trace,pingora_proxy::proxy_h1=trace,pingora_core=trace,\
+                    pingora_core::protocols::http::v1::client=trace,hyper=trace,hyper_util=trace,h2=trace,\
+                    reqwest=trace,rustls=trace,redis=trace,ib_oauth_gateway=trace";
+    let gateway = GatewayProcess::start_logged(rust_log, "", None, "", "");
+    let mock = start_mock(Default::default()).await;
+    let redirect = login(&gateway, &mock, &authorize_query("v"), "").await;
+    let code = query_param(&redirect, "code").unwrap();
+    let (status, tokens) = exchange(&gateway, &redirect).await;
+    assert_eq!(status, 200, "{tokens}");
+    let response = http()
+        .get(gateway.url("/api/v3/resource?mock_cookies=1"))
+        .bearer_auth(access(&tokens))
+        .header("Cookie", "c=cookie-value-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let (status, refreshed) = refresh(&gateway, tokens["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(status, 200, "{refreshed}");
+    let secrets = [
+        code,
+        tokens["sid"].as_str().unwrap().to_string(),
+        access(&tokens),
+        tokens["refresh_token"].as_str().unwrap().to_string(),
+        access(&refreshed),
+        refreshed["refresh_token"].as_str().unwrap().to_string(),
+        "cookie-value-0123456789".to_string(),
+        VERIFIER.to_string(),
+    ];
+    assert!(gateway.log().contains("DEBUG"), "the gateway logged at its most verbose");
+    assert_log_free_of(&gateway, &secrets);
+}

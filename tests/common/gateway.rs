@@ -50,7 +50,12 @@ impl GatewayProcess {
     /// `platforms` and `server` are YAML added under `platforms:` and `server:` (e.g. `  extra_ca_file: /path\n`).
     /// Logs at debug level, for [`assert_log_free_of`].
     pub fn start_full(extra: &str, public_url: Option<&str>, platforms: &str, server: &str) -> Self {
-        Self::start_config(&[("RUST_LOG", "debug")], |port, admin, dir| {
+        Self::start_logged("debug", extra, public_url, platforms, server)
+    }
+
+    /// [`Self::start_full`] with `RUST_LOG` set to `rust_log`.
+    pub fn start_logged(rust_log: &str, extra: &str, public_url: Option<&str>, platforms: &str, server: &str) -> Self {
+        Self::start_config(&[("RUST_LOG", rust_log)], |port, admin, dir| {
             let public_url = public_url.map(str::to_string).unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
             format!(
                 "server:\n  listen: ['127.0.0.1:{port}']\n  admin_listen: '127.0.0.1:{admin}'\n  public_url: {public_url}\n  upgrade_sock: {d}/upgrade.sock\n  pid_file: {d}/gateway.pid\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\n  threads: 2\n{server}platforms:\n  allow_insecure_loopback: true\n{platforms}oauth:\n  clients:\n    - client_id: {PUBLIC_CLIENT}\n      redirect_uri_patterns: ['http://127.0.0.1:{{port}}/callback']\n    - client_id: {CONFIDENTIAL_CLIENT}\n      client_secret: {CONFIDENTIAL_SECRET}\n      redirect_uris: ['{CONFIDENTIAL_REDIRECT}']\n      ib_session_in_token_response: false\n{extra}",
