@@ -564,6 +564,40 @@ mod suite {
         assert_eq!(store.redeem_code(&code, &second, 60).await.unwrap(), CodeRedemption::Replayed(first));
     }
 
+    /// RFC 6749 §4.1.2 at any moment: a replay that lands after the code was redeemed but before the redeeming
+    /// request created its session means that session is never created.
+    pub async fn a_replay_before_the_session_exists_means_it_is_never_created(store: Arc<dyn TokenStore>) {
+        let t0 = now_unix();
+        let session = new_session(t0);
+        let code = TokenHash::of(&tokens::random_secret());
+        store.put_code(&code, b"grant", 60).await.unwrap();
+        assert_eq!(
+            store.redeem_code(&code, &session.id, 60).await.unwrap(),
+            CodeRedemption::Redeemed(b"grant".to_vec())
+        );
+        let replay = store.redeem_code(&code, &SessionId::generate(), 60).await.unwrap();
+        assert_eq!(replay, CodeRedemption::Replayed(session.id.clone()));
+        assert!(store.end_issued_session(&session.id, 60).await.unwrap(), "the id is reserved");
+        let refresh = RefreshToken::generate(&session.id);
+        let created = store.create_session(&session, &refresh.hash(), t0 + 3_600, t0).await;
+        assert!(matches!(created, Err(StoreError::SessionIdTaken)), "{created:?}");
+        assert_eq!(store.get_session(&session.id).await.unwrap(), None, "nothing usable was created");
+        let prepared = Prepared::new(&session.id, &refresh);
+        assert_eq!(store.rotate_refresh(&prepared.request(&session.id, t0)).await.unwrap(), RotateOutcome::Invalid);
+    }
+
+    /// The same replay after the session was created revokes it, once.
+    pub async fn a_replay_after_the_session_exists_revokes_it(store: Arc<dyn TokenStore>) {
+        let t0 = now_unix();
+        let (session, token) = start_session(store.as_ref(), t0).await;
+        assert!(store.end_issued_session(&session.id, 60).await.unwrap());
+        assert!(!store.end_issued_session(&session.id, 60).await.unwrap(), "already ended");
+        assert_eq!(current(store.as_ref(), &session.id).await.state, SessionState::Revoked);
+        let prepared = Prepared::new(&session.id, &token);
+        let refused = store.rotate_refresh(&prepared.request(&session.id, t0)).await.unwrap();
+        assert_eq!(refused, RotateOutcome::Refused(SessionStatus::Revoked));
+    }
+
     pub async fn unknown_code_is_unknown(store: Arc<dyn TokenStore>) {
         let code = TokenHash::of(&tokens::random_secret());
         assert_eq!(store.redeem_code(&code, &SessionId::generate(), 60).await.unwrap(), CodeRedemption::Unknown);
@@ -928,6 +962,8 @@ conformance! {
         find_by_refresh_finds_only_the_current_token_with_its_expiry,
         code_is_redeemed_once_then_replay_names_the_first_session,
         unknown_code_is_unknown,
+        a_replay_before_the_session_exists_means_it_is_never_created,
+        a_replay_after_the_session_exists_revokes_it,
         concurrent_redeems_of_one_code_redeem_exactly_once,
         records_put_get_take_once,
         concurrent_takes_of_one_record_yield_it_once,

@@ -10,9 +10,9 @@ use crate::auth::access_token;
 use crate::auth::clients::Client;
 use crate::errors::ApiError;
 use crate::exchange::{Params, Reply, Request};
-use crate::session::{rules, Limits, Session, SessionId, SessionState, SessionStatus};
+use crate::session::{rules, Limits, Session, SessionId, SessionStatus};
 use crate::state::AppState;
-use crate::store::{now_unix, CodeRedemption, RotateOutcome, RotateRequest};
+use crate::store::{now_unix, CodeRedemption, RotateOutcome, RotateRequest, StoreError};
 use crate::tokens::{b64, open_successor, seal_successor, RefreshToken, TokenHash};
 
 /// How long a spent code is remembered, so that a replay revokes what it issued.
@@ -58,7 +58,8 @@ async fn authorization_code(state: &AppState, client: &Client, form: &Params) ->
             ApiError::ServerError
         })?,
         CodeRedemption::Replayed(issued) => {
-            let revoked = state.store.end_session(&issued, SessionState::Revoked).await?;
+            // Whether the first redemption has created its session yet or not: it ends, or never begins.
+            let revoked = state.store.end_issued_session(&issued, CODE_REPLAY_WINDOW_SECONDS).await?;
             log::warn!("authorization code replayed: client={} session_revoked={revoked}", client.client_id);
             return Err(ApiError::InvalidGrant("Authorization code already used".into()));
         }
@@ -78,7 +79,15 @@ async fn authorization_code(state: &AppState, client: &Client, form: &Params) ->
     }
     let refresh = RefreshToken::generate(&session.id);
     let refresh_expires_at = rules::refresh_token_expiry(&session, now, state.config.tokens.refresh_token_ttl_seconds);
-    state.store.create_session(&session, &refresh.hash(), refresh_expires_at, now).await?;
+    match state.store.create_session(&session, &refresh.hash(), refresh_expires_at, now).await {
+        Ok(()) => {}
+        // A replay of this code landed between its redemption and now: the session is not to be.
+        Err(StoreError::SessionIdTaken) => {
+            log::warn!("authorization code replayed while it was being redeemed: client={}", client.client_id);
+            return Err(ApiError::InvalidGrant("Authorization code already used".into()));
+        }
+        Err(e) => return Err(e.into()),
+    }
     log::info!("tokens issued: grant=authorization_code client={} session={}", client.client_id, session.id.log_tag());
     state.metrics.tokens_issued.with_label_values(&["authorization_code"]).inc();
     token_response(state, client, &session, &refresh, now)

@@ -97,6 +97,9 @@ pub struct MemoryStore {
     codes: RwLock<ExpiringMap<TokenHash, CodeEntry>>,
     records: RwLock<ExpiringMap<(RecordKind, String), Vec<u8>>>,
     meters: RwLock<ExpiringMap<(SessionId, u64), u64>>,
+    /// Ids of sessions a replayed code issued before they were created: never to be created. Always locked
+    /// after `sessions`, so that checking both is one step.
+    reserved: RwLock<ExpiringMap<SessionId, ()>>,
 }
 
 impl MemoryStore {
@@ -106,6 +109,7 @@ impl MemoryStore {
             codes: RwLock::new(ExpiringMap::new(config.max_records, "codes")),
             records: RwLock::new(ExpiringMap::new(config.max_records, "records")),
             meters: RwLock::new(ExpiringMap::new(config.max_sessions, "rate-limit counters")),
+            reserved: RwLock::new(ExpiringMap::new(config.max_records, "reserved session ids")),
         }
     }
 }
@@ -172,8 +176,8 @@ impl TokenStore for MemoryStore {
             retired: HashSet::new(),
         };
         let mut sessions = self.sessions.write();
-        if sessions.get(&session.id).is_some() {
-            return Err(StoreError::Corrupt("session id collision".into()));
+        if sessions.get(&session.id).is_some() || self.reserved.read().get(&session.id).is_some() {
+            return Err(StoreError::SessionIdTaken);
         }
         sessions.insert(session.id.clone(), entry, session_record_ttl(session, now))
     }
@@ -215,6 +219,22 @@ impl TokenStore for MemoryStore {
                 Ok(true)
             }
             _ => Ok(false),
+        }
+    }
+
+    async fn end_issued_session(&self, id: &SessionId, reserve_seconds: u64) -> Result<bool, StoreError> {
+        let mut sessions = self.sessions.write();
+        match sessions.get_mut(id) {
+            Some(entry) if entry.session.state == SessionState::Active => {
+                entry.session.state = SessionState::Revoked;
+                entry.previous = None;
+                Ok(true)
+            }
+            Some(_) => Ok(false),
+            None => {
+                self.reserved.write().insert(id.clone(), (), reserve_seconds.max(1))?;
+                Ok(true)
+            }
         }
     }
 

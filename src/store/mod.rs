@@ -33,6 +33,10 @@ pub enum StoreError {
     CapacityExceeded(&'static str),
     #[error("store record is corrupt: {0}")]
     Corrupt(String),
+    /// `create_session` found the id taken: by a replayed code's reservation (see
+    /// [`TokenStore::end_issued_session`]), or, with 128 random bits, never by chance.
+    #[error("session id is taken")]
+    SessionIdTaken,
 }
 
 impl From<StoreError> for crate::errors::ApiError {
@@ -137,6 +141,12 @@ pub trait TokenStore: Send + Sync {
     /// Ends a session and every token of it (`Revoked` or `UpstreamRejected`). Returns whether an active
     /// session was ended; ending an ended or unknown session changes nothing.
     async fn end_session(&self, id: &SessionId, state: SessionState) -> Result<bool, StoreError>;
+
+    /// Ends the session a replayed authorization code issued (RFC 6749 §4.1.2), at any moment of its life: an
+    /// active session is revoked like [`Self::end_session`]; a session the redeeming request has not created
+    /// yet can never be created (its id is reserved as revoked for `reserve_seconds`, and `create_session`
+    /// then fails with [`StoreError::SessionIdTaken`]). Returns whether it ended or reserved anything.
+    async fn end_issued_session(&self, id: &SessionId, reserve_seconds: u64) -> Result<bool, StoreError>;
 
     /// Ends the session (`Revoked`) if `presented` is its current or a retired refresh token and the session
     /// belongs to `client_id` (RFC 7009: a client revokes only its own tokens). Returns whether it ended one.
@@ -278,6 +288,11 @@ impl TokenStore for SharedStore {
 
     async fn end_session(&self, id: &SessionId, state: SessionState) -> Result<bool, StoreError> {
         self.timed("end_session", async { self.get().await?.end_session(id, state).await }).await
+    }
+
+    async fn end_issued_session(&self, id: &SessionId, reserve_seconds: u64) -> Result<bool, StoreError> {
+        self.timed("end_issued_session", async { self.get().await?.end_issued_session(id, reserve_seconds).await })
+            .await
     }
 
     async fn revoke_by_refresh(

@@ -27,6 +27,7 @@ use crate::session::SessionGrant;
 static CREATE_SESSION: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/create_session.lua")));
 static ROTATE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/rotate.lua")));
 static END_SESSION: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/end_session.lua")));
+static END_ISSUED_SESSION: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/end_issued_session.lua")));
 static REVOKE_BY_REFRESH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/revoke_by_refresh.lua")));
 static GET_SESSION_METERED: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/get_session_metered.lua")));
@@ -288,7 +289,7 @@ impl TokenStore for RedisStore {
             .await
             .map_err(unavailable)?;
         if created == 0 {
-            return Err(StoreError::Corrupt("session id collision".into()));
+            return Err(StoreError::SessionIdTaken);
         }
         // The count index is best effort: it is only for the active-sessions estimate.
         let index = self.index_key();
@@ -370,6 +371,12 @@ impl TokenStore for RedisStore {
     async fn end_session(&self, id: &SessionId, state: SessionState) -> Result<bool, StoreError> {
         let mut invocation = END_SESSION.key(self.session_key(id));
         invocation.arg(state.as_str());
+        self.end_with(id, invocation).await
+    }
+
+    async fn end_issued_session(&self, id: &SessionId, reserve_seconds: u64) -> Result<bool, StoreError> {
+        let mut invocation = END_ISSUED_SESSION.key(self.session_key(id));
+        invocation.arg(reserve_seconds.max(1));
         self.end_with(id, invocation).await
     }
 
