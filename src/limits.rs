@@ -100,7 +100,19 @@ impl RateLimits {
             return Ok(());
         };
         let (window, reset) = window(now);
-        Verdict::of(LimitScope::Ip, limit, count(&self.ips, &(ip, window)), reset).map(|_| ())
+        Verdict::of(LimitScope::Ip, limit, count(&self.ips, &(client_key(ip), window)), reset).map(|_| ())
+    }
+}
+
+/// What a per-IP limit counts by: the IPv4 address, or the IPv6 /64 (one host owns a whole /64, so counting
+/// single IPv6 addresses would be no limit at all). An IPv4-mapped IPv6 address counts as its IPv4 address.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
     }
 }
 
@@ -128,6 +140,23 @@ mod tests {
         // Another session has its own budget, and the next window starts afresh.
         assert!(limits.session("t", None, now).is_ok());
         assert!(limits.session("s", None, now + 40).is_ok());
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64_and_mapped_ipv4_as_ipv4() {
+        let key = |text: &str| client_key(text.parse().unwrap()).to_string();
+        assert_eq!(key("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
+        let limits = RateLimits::new(&RateLimitConfig { per_ip_per_minute: 2, ..RateLimitConfig::default() });
+        let now = 1_000_000_020;
+        for host in ["2001:db8::1", "2001:db8::2"] {
+            assert!(limits.ip(Some(host.parse().unwrap()), now).is_ok());
+        }
+        assert!(limits.ip(Some("2001:db8::3".parse().unwrap()), now).is_err(), "the same /64");
+        assert!(limits.ip(Some("2001:db8:0:1::3".parse().unwrap()), now).is_ok(), "another /64");
     }
 
     #[test]

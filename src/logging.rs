@@ -98,7 +98,9 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 mod tests {
     #[test]
     fn library_debug_output_is_capped_whatever_the_target() {
-        let at = |target: &str, level| log::MetadataBuilder::new().target(target).level(level).build();
+        fn at(target: &'static str, level: log::Level) -> log::Metadata<'static> {
+            log::MetadataBuilder::new().target(target).level(level).build()
+        }
         assert!(super::over_the_cap(&at("pingora_proxy::proxy_h1", log::Level::Debug)));
         assert!(super::over_the_cap(&at("pingora_core::protocols::http::v1::client", log::Level::Trace)));
         assert!(super::over_the_cap(&at("hyper_util::client::legacy", log::Level::Debug)));

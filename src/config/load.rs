@@ -213,6 +213,12 @@ fn validate_store(store: &StoreConfig, problems: &mut Problems) {
     if store.memory.max_records == 0 {
         problems.add("store.memory.max_records", "must be at least 1");
     }
+    if store.memory.max_session_bytes < 1024 * 1024 {
+        problems.add("store.memory.max_session_bytes", "must be at least 1048576 (1 MiB)");
+    }
+    if store.memory.max_record_bytes < 1024 * 1024 {
+        problems.add("store.memory.max_record_bytes", "must be at least 1048576 (1 MiB)");
+    }
     let redis = &store.redis;
     if redis.key_prefix.is_empty() || redis.key_prefix.contains(['{', '}', ' ']) {
         problems.add("store.redis.key_prefix", "must be non-empty, without braces or spaces");

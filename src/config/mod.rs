@@ -105,18 +105,28 @@ pub struct StoreConfig {
     pub redis: RedisConfig,
 }
 
-/// Bounds of the embedded store: when full, writes are refused (503) rather than memory growing.
+/// Bounds of the embedded store: when full, writes are refused (503) rather than memory growing or a live
+/// entry being pushed out. Sessions, codes, login attempts and registered clients each have their own budget.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MemoryStoreConfig {
     pub max_sessions: usize,
-    /// Bound of each of the two record maps: authorization codes, and login attempts with registered clients.
+    /// Bytes the sessions may hold (estimated per session: its strings plus bookkeeping).
+    pub max_session_bytes: usize,
+    /// Entries of each record map: authorization codes, login attempts, registered clients (each its own).
     pub max_records: usize,
+    /// Bytes each record map may hold.
+    pub max_record_bytes: usize,
 }
 
 impl Default for MemoryStoreConfig {
     fn default() -> Self {
-        MemoryStoreConfig { max_sessions: 1_000_000, max_records: 1_000_000 }
+        MemoryStoreConfig {
+            max_sessions: 1_000_000,
+            max_session_bytes: 1024 * 1024 * 1024,
+            max_records: 1_000_000,
+            max_record_bytes: 128 * 1024 * 1024,
+        }
     }
 }
 

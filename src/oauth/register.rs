@@ -33,7 +33,7 @@ pub(super) async fn register(state: &AppState, request: &Request) -> Result<Repl
     }
     // 0 disables the limit, as for the other rate limits.
     if let Some(ip) = request.client_ip.filter(|_| registration.per_ip_per_hour > 0) {
-        let seen = state.registration_limiter.observe(&ip, 1);
+        let seen = state.registration_limiter.observe(&crate::limits::client_key(ip), 1);
         if seen > i64::from(registration.per_ip_per_hour) as isize {
             return Err(ApiError::RateLimited {
                 limit: registration.per_ip_per_hour,

@@ -1,7 +1,9 @@
 //! The embedded store: everything in this process's memory, gone at restart.
 //!
-//! Bounded: each map holds at most its configured number of entries and refuses new ones when full (after
-//! reclaiming what has expired). Expired entries are invisible at once and reclaimed on the next write, in
+//! Bounded: each map holds at most its configured number of entries and bytes, and refuses new ones when full
+//! (after reclaiming what has expired), never evicting a live entry. Sessions, codes, login attempts and
+//! registered clients each have their own map, so a flood of one kind (say, login attempts from many
+//! addresses) can fill only its own budget: it never pushes out, or denies, a live session. Expired entries are invisible at once and reclaimed on the next write, in
 //! expiry order, so memory follows the live set. One instance only: several gateways need the Redis store.
 
 use async_trait::async_trait;
@@ -13,17 +15,46 @@ use super::*;
 use crate::config::MemoryStoreConfig;
 use crate::session::rules;
 
-/// A map whose entries vanish at their expiry time (Unix seconds, this process's clock).
+/// Roughly how many bytes an entry holds (its variable-size parts plus a fixed overhead), for byte budgets.
+trait Weight {
+    fn weight(&self) -> usize;
+}
+
+/// Per-entry bookkeeping: the hash-map slot, the expiry index, the key.
+const ENTRY_OVERHEAD: usize = 128;
+
+impl Weight for Vec<u8> {
+    fn weight(&self) -> usize {
+        self.len()
+    }
+}
+
+impl Weight for u64 {
+    fn weight(&self) -> usize {
+        0
+    }
+}
+
+impl Weight for () {
+    fn weight(&self) -> usize {
+        0
+    }
+}
+
+/// A map whose entries vanish at their expiry time (Unix seconds, this process's clock), bounded by an entry
+/// count and a byte budget.
 struct ExpiringMap<K, V> {
     entries: HashMap<K, (V, u64)>,
     by_expiry: BTreeSet<(u64, K)>,
     capacity: usize,
+    max_bytes: usize,
+    bytes: usize,
     what: &'static str,
 }
 
-impl<K: Clone + Eq + Hash + Ord, V> ExpiringMap<K, V> {
-    fn new(capacity: usize, what: &'static str) -> Self {
-        ExpiringMap { entries: HashMap::new(), by_expiry: BTreeSet::new(), capacity, what }
+impl<K: Clone + Eq + Hash + Ord, V: Weight> ExpiringMap<K, V> {
+    fn new(capacity: usize, max_bytes: usize, what: &'static str) -> Self {
+        ExpiringMap { entries: HashMap::new(), by_expiry: BTreeSet::new(), capacity, max_bytes, bytes: 0, what }
     }
 
     fn purge(&mut self, now: u64) {
@@ -32,7 +63,9 @@ impl<K: Clone + Eq + Hash + Ord, V> ExpiringMap<K, V> {
                 break;
             }
             if let Some((_, key)) = self.by_expiry.pop_first() {
-                self.entries.remove(&key);
+                if let Some((value, _)) = self.entries.remove(&key) {
+                    self.bytes -= value.weight() + ENTRY_OVERHEAD;
+                }
             }
         }
     }
@@ -40,15 +73,28 @@ impl<K: Clone + Eq + Hash + Ord, V> ExpiringMap<K, V> {
     fn insert(&mut self, key: K, value: V, ttl: u64) -> Result<(), StoreError> {
         let now = now_unix();
         self.purge(now);
-        if let Some((_, old_expiry)) = self.entries.get(&key) {
-            self.by_expiry.remove(&(*old_expiry, key.clone()));
-        } else if self.entries.len() >= self.capacity {
+        let weight = value.weight() + ENTRY_OVERHEAD;
+        let replaced = self.entries.get(&key).map(|(old, expiry)| (old.weight() + ENTRY_OVERHEAD, *expiry));
+        let (count_after, bytes_after) = match replaced {
+            Some((old_weight, _)) => (self.entries.len(), self.bytes - old_weight + weight),
+            None => (self.entries.len() + 1, self.bytes + weight),
+        };
+        if count_after > self.capacity || bytes_after > self.max_bytes {
             return Err(StoreError::CapacityExceeded(self.what));
+        }
+        if let Some((_, old_expiry)) = replaced {
+            self.by_expiry.remove(&(old_expiry, key.clone()));
         }
         let expires_at = now + ttl;
         self.by_expiry.insert((expires_at, key.clone()));
         self.entries.insert(key, (value, expires_at));
+        self.bytes = bytes_after;
         Ok(())
+    }
+
+    /// Re-weighs an entry changed in place (a rotation adds a retired token to a session).
+    fn reweigh(&mut self, before: usize, after: usize) {
+        self.bytes = (self.bytes + after).saturating_sub(before);
     }
 
     fn get(&self, key: &K) -> Option<&V> {
@@ -65,6 +111,7 @@ impl<K: Clone + Eq + Hash + Ord, V> ExpiringMap<K, V> {
     fn remove(&mut self, key: &K) -> Option<V> {
         let (value, expires_at) = self.entries.remove(key)?;
         self.by_expiry.remove(&(expires_at, key.clone()));
+        self.bytes -= value.weight() + ENTRY_OVERHEAD;
         (expires_at > now_unix()).then_some(value)
     }
 
@@ -87,15 +134,42 @@ struct SessionEntry {
     retired: HashSet<TokenHash>,
 }
 
+impl Weight for SessionEntry {
+    fn weight(&self) -> usize {
+        let grant = &self.session.grant;
+        let strings = grant.sid.expose().len()
+            + grant.platform_url.len()
+            + grant.api_v3_url.len()
+            + grant.ib_client_id.len()
+            + grant.user.uuid.len()
+            + grant.user.first_name.len()
+            + grant.user.last_name.len()
+            + grant.oauth_client_id.len()
+            + grant.scope.len();
+        let previous = self.previous.as_ref().map_or(0, |(_, _, sealed)| sealed.len() + 40);
+        std::mem::size_of::<Self>() + strings + previous + self.retired.len() * 48
+    }
+}
+
 enum CodeEntry {
     Fresh(Vec<u8>),
     Spent(SessionId),
 }
 
+impl Weight for CodeEntry {
+    fn weight(&self) -> usize {
+        match self {
+            CodeEntry::Fresh(grant) => grant.len(),
+            CodeEntry::Spent(_) => 24,
+        }
+    }
+}
+
 pub struct MemoryStore {
     sessions: RwLock<ExpiringMap<SessionId, SessionEntry>>,
     codes: RwLock<ExpiringMap<TokenHash, CodeEntry>>,
-    records: RwLock<ExpiringMap<(RecordKind, String), Vec<u8>>>,
+    login_attempts: RwLock<ExpiringMap<String, Vec<u8>>>,
+    clients: RwLock<ExpiringMap<String, Vec<u8>>>,
     meters: RwLock<ExpiringMap<(SessionId, u64), u64>>,
     /// Ids of sessions a replayed code issued before they were created: never to be created. Always locked
     /// after `sessions`, so that checking both is one step.
@@ -105,11 +179,26 @@ pub struct MemoryStore {
 impl MemoryStore {
     pub fn new(config: &MemoryStoreConfig) -> Self {
         MemoryStore {
-            sessions: RwLock::new(ExpiringMap::new(config.max_sessions, "sessions")),
-            codes: RwLock::new(ExpiringMap::new(config.max_records, "codes")),
-            records: RwLock::new(ExpiringMap::new(config.max_records, "records")),
-            meters: RwLock::new(ExpiringMap::new(config.max_sessions, "rate-limit counters")),
-            reserved: RwLock::new(ExpiringMap::new(config.max_records, "reserved session ids")),
+            sessions: RwLock::new(ExpiringMap::new(config.max_sessions, config.max_session_bytes, "sessions")),
+            codes: RwLock::new(ExpiringMap::new(config.max_records, config.max_record_bytes, "codes")),
+            login_attempts: RwLock::new(ExpiringMap::new(
+                config.max_records,
+                config.max_record_bytes,
+                "login attempts",
+            )),
+            clients: RwLock::new(ExpiringMap::new(config.max_records, config.max_record_bytes, "registered clients")),
+            meters: RwLock::new(ExpiringMap::new(config.max_sessions, usize::MAX, "rate-limit counters")),
+            reserved: RwLock::new(ExpiringMap::new(config.max_records, usize::MAX, "reserved session ids")),
+        }
+    }
+}
+
+impl MemoryStore {
+    /// Each kind of record has its own map, and so its own budget.
+    fn records(&self, kind: RecordKind) -> &RwLock<ExpiringMap<String, Vec<u8>>> {
+        match kind {
+            RecordKind::LoginAttempt => &self.login_attempts,
+            RecordKind::Client => &self.clients,
         }
     }
 }
@@ -204,10 +293,14 @@ impl TokenStore for MemoryStore {
 
     async fn rotate_refresh(&self, request: &RotateRequest<'_>) -> Result<RotateOutcome, StoreError> {
         let mut sessions = self.sessions.write();
-        Ok(match sessions.get_mut(request.session_id) {
-            Some(entry) => rotate(entry, request),
-            None => RotateOutcome::Invalid,
-        })
+        let Some(entry) = sessions.get_mut(request.session_id) else {
+            return Ok(RotateOutcome::Invalid);
+        };
+        let before = entry.weight();
+        let outcome = rotate(entry, request);
+        let after = entry.weight();
+        sessions.reweigh(before, after);
+        Ok(outcome)
     }
 
     async fn end_session(&self, id: &SessionId, state: SessionState) -> Result<bool, StoreError> {
@@ -297,15 +390,15 @@ impl TokenStore for MemoryStore {
     }
 
     async fn put_record(&self, kind: RecordKind, key: &str, value: &[u8], ttl: u64) -> Result<(), StoreError> {
-        self.records.write().insert((kind, key.to_string()), value.to_vec(), ttl)
+        self.records(kind).write().insert(key.to_string(), value.to_vec(), ttl)
     }
 
     async fn get_record(&self, kind: RecordKind, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.records.read().get(&(kind, key.to_string())).cloned())
+        Ok(self.records(kind).read().get(&key.to_string()).cloned())
     }
 
     async fn take_record(&self, kind: RecordKind, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.records.write().remove(&(kind, key.to_string())))
+        Ok(self.records(kind).write().remove(&key.to_string()))
     }
 
     /// Active sessions not past `sid_expiry` (the same meaning as the Redis index), by a scan.
@@ -331,9 +424,59 @@ impl TokenStore for MemoryStore {
 mod tests {
     use super::*;
 
+    impl Weight for &'static str {
+        fn weight(&self) -> usize {
+            self.len()
+        }
+    }
+
+    #[test]
+    fn the_byte_budget_refuses_what_would_exceed_it_and_frees_on_removal() {
+        let mut map = ExpiringMap::new(100, 2 * ENTRY_OVERHEAD + 10, "test");
+        map.insert(1u32, "12345", 60).unwrap();
+        map.insert(2u32, "12345", 60).unwrap();
+        assert!(matches!(map.insert(3u32, "x", 60), Err(StoreError::CapacityExceeded("test"))));
+        assert!(matches!(map.insert(2u32, "123456", 60), Err(StoreError::CapacityExceeded("test"))), "growing");
+        map.insert(2u32, "1234", 60).unwrap();
+        map.remove(&1);
+        map.insert(3u32, "x", 60).unwrap();
+        assert_eq!(map.bytes, 2 * ENTRY_OVERHEAD + 5);
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_login_attempts_never_denies_a_session_or_a_client() {
+        let config = MemoryStoreConfig { max_records: 3, ..MemoryStoreConfig::default() };
+        let store = MemoryStore::new(&config);
+        for n in 0..3 {
+            store.put_record(RecordKind::LoginAttempt, &format!("a{n}"), b"attempt", 600).await.unwrap();
+        }
+        let full = store.put_record(RecordKind::LoginAttempt, "a3", b"attempt", 600).await;
+        assert!(matches!(full, Err(StoreError::CapacityExceeded("login attempts"))), "{full:?}");
+        store.put_record(RecordKind::Client, "c", b"client", 600).await.unwrap();
+        let now = now_unix();
+        let grant = crate::session::SessionGrant {
+            sid: crate::session::IbSid::new("sid"),
+            platform_url: "https://a.intelligencebank.com".into(),
+            api_v3_url: "https://b.intelligencebank.com".into(),
+            ib_client_id: "c".into(),
+            user: crate::session::IbUser {
+                uuid: "u".into(),
+                first_name: String::new(),
+                last_name: String::new(),
+                email: None,
+                login_time: None,
+            },
+            login_timeout_hours: Some(1),
+            oauth_client_id: "client".into(),
+            scope: "profile".into(),
+        };
+        let session = Session::start(SessionId::generate(), grant, now, 1);
+        store.create_session(&session, &TokenHash::of("r"), now + 60, now).await.unwrap();
+    }
+
     #[test]
     fn full_map_refuses_new_keys_but_accepts_updates() {
-        let mut map = ExpiringMap::new(2, "test");
+        let mut map = ExpiringMap::new(2, usize::MAX, "test");
         map.insert(1u32, "a", 60).unwrap();
         map.insert(2u32, "b", 60).unwrap();
         assert!(matches!(map.insert(3u32, "c", 60), Err(StoreError::CapacityExceeded("test"))));
@@ -344,7 +487,7 @@ mod tests {
 
     #[test]
     fn expired_entries_are_invisible_and_reclaimed() {
-        let mut map = ExpiringMap::new(1, "test");
+        let mut map = ExpiringMap::new(1, usize::MAX, "test");
         map.insert(1u32, "a", 0).unwrap();
         assert_eq!(map.get(&1), None);
         assert_eq!(map.live_len(), 0);
