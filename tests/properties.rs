@@ -1,7 +1,7 @@
 //! Property tests (proptest) of everything that parses untrusted input:
 //!
 //! - the bearer front door (`exchange::bearer_token`) and access-token verification (`auth::access_token`,
-//!   `auth::token_cache::VerifiedTokens`);
+//!   `auth::token_cache::VerifiedTokens`); presented refresh tokens and session ids (`tokens`, `session`);
 //! - the form / query parser (`exchange::Params`);
 //! - the proxy router (`gateway::route::parse` + `bind`): nothing binds to a host other than the session's own,
 //!   no dot segment survives;
@@ -29,6 +29,7 @@ use ib_oauth_gateway::gateway::route::{bind, parse, ProxyRoute, Target};
 use ib_oauth_gateway::ib::{IbClient, IbError, LoginPoll, PlatformUrl};
 use ib_oauth_gateway::keys::{self, SigningKeys};
 use ib_oauth_gateway::session::{IbSid, IbUser, Session, SessionGrant, SessionId};
+use ib_oauth_gateway::tokens::RefreshToken;
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 use proptest::sample::{select, Index};
@@ -399,6 +400,34 @@ proptest! {
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
         header.kid = Some(kid);
         refused(&jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_secret(&secret)).expect("sign"))?;
+    }
+}
+
+proptest! {
+    #![proptest_config(cases(5000))]
+
+    /// Presented refresh tokens and session ids: no panic; what parses names a well-formed session id (so it
+    /// can name no other store key), and generated refresh tokens parse back to their session.
+    #[test]
+    fn refresh_tokens_and_session_ids_parse_only_their_own_shape(
+        text in prop_oneof![
+            any_text(),
+            ("[A-Za-z0-9_-]{20,24}", "[A-Za-z0-9_=+/.-]{41,45}").prop_map(|(a, b)| format!("{a}.{b}")),
+        ],
+    ) {
+        if let Some(id) = SessionId::parse(&text) {
+            prop_assert_eq!(id.as_str(), text.as_str());
+            prop_assert!(text.len() == 22 && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        }
+        if let Some((id, token)) = RefreshToken::parse(&text) {
+            prop_assert_eq!(token.expose(), text.as_str());
+            let prefix = format!("{}.", id.as_str());
+            prop_assert!(text.starts_with(&prefix), "{text:?}");
+            prop_assert_eq!(SessionId::parse(id.as_str()), Some(id));
+        }
+        let id = SessionId::generate();
+        let generated = RefreshToken::generate(&id);
+        prop_assert_eq!(RefreshToken::parse(generated.expose()), Some((id, generated.clone())));
     }
 }
 
