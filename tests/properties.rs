@@ -1032,11 +1032,11 @@ fn check_config_text(text: &str) -> Result<(), TestCaseError> {
         (Err(errors), Err(first)) => {
             prop_assert!(!errors.is_empty());
             prop_assert_eq!(&first, errors.iter().next().expect("non-empty"));
-            // Known bug, kept as the ignored regressions below: an unknown key's own name ends up in `key`
-            // (empty for `'': x`, several lines for `"a\nb": x`). Remove this exemption when it is fixed.
-            for error in errors.iter().filter(|e| !e.message.contains("unknown field")) {
+            // Every problem is one line: a non-empty key and a message without line breaks.
+            for error in errors.iter() {
                 prop_assert!(!error.key.is_empty(), "empty key: {error:?} for {text:?}");
                 prop_assert!(!error.key.contains(['\n', '\r']), "multi-line key: {error:?} for {text:?}");
+                prop_assert!(!error.message.contains(['\n', '\r']), "multi-line message: {error:?} for {text:?}");
             }
         }
         (all, first) => prop_assert!(false, "load_str_all {all:?} and load_str {first:?} disagree for {text:?}"),
@@ -1068,7 +1068,6 @@ proptest! {
 /// unknown key that is empty is reported under an empty `key` (`server.` when nested), so `check-config`
 /// prints `: unknown field ...` naming no key.
 #[test]
-#[ignore = "bug: an empty unknown key gives a ConfigError with an empty key (src/config/load.rs load_str_all)"]
 fn regression_an_empty_unknown_key_still_names_a_key() {
     for text in ["&A:\t", "'': {}\n", "server:\n  \"\": 1\n"] {
         let error = config::load_str(text).expect_err("an unknown key is refused");
@@ -1080,7 +1079,6 @@ fn regression_an_empty_unknown_key_still_names_a_key() {
 /// line break gives a multi-line `key` (the message is flattened to one line, the key is not), and
 /// `check-config`'s one line per problem becomes two.
 #[test]
-#[ignore = "bug: an unknown key containing a line break gives a multi-line ConfigError key (src/config/load.rs)"]
 fn regression_an_unknown_key_with_a_line_break_gives_a_one_line_key() {
     for text in ["\"a\\nb\": 1\n", "server:\n  \"x\\ny\": 1\n", "server:\n  \"x\\ry\": 1\n"] {
         let errors = config::load_str_all(text).expect_err("an unknown key is refused");
@@ -1094,7 +1092,6 @@ fn regression_an_unknown_key_with_a_line_break_gives_a_one_line_key() {
 /// Seen while probing the above: semantic messages quote the offending value as written, so a value with a
 /// line break makes a multi-line message (`ConfigErrors` promises one line per problem).
 #[test]
-#[ignore = "bug: semantic ConfigError messages quote values with line breaks verbatim (src/config/load.rs)"]
 fn regression_a_value_with_a_line_break_gives_a_one_line_message() {
     let text = "server:\n  public_url: https://a.example\n  listen: [\"a\\nb\"]\n";
     let errors = config::load_str_all(text).expect_err("not an address");

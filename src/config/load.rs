@@ -64,8 +64,16 @@ impl std::fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+/// One problem, printable on one line whatever the file held: control characters in the key (an unknown key
+/// may be any string) are escaped, an empty key is named, and the message is flattened.
 fn err(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError { key: key.into(), message: message.into() }
+    let key: String = key.into().chars().flat_map(|c| c.escape_default().collect::<Vec<_>>()).collect();
+    let key = match key.as_str() {
+        "" | "." => "(top level)".to_string(),
+        named if named.ends_with('.') => format!("{named}\"\""),
+        _ => key,
+    };
+    ConfigError { key, message: one_line(&message.into()) }
 }
 
 /// Loads and validates a configuration file; the first problem only (see [`load_all`]).
@@ -90,11 +98,8 @@ pub fn load_all(path: &str) -> Result<Config, ConfigErrors> {
 /// syntax or type error (serde cannot go on past it), so such a file reports that one alone.
 pub fn load_str_all(text: &str) -> Result<Config, ConfigErrors> {
     let deserializer = serde_yaml::Deserializer::from_str(text);
-    let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-        let key = e.path().to_string();
-        let key = if key == "." { "(top level)".to_string() } else { key };
-        ConfigErrors::one(err(key, one_line(&e.into_inner().to_string())))
-    })?;
+    let config: Config = serde_path_to_error::deserialize(deserializer)
+        .map_err(|e| ConfigErrors::one(err(e.path().to_string(), e.into_inner().to_string())))?;
     let problems = validate(&config);
     if problems.is_empty() {
         Ok(config)

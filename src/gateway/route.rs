@@ -38,14 +38,20 @@ fn malformed(what: &str) -> ApiError {
     ApiError::InvalidRequest(format!("Malformed request path: {what}"))
 }
 
-/// Refuses dot segments (plain or percent-encoded), NUL, CR, LF and backslashes anywhere in the target.
+/// Refuses dot segments (plain or percent-encoded, and `..;x`, which some servers read as `..`), NUL, CR,
+/// LF and backslashes anywhere in the target, double percent-encoding (`%25`) and percent-encoded bytes that
+/// are not UTF-8 (overlong forms such as `%c0%ae`) in the path.
 fn check_raw_target(raw: &str) -> Result<(), ApiError> {
     if raw.bytes().any(|b| b == b'\\' || b < 0x20 || b == 0x7f) {
         return Err(malformed("control character or backslash"));
     }
+    let is_dot_segment = |segment: &str| {
+        let name = segment.split(';').next().unwrap_or_default();
+        name == "." || name == ".."
+    };
     let path = raw.split('?').next().unwrap_or_default();
     for segment in path.split('/') {
-        if segment == "." || segment == ".." {
+        if is_dot_segment(segment) {
             return Err(malformed("dot segment"));
         }
         if !segment.contains('%') {
@@ -55,9 +61,14 @@ fn check_raw_target(raw: &str) -> Result<(), ApiError> {
         if ["%00", "%0a", "%0d", "%5c"].iter().any(|encoded| lower.contains(encoded)) {
             return Err(malformed("encoded control character or backslash"));
         }
+        if lower.contains("%25") {
+            return Err(malformed("double percent-encoding"));
+        }
+        let decoded = percent_encoding::percent_decode_str(segment)
+            .decode_utf8()
+            .map_err(|_| malformed("percent-encoded bytes that are not UTF-8"))?;
         // `%2f` inside a segment would let a segment smuggle its own dot segments.
-        let decoded = lower.replace("%2e", ".").replace("%2f", "/");
-        if decoded.split('/').any(|part| part == "." || part == "..") {
+        if decoded.split('/').any(is_dot_segment) {
             return Err(malformed("dot segment"));
         }
     }
@@ -216,6 +227,12 @@ mod tests {
             "/proxy/h/a\\b",
             "/proxy/h/a%00b",
             "/proxy/h/a%0d%0aHost:x",
+            "/proxy/h/..;/x",
+            "/proxy/h/a/..;jsessionid=1/x",
+            "/proxy/h/a/%2e%2e;x/b",
+            "/proxy/h/a/%252e%252e/b",
+            "/proxy/h/a/%c0%ae%c0%ae/b",
+            "/proxy/h/a/%e0%80%ae/b",
         ] {
             assert!(matches!(parse(raw), Err(ApiError::InvalidRequest(_))), "{raw}");
         }
