@@ -152,25 +152,10 @@ pub fn bind(route: &ProxyRoute, session: &Session) -> Result<Target, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::{IbSid, IbUser, SessionGrant, SessionId};
+    use crate::session::{SessionGrant, SessionId};
 
     fn session() -> Session {
-        let grant = SessionGrant {
-            sid: IbSid::new("s"),
-            platform_url: "https://acme.intelligencebank.com".into(),
-            api_v3_url: "https://lbv3us1.intelligencebank.com".into(),
-            ib_client_id: "AbC1".into(),
-            user: IbUser {
-                uuid: "u".into(),
-                first_name: String::new(),
-                last_name: String::new(),
-                email: None,
-                login_time: None,
-            },
-            login_timeout_hours: Some(1),
-            oauth_client_id: "c".into(),
-            scope: "profile".into(),
-        };
+        let grant = SessionGrant::example("c");
         Session::start(SessionId::generate(), grant, 1_700_000_000, 120)
     }
 

@@ -110,6 +110,29 @@ pub struct SessionGrant {
     pub scope: String,
 }
 
+#[cfg(test)]
+impl SessionGrant {
+    /// A grant for unit tests: the `acme` platform, the `lbv3us1` API host, IB account `AbC1`, one hour.
+    pub(crate) fn example(oauth_client_id: &str) -> Self {
+        SessionGrant {
+            sid: IbSid::new("s"),
+            platform_url: "https://acme.intelligencebank.com".into(),
+            api_v3_url: "https://lbv3us1.intelligencebank.com".into(),
+            ib_client_id: "AbC1".into(),
+            user: IbUser {
+                uuid: "u".into(),
+                first_name: String::new(),
+                last_name: String::new(),
+                email: None,
+                login_time: None,
+            },
+            login_timeout_hours: Some(1),
+            oauth_client_id: oauth_client_id.into(),
+            scope: "profile".into(),
+        }
+    }
+}
+
 /// Where a session stands, apart from time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -454,22 +454,7 @@ mod tests {
         assert!(matches!(full, Err(StoreError::CapacityExceeded("login attempts"))), "{full:?}");
         store.put_record(RecordKind::Client, "c", b"client", 600).await.unwrap();
         let now = now_unix();
-        let grant = crate::session::SessionGrant {
-            sid: crate::session::IbSid::new("sid"),
-            platform_url: "https://a.intelligencebank.com".into(),
-            api_v3_url: "https://b.intelligencebank.com".into(),
-            ib_client_id: "c".into(),
-            user: crate::session::IbUser {
-                uuid: "u".into(),
-                first_name: String::new(),
-                last_name: String::new(),
-                email: None,
-                login_time: None,
-            },
-            login_timeout_hours: Some(1),
-            oauth_client_id: "client".into(),
-            scope: "profile".into(),
-        };
+        let grant = crate::session::SessionGrant::example("client");
         let session = Session::start(SessionId::generate(), grant, now, 1);
         store.create_session(&session, &TokenHash::of("r"), now + 60, now).await.unwrap();
     }
