@@ -11,12 +11,14 @@
 //! - [`store`] (memory or Redis), [`ib`] (the IntelligenceBank client), [`keys`] (signing keys).
 //! - [`tokens`] (opaque secrets and their hashes); [`session`] (the model and its pure rules), [`limits`]
 //!   (rate limits), [`exchange`] (the plain HTTP request/reply the endpoints work on, CORS).
+//! - [`access_log`] (one line per request, off the request path).
 //! - [`errors`] (the one client-facing error), [`metrics`] (handles, reading nobody), [`logging`].
 //! - [`config`]: the YAML schema and its validation.
 //!
 //! `mock` (feature `mock`, on by default) is a stand-in IntelligenceBank platform for tests and the demo;
 //! production builds (`--no-default-features`) leave it out.
 
+pub mod access_log;
 pub mod auth;
 pub mod config;
 pub mod errors;

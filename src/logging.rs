@@ -67,7 +67,12 @@ pub fn init(config: &LoggingConfig) {
 
 /// RFC 3339 UTC timestamp with milliseconds.
 fn humantime_now() -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    rfc3339(std::time::SystemTime::now())
+}
+
+/// `at` as an RFC 3339 UTC timestamp with milliseconds.
+pub fn rfc3339(at: std::time::SystemTime) -> String {
+    let now = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = now.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (year, month, day) = civil_from_days(days as i64);

@@ -18,6 +18,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("exchange", 2),
     ("limits", 2),
     ("keys", 2),
+    ("access_log", 2),
     ("tokens", 3),
     ("ib", 3),
     ("store", 4),

@@ -457,10 +457,12 @@ pub struct LoggingConfig {
     /// An env_logger filter such as `info` or `info,ib_oauth_gateway=debug`; `RUST_LOG` overrides it.
     pub level: String,
     pub format: LogFormat,
+    /// One line per request (text or JSON by `format`), written off the request path, whatever `level` says.
+    pub access_log: bool,
 }
 
 impl Default for LoggingConfig {
     fn default() -> Self {
-        LoggingConfig { level: "info".into(), format: LogFormat::Text }
+        LoggingConfig { level: "info".into(), format: LogFormat::Text, access_log: true }
     }
 }

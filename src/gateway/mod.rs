@@ -22,6 +22,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::access_log::{truncate_user_agent, AccessLog, AccessRecord};
 use crate::auth::Meter;
 use crate::errors::{ApiError, SessionEnd};
 use crate::exchange::cors::Cors;
@@ -37,6 +38,7 @@ pub struct Gateway {
     pub state: Arc<AppState>,
     /// IB API hosts, resolved asynchronously and cached.
     dns: DnsCache,
+    access_log: AccessLog,
 }
 
 /// What `request_filter` decided for a proxied request.
@@ -64,6 +66,8 @@ pub struct RequestContext {
     replacement_body: Option<Bytes>,
     /// When the request was sent to IB.
     upstream_started: Option<Instant>,
+    /// IB's answer: its status and how long its header took.
+    upstream_answer: Option<(u16, std::time::Duration)>,
 }
 
 /// The `route` label of a path (bounded: never the path itself).
@@ -185,7 +189,8 @@ const HOP_BY_HOP_RESPONSE: &[&str] = &["connection", "keep-alive", "proxy-connec
 impl Gateway {
     pub fn new(state: Arc<AppState>) -> Self {
         let dns = DnsCache::new(state.config.upstream.dns_cache_ttl_seconds);
-        Gateway { state, dns }
+        let access_log = AccessLog::start(&state.config.logging);
+        Gateway { state, dns, access_log }
     }
 
     /// The one place a refusal becomes a response: it is counted here (authentication failures, ended
@@ -338,6 +343,7 @@ impl ProxyHttp for Gateway {
             proxied: None,
             replacement_body: None,
             upstream_started: None,
+            upstream_answer: None,
         }
     }
 
@@ -425,7 +431,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         if let Some(started) = ctx.upstream_started {
-            self.state.metrics.upstream_duration.observe(started.elapsed().as_secs_f64());
+            let elapsed = started.elapsed();
+            self.state.metrics.upstream_duration.observe(elapsed.as_secs_f64());
+            ctx.upstream_answer = Some((upstream_response.status.as_u16(), elapsed));
         }
         if upstream_response.status.is_server_error() && ctx.proxied.is_some() {
             self.state.metrics.upstream_errors.with_label_values(&["5xx"]).inc();
@@ -537,20 +545,27 @@ impl ProxyHttp for Gateway {
         let metrics = &self.state.metrics;
         metrics.http_requests.with_label_values(&[ctx.route_class, &status.to_string()]).inc();
         metrics.http_duration.with_label_values(&[ctx.route_class]).observe(ctx.started.elapsed().as_secs_f64());
-        if !log::log_enabled!(log::Level::Info) {
+        if !self.access_log.enabled() {
             return;
         }
-        let session_hash = ctx.proxied.as_ref().map(|p| p.session_id.log_tag()).unwrap_or_else(|| "-".into());
-        log::info!(
-            "request id={} method={} route={} status={} duration_ms={:.1} session={} client_request_id={}",
-            ctx.request_id,
-            session.req_header().method,
-            ctx.route_class,
+        let header = session.req_header();
+        let user_agent = header.headers.get(http::header::USER_AGENT).map(|v| truncate_user_agent(&String::from_utf8_lossy(v.as_bytes())));
+        self.access_log.record(AccessRecord {
+            at: std::time::SystemTime::now(),
+            request_id: std::mem::take(&mut ctx.request_id),
+            client_request_id: ctx.client_request_id.take(),
+            client_ip: ctx.forwarded_chain.first().copied(),
+            method: header.method.clone(),
+            route: ctx.route_class,
             status,
-            ctx.started.elapsed().as_secs_f64() * 1e3,
-            session_hash,
-            ctx.client_request_id.as_deref().unwrap_or("-"),
-        );
+            upstream_status: ctx.upstream_answer.map(|(status, _)| status),
+            duration: ctx.started.elapsed(),
+            upstream_duration: ctx.upstream_answer.map(|(_, took)| took),
+            bytes_in: session.as_ref().body_bytes_read(),
+            bytes_out: session.as_ref().body_bytes_sent(),
+            session_tag: ctx.proxied.as_ref().map(|p| p.session_id.log_tag()),
+            user_agent,
+        });
     }
 }
 

@@ -1,0 +1,234 @@
+//! The access log: one line per request, written by a thread of its own so that the proxy threads only hand
+//! over a record (a bounded queue; when it is full the record is dropped and counted, never waited for).
+//!
+//! Text (`request id=... method=... route=... status=...`) or one JSON object per line, by `logging.format`;
+//! on or off by `logging.access_log`, whatever the level of the other logs. A record holds no token, code,
+//! poll token, `sid` or query string: the caller passes the route class, never the path, and the session's
+//! log tag, never its id.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::time::{Duration, SystemTime};
+
+use crate::config::{LogFormat, LoggingConfig};
+
+/// Records queued for the writer at most; past this a burst loses lines rather than slowing requests.
+const QUEUE: usize = 16_384;
+/// The writer flushes at least this often while lines arrive, and whenever the queue runs dry.
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// User agents are cut to this many bytes (at a character boundary).
+pub const USER_AGENT_BYTES: usize = 128;
+
+/// One request, as the access log records it.
+#[derive(Debug)]
+pub struct AccessRecord {
+    pub at: SystemTime,
+    pub request_id: String,
+    /// An `X-Request-Id` the client sent that was not adopted.
+    pub client_request_id: Option<String>,
+    pub client_ip: Option<IpAddr>,
+    pub method: http::Method,
+    /// The route class (`proxy`, `token`, ...), never the path.
+    pub route: &'static str,
+    pub status: u16,
+    pub upstream_status: Option<u16>,
+    pub duration: Duration,
+    pub upstream_duration: Option<Duration>,
+    pub bytes_in: usize,
+    pub bytes_out: usize,
+    /// The session's log tag (a hash), never its id.
+    pub session_tag: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+pub struct AccessLog {
+    sender: Option<SyncSender<AccessRecord>>,
+    dropped: AtomicU64,
+}
+
+impl AccessLog {
+    /// Starts the writer thread (on standard error) when `logging.access_log` is on.
+    pub fn start(config: &LoggingConfig) -> Self {
+        Self::start_with(config, || Box::new(std::io::stderr()))
+    }
+
+    /// [`Self::start`] writing to the output `open` gives (made on the writer thread).
+    pub fn start_with(config: &LoggingConfig, open: fn() -> Box<dyn Write + Send>) -> Self {
+        if !config.access_log {
+            return AccessLog { sender: None, dropped: AtomicU64::new(0) };
+        }
+        let (sender, receiver) = sync_channel(QUEUE);
+        let format = config.format;
+        let spawned = std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || write_lines(&receiver, format, &mut std::io::BufWriter::with_capacity(64 * 1024, open())));
+        if let Err(e) = spawned {
+            log::error!("cannot start the access log writer: {e}");
+            return AccessLog { sender: None, dropped: AtomicU64::new(0) };
+        }
+        AccessLog { sender: Some(sender), dropped: AtomicU64::new(0) }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.sender.is_some()
+    }
+
+    /// Hands a record to the writer; never blocks.
+    pub fn record(&self, record: AccessRecord) {
+        if let Some(sender) = &self.sender {
+            if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = sender.try_send(record) {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Lines lost because the writer could not keep up.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// The user agent as recorded: at most [`USER_AGENT_BYTES`], cut at a character boundary.
+pub fn truncate_user_agent(user_agent: &str) -> String {
+    let mut end = user_agent.len().min(USER_AGENT_BYTES);
+    while !user_agent.is_char_boundary(end) {
+        end -= 1;
+    }
+    user_agent[..end].to_string()
+}
+
+fn write_lines(receiver: &Receiver<AccessRecord>, format: LogFormat, out: &mut impl Write) {
+    loop {
+        match receiver.recv_timeout(FLUSH_EVERY) {
+            Ok(record) => {
+                let _ = out.write_all(format_line(&record, format).as_bytes());
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                let _ = out.flush();
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                let _ = out.flush();
+                return;
+            }
+        }
+        // Nothing more waiting: flush, so a quiet gateway's lines are not held back.
+        if receiver.try_recv().map(|record| out.write_all(format_line(&record, format).as_bytes())).is_err() {
+            let _ = out.flush();
+        }
+    }
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e3
+}
+
+/// One line, newline included.
+pub fn format_line(record: &AccessRecord, format: LogFormat) -> String {
+    let ts = crate::logging::rfc3339(record.at);
+    match format {
+        LogFormat::Json => {
+            let line = serde_json::json!({
+                "ts": ts,
+                "type": "access",
+                "request_id": record.request_id,
+                "client_request_id": record.client_request_id,
+                "client_ip": record.client_ip.map(|ip| ip.to_string()),
+                "method": record.method.as_str(),
+                "route": record.route,
+                "status": record.status,
+                "upstream_status": record.upstream_status,
+                "duration_ms": (millis(record.duration) * 10.0).round() / 10.0,
+                "upstream_ms": record.upstream_duration.map(|d| (millis(d) * 10.0).round() / 10.0),
+                "bytes_in": record.bytes_in,
+                "bytes_out": record.bytes_out,
+                "session": record.session_tag,
+                "user_agent": record.user_agent,
+            });
+            format!("{line}\n")
+        }
+        LogFormat::Text => {
+            let or_dash = |value: Option<String>| value.unwrap_or_else(|| "-".into());
+            format!(
+                "{ts} access request id={} method={} route={} status={} upstream_status={} duration_ms={:.1} \
+                 upstream_ms={} bytes_in={} bytes_out={} client={} session={} client_request_id={} user_agent={:?}\n",
+                record.request_id,
+                record.method,
+                record.route,
+                record.status,
+                or_dash(record.upstream_status.map(|s| s.to_string())),
+                millis(record.duration),
+                or_dash(record.upstream_duration.map(|d| format!("{:.1}", millis(d)))),
+                record.bytes_in,
+                record.bytes_out,
+                or_dash(record.client_ip.map(|ip| ip.to_string())),
+                record.session_tag.as_deref().unwrap_or("-"),
+                record.client_request_id.as_deref().unwrap_or("-"),
+                record.user_agent.as_deref().unwrap_or("-"),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> AccessRecord {
+        AccessRecord {
+            at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600),
+            request_id: "0123456789abcdef".into(),
+            client_request_id: None,
+            client_ip: Some("192.0.2.7".parse().unwrap()),
+            method: http::Method::GET,
+            route: "proxy",
+            status: 200,
+            upstream_status: Some(200),
+            duration: Duration::from_micros(1_250),
+            upstream_duration: Some(Duration::from_micros(800)),
+            bytes_in: 0,
+            bytes_out: 123,
+            session_tag: Some("Gk2c9P0aQx1z".into()),
+            user_agent: Some("curl/8 \"quoted\"".into()),
+        }
+    }
+
+    #[test]
+    fn text_lines_carry_every_field() {
+        let line = format_line(&record(), LogFormat::Text);
+        assert_eq!(
+            line,
+            "2026-01-01T00:00:00.000Z access request id=0123456789abcdef method=GET route=proxy status=200 \
+             upstream_status=200 duration_ms=1.2 upstream_ms=0.8 bytes_in=0 bytes_out=123 client=192.0.2.7 \
+             session=Gk2c9P0aQx1z client_request_id=- user_agent=\"curl/8 \\\"quoted\\\"\"\n"
+        );
+    }
+
+    #[test]
+    fn json_lines_are_one_object_each() {
+        let line = format_line(&record(), LogFormat::Json);
+        assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["type"], "access");
+        assert_eq!(value["status"], 200);
+        assert_eq!(value["upstream_ms"], 0.8);
+        assert_eq!(value["session"], "Gk2c9P0aQx1z");
+    }
+
+    #[test]
+    fn user_agents_are_cut_at_a_character_boundary() {
+        let long = "é".repeat(100);
+        let cut = truncate_user_agent(&long);
+        assert!(cut.len() <= USER_AGENT_BYTES && cut.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn a_disabled_log_records_nothing_and_never_blocks() {
+        let config = LoggingConfig { access_log: false, ..LoggingConfig::default() };
+        let log = AccessLog::start(&config);
+        assert!(!log.enabled());
+        log.record(record());
+        assert_eq!(log.dropped(), 0);
+    }
+}
