@@ -1,6 +1,10 @@
 //! `GET /authorize` and `GET /authorize/poll`: the authorization endpoint over IntelligenceBank's Browser
 //! Login. Errors found before the client and redirect URI are trusted are shown (page or JSON), never
 //! redirected; errors after are redirected to the client with `error`, `error_description` and `state`.
+//!
+//! Every parameter that is stored with a login attempt has a length limit, checked before IB is called or
+//! anything is stored; a parameter over its limit is always shown (400), never redirected, so an over-long
+//! `state` is never echoed.
 
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -13,6 +17,13 @@ use crate::session::SessionGrant;
 use crate::state::AppState;
 use crate::store::RecordKind;
 use crate::tokens::{random_secret, TokenHash};
+
+/// Longest `client_id` (as configured clients are limited; registered ids are shorter).
+const MAX_CLIENT_ID: usize = 128;
+const MAX_REDIRECT_URI: usize = 2048;
+const MAX_STATE: usize = 512;
+const MAX_SCOPE: usize = 256;
+const MAX_PLATFORM_URL: usize = 512;
 
 /// A login in progress, stored under the poll token's hash until it completes or expires.
 #[derive(Serialize, Deserialize)]
@@ -66,17 +77,38 @@ fn is_pkce_value(text: &str) -> bool {
         && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
+/// `value` when it is at most `max` bytes; otherwise `400 invalid_request` naming the parameter and the limit.
+fn within<'a>(name: &str, value: &'a str, max: usize) -> Result<&'a str, ApiError> {
+    if value.len() > max {
+        return Err(ApiError::InvalidRequest(format!("Parameter {name} is longer than {max} bytes")));
+    }
+    Ok(value)
+}
+
+/// The length check of an optional parameter. A repeated one is left to the later checks (it is never used).
+fn check_length(params: &Params, name: &str, max: usize) -> Result<(), ApiError> {
+    if let Ok(Some(value)) = params.get(name) {
+        within(name, value, max)?;
+    }
+    Ok(())
+}
+
 async fn validate(state: &AppState, params: &Params) -> Result<Authorization, Refusal> {
-    let client_id = params.required("client_id")?;
+    let client_id = within("client_id", params.required("client_id")?, MAX_CLIENT_ID)?;
     let client = state
         .clients
         .find(state.store.as_ref(), client_id)
         .await?
         .ok_or_else(|| ApiError::InvalidClient { description: "Unknown client".into(), basic: false })?;
-    let redirect_uri = params.required("redirect_uri")?;
+    let redirect_uri = within("redirect_uri", params.required("redirect_uri")?, MAX_REDIRECT_URI)?;
     if !client.redirect_uri_allowed(redirect_uri) {
         return Err(ApiError::InvalidRequest("redirect_uri is not registered for this client".into()).into());
     }
+    // Shown, not redirected: an over-long state must not be echoed, and RFC 6749 §4.1.2.1 does not allow a
+    // redirect that leaves out a state the request carried.
+    check_length(params, "state", MAX_STATE)?;
+    check_length(params, "scope", MAX_SCOPE)?;
+    check_length(params, "platform_url", MAX_PLATFORM_URL)?;
     let redirect_uri = redirect_uri.to_string();
     let client_state = params.get("state").ok().flatten().map(str::to_string);
     let redirect = |error: ApiError| {
