@@ -5,7 +5,7 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
@@ -137,15 +137,28 @@ fn presented_credentials(request: &Request, form: &Params) -> Result<Option<Pres
 
 pub struct ClientRegistry {
     configured: HashMap<String, Arc<Client>>,
+    /// Configured clients that may start a login without the sign-in page (`allow_headless_login`).
+    /// Registered clients never may.
+    headless: HashSet<String>,
 }
 
 impl ClientRegistry {
     pub fn from_config(clients: &[ClientConfig]) -> Result<Self, ClientError> {
         let mut configured = HashMap::new();
+        let mut headless = HashSet::new();
         for config in clients {
             configured.insert(config.client_id.clone(), Arc::new(Client::from_config(config)?));
+            if config.headless_login_allowed() {
+                headless.insert(config.client_id.clone());
+            }
         }
-        Ok(ClientRegistry { configured })
+        Ok(ClientRegistry { configured, headless })
+    }
+
+    /// May `client` start a login without the sign-in page? Only a configured client with
+    /// `allow_headless_login` (by default the old bridge's `mcp-public-client`); never a registered one.
+    pub fn allows_headless_login(&self, client: &Client) -> bool {
+        !client.dynamic && self.headless.contains(&client.client_id)
     }
 
     pub async fn find(&self, store: &dyn TokenStore, client_id: &str) -> Result<Option<Arc<Client>>, ApiError> {

@@ -313,7 +313,7 @@ impl Default for OAuthConfig {
             registration: RegistrationConfig::default(),
             // The old bridge's well-known public client, kept so its users need no registration.
             clients: vec![ClientConfig {
-                client_id: "mcp-public-client".into(),
+                client_id: LEGACY_PUBLIC_CLIENT.into(),
                 redirect_uris: vec![
                     "https://claude.ai/api/mcp/auth_callback".into(),
                     "https://claude.com/api/mcp/auth_callback".into(),
@@ -324,6 +324,8 @@ impl Default for OAuthConfig {
                     "http://localhost:{port}/oauth/callback".into(),
                     "http://localhost:{port}/oauth/callback/debug".into(),
                 ],
+                // Its consumers (the old bridge's MCP clients) start and poll logins without a browser.
+                allow_headless_login: Some(true),
                 ..ClientConfig::default()
             }],
         }
@@ -359,6 +361,21 @@ pub struct ClientConfig {
     pub scopes: Vec<String>,
     /// Add the IB session fields (`sid`, `clientid`, `apiV3url`, ...) to token responses, as the old bridge did.
     pub ib_session_in_token_response: bool,
+    /// May this client start a login without the sign-in page (the JSON start without the page's
+    /// `X-IBGW-Login-Page` header), whose poll is then bound to no browser? Absent: only for the old bridge's
+    /// well-known public client [`LEGACY_PUBLIC_CLIENT`]; see [`ClientConfig::headless_login_allowed`].
+    pub allow_headless_login: Option<bool>,
+}
+
+/// The old bridge's well-known public client, whose consumers poll logins without a browser.
+pub const LEGACY_PUBLIC_CLIENT: &str = "mcp-public-client";
+
+impl ClientConfig {
+    /// `allow_headless_login`, or when it is absent: `true` for [`LEGACY_PUBLIC_CLIENT`] only (also when an
+    /// operator lists that client explicitly, as conf/gateway.yaml does), `false` for every other client.
+    pub fn headless_login_allowed(&self) -> bool {
+        self.allow_headless_login.unwrap_or(self.client_id == LEGACY_PUBLIC_CLIENT)
+    }
 }
 
 impl Default for ClientConfig {
@@ -371,6 +388,7 @@ impl Default for ClientConfig {
             redirect_uri_patterns: Vec::new(),
             scopes: vec!["profile".into()],
             ib_session_in_token_response: true,
+            allow_headless_login: None,
         }
     }
 }

@@ -1,6 +1,13 @@
 //! `GET /authorize` and `GET /authorize/poll`: the authorization endpoint over IntelligenceBank's Browser
 //! Login. Errors found before the client and redirect URI are trusted are shown (page or JSON), never
 //! redirected; errors after are redirected to the client with `error`, `error_description` and `state`.
+//!
+//! Every parameter that is stored with a login attempt has a length limit, checked before IB is called or
+//! anything is stored; a parameter over its limit is always shown (400), never redirected, so an over-long
+//! `state` is never echoed. A login started by the sign-in page's script (header [`LOGIN_PAGE_HEADER`]) is
+//! bound to that browser by a cookie whose SHA-256 the attempt keeps; its poll must present the cookie.
+//! A start without the header ("headless") is allowed only to clients with `allow_headless_login`, and its
+//! poll is bound to no browser. See docs/security.md, "Login phishing (RFC 8628 §5.4)".
 
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -14,6 +21,22 @@ use crate::state::AppState;
 use crate::store::RecordKind;
 use crate::tokens::{random_secret, TokenHash};
 
+/// Longest `client_id` (as configured clients are limited; registered ids are shorter).
+const MAX_CLIENT_ID: usize = 128;
+const MAX_REDIRECT_URI: usize = 2048;
+const MAX_STATE: usize = 512;
+const MAX_SCOPE: usize = 256;
+const MAX_PLATFORM_URL: usize = 512;
+
+/// Sent by the sign-in page's script with its JSON start: the start is bound to the browser by a cookie.
+/// It is not a credential (any HTTP client can send it); it only asks for the binding.
+pub(super) const LOGIN_PAGE_HEADER: &str = "x-ibgw-login-page";
+/// The binding cookie's name over https: `__Host-` makes browsers refuse it unless it is `Secure`, has
+/// `Path=/` and no `Domain`, so no other host (a sibling subdomain) can set or overwrite it.
+const LOGIN_COOKIE_SECURE: &str = "__Host-ibgw_login";
+/// Over plain http (development): browsers refuse `Secure` cookies and `__Host-` names from http origins.
+const LOGIN_COOKIE_PLAIN: &str = "ibgw_login";
+
 /// A login in progress, stored under the poll token's hash until it completes or expires.
 #[derive(Serialize, Deserialize)]
 struct LoginAttempt {
@@ -24,6 +47,10 @@ struct LoginAttempt {
     scope: String,
     state: Option<String>,
     code_challenge: Option<String>,
+    /// SHA-256 (base64url) of the browser-binding cookie of a login started by the sign-in page; `None` for a
+    /// headless start (and for attempts stored before the binding existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    browser: Option<String>,
 }
 
 /// What an authorization code grants, stored under the code's hash.
@@ -66,17 +93,38 @@ fn is_pkce_value(text: &str) -> bool {
         && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
+/// `value` when it is at most `max` bytes; otherwise `400 invalid_request` naming the parameter and the limit.
+fn within<'a>(name: &str, value: &'a str, max: usize) -> Result<&'a str, ApiError> {
+    if value.len() > max {
+        return Err(ApiError::InvalidRequest(format!("Parameter {name} is longer than {max} bytes")));
+    }
+    Ok(value)
+}
+
+/// The length check of an optional parameter. A repeated one is left to the later checks (it is never used).
+fn check_length(params: &Params, name: &str, max: usize) -> Result<(), ApiError> {
+    if let Ok(Some(value)) = params.get(name) {
+        within(name, value, max)?;
+    }
+    Ok(())
+}
+
 async fn validate(state: &AppState, params: &Params) -> Result<Authorization, Refusal> {
-    let client_id = params.required("client_id")?;
+    let client_id = within("client_id", params.required("client_id")?, MAX_CLIENT_ID)?;
     let client = state
         .clients
         .find(state.store.as_ref(), client_id)
         .await?
         .ok_or_else(|| ApiError::InvalidClient { description: "Unknown client".into(), basic: false })?;
-    let redirect_uri = params.required("redirect_uri")?;
+    let redirect_uri = within("redirect_uri", params.required("redirect_uri")?, MAX_REDIRECT_URI)?;
     if !client.redirect_uri_allowed(redirect_uri) {
         return Err(ApiError::InvalidRequest("redirect_uri is not registered for this client".into()).into());
     }
+    // Shown, not redirected: an over-long state must not be echoed, and RFC 6749 §4.1.2.1 does not allow a
+    // redirect that leaves out a state the request carried.
+    check_length(params, "state", MAX_STATE)?;
+    check_length(params, "scope", MAX_SCOPE)?;
+    check_length(params, "platform_url", MAX_PLATFORM_URL)?;
     let redirect_uri = redirect_uri.to_string();
     let client_state = params.get("state").ok().flatten().map(str::to_string);
     let redirect = |error: ApiError| {
@@ -179,18 +227,93 @@ pub(super) async fn authorize(state: &AppState, request: &Request) -> Result<Rep
         Err(Refusal::Redirect(refusal)) => return Ok(error_redirect(state, refusal)),
     };
     match params.get("platform_url")? {
-        None => {
-            let client_name = authorization.client.client_name.as_deref().unwrap_or(&authorization.client.client_id);
-            let page = include_str!("assets/authorize.html")
-                .replace("{{client}}", &escape_html(client_name))
-                .replace("{{scope}}", &escape_html(&authorization.scope));
-            Ok(Reply::html(200, page))
+        None => Ok(Reply::html(200, consent_page(&authorization))),
+        Some(platform_url) => {
+            let from_page = request.header(LOGIN_PAGE_HEADER) == Some("1");
+            if !from_page && !state.clients.allows_headless_login(&authorization.client) {
+                return Err(ApiError::InvalidRequest(
+                    "This client must use the sign-in page: open /authorize in the user's browser".into(),
+                ));
+            }
+            let binding = from_page.then(|| browser_binding(state, request));
+            start_login(state, authorization, platform_url, binding).await
         }
-        Some(platform_url) => start_login(state, authorization, platform_url).await,
     }
 }
 
-async fn start_login(state: &AppState, authorization: Authorization, platform_url: &str) -> Result<Reply, ApiError> {
+/// `host[:port]` of a (validated, registered) redirect URI: where the browser is sent with the code.
+fn redirect_host(redirect_uri: &str) -> String {
+    match url::Url::parse(redirect_uri) {
+        Ok(url) => match (url.host_str(), url.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_string(),
+            (None, _) => redirect_uri.to_string(),
+        },
+        Err(_) => redirect_uri.to_string(),
+    }
+}
+
+/// The sign-in page: it names the client and where the browser returns to, escaped.
+fn consent_page(authorization: &Authorization) -> String {
+    let client = &authorization.client;
+    let mut name = escape_html(client.client_name.as_deref().unwrap_or(&client.client_id));
+    if client.dynamic {
+        // A registered client chose its own name; the redirect host is what the gateway vouches for.
+        name.push_str(" (a name the application gave itself)");
+    }
+    include_str!("assets/authorize.html")
+        .replace("{{client}}", &name)
+        .replace("{{redirect_host}}", &escape_html(&redirect_host(&authorization.redirect_uri)))
+        .replace("{{scope}}", &escape_html(&authorization.scope))
+}
+
+fn login_cookie_name(state: &AppState) -> &'static str {
+    if state.config.server.public_url.starts_with("https://") {
+        LOGIN_COOKIE_SECURE
+    } else {
+        LOGIN_COOKIE_PLAIN
+    }
+}
+
+/// The value of the cookie `name` in the request's `Cookie` headers, if any.
+fn cookie<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
+    request
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.trim())
+}
+
+fn is_binding_value(value: &str) -> bool {
+    value.len() == 43 && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+}
+
+/// The browser's binding secret: the one its cookie already holds (several sign-ins in one browser each keep
+/// working), else a new 256-bit one. Only its hash is stored.
+fn browser_binding(state: &AppState, request: &Request) -> String {
+    match cookie(request, login_cookie_name(state)) {
+        Some(value) if is_binding_value(value) => value.to_string(),
+        _ => random_secret(),
+    }
+}
+
+fn binding_cookie(state: &AppState, value: &str) -> String {
+    let max_age = state.config.tokens.login_attempt_ttl_seconds;
+    let name = login_cookie_name(state);
+    let secure = if name == LOGIN_COOKIE_SECURE { "; Secure" } else { "" };
+    format!("{name}={value}; Path=/; Max-Age={max_age}; HttpOnly{secure}; SameSite=Strict")
+}
+
+async fn start_login(
+    state: &AppState,
+    authorization: Authorization,
+    platform_url: &str,
+    binding: Option<String>,
+) -> Result<Reply, ApiError> {
     let platform =
         state.ib.policy().validate(platform_url).map_err(|e| ApiError::InvalidRequest(format!("platform_url: {e}")))?;
     let ib_login_token = state.ib.start_login(&platform).await.map_err(|e| {
@@ -207,6 +330,7 @@ async fn start_login(state: &AppState, authorization: Authorization, platform_ur
         scope: authorization.scope,
         state: authorization.state,
         code_challenge: authorization.code_challenge,
+        browser: binding.as_deref().map(|value| TokenHash::of(value).encoded()),
     };
     let record = serde_json::to_vec(&attempt).map_err(|_| ApiError::ServerError)?;
     state
@@ -218,16 +342,21 @@ async fn start_login(state: &AppState, authorization: Authorization, platform_ur
             state.config.tokens.login_attempt_ttl_seconds,
         )
         .await?;
-    log::info!("login started: client={} platform={}", attempt.client_id, platform.host());
+    let bound = if binding.is_some() { "browser" } else { "none (headless)" };
+    log::info!("login started: client={} platform={} binding={bound}", attempt.client_id, platform.host());
     state.metrics.logins.with_label_values(&["started"]).inc();
-    Ok(Reply::json(
+    let reply = Reply::json(
         200,
         &serde_json::json!({
             "loginUrl": IbClient::login_page_url(&platform, &ib_login_token),
             "token": poll_token,
             "expires_in": state.config.tokens.login_attempt_ttl_seconds,
         }),
-    ))
+    );
+    Ok(match binding {
+        Some(value) => reply.with_header("Set-Cookie", binding_cookie(state, &value)),
+        None => reply,
+    })
 }
 
 pub(super) async fn poll(state: &AppState, request: &Request) -> Result<Reply, ApiError> {
@@ -241,6 +370,19 @@ pub(super) async fn poll(state: &AppState, request: &Request) -> Result<Reply, A
         return Err(expired());
     };
     let attempt: LoginAttempt = serde_json::from_slice(&record).map_err(|_| expired())?;
+    // A browser-bound attempt answers only the browser that started it; to anyone else it is unknown, and it
+    // is left in place for its own browser.
+    if let Some(expected) = &attempt.browser {
+        let presented = cookie(request, login_cookie_name(state)).map(TokenHash::of);
+        let matches = match (presented, TokenHash::from_encoded(expected)) {
+            (Some(presented), Some(expected)) => presented.matches(&expected),
+            _ => false,
+        };
+        if !matches {
+            log::info!("login poll refused: client={} browser binding missing or wrong", attempt.client_id);
+            return Err(expired());
+        }
+    }
     let platform = state.ib.policy().validate(&attempt.platform).map_err(|_| expired())?;
     let completed = match state.ib.poll_login(&platform, &attempt.ib_login_token).await {
         Ok(LoginPoll::Pending) => return Err(ApiError::AuthorizationPending),

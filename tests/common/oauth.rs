@@ -39,33 +39,49 @@ pub fn confidential_authorize_query(state: &str, challenge: Option<&str>) -> Str
 
 /// Drives `/authorize` → mock login → poll, returning the redirect URL with the code.
 /// `complete_query` is appended to the mock's `/_mock/complete` call (e.g. `&logintimeoutperiod=1`).
+/// The public client starts headless, as the old bridge's consumers do; any other client starts as the sign-in
+/// page does (see [`page_start`]).
 pub async fn login(gateway: &GatewayProcess, mock: &MockHandle, query: &str, complete_query: &str) -> String {
     login_at(&gateway.base, mock, query, complete_query).await
+}
+
+/// Does `login` start `query` as the sign-in page would? Only the old bridge's public client may start headless
+/// by default (`allow_headless_login`); every other client must use the page.
+pub fn page_start(query: &str) -> bool {
+    !query.split('&').any(|pair| pair == format!("client_id={PUBLIC_CLIENT}"))
 }
 
 /// [`login`] against a gateway at `base` (e.g. one a test runs itself).
 pub async fn login_at(base: &str, mock: &MockHandle, query: &str, complete_query: &str) -> String {
     let url = |path: &str| format!("{base}{path}");
     let client = http();
-    let started: serde_json::Value = client
+    let mut start = client
         .get(url(&format!("/authorize?{query}&platform_url={}", urlencode(&mock.origin))))
-        .header("Accept", "application/json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .header("Accept", "application/json");
+    if page_start(query) {
+        // As the page's script: the header asks for the browser binding, whose cookie every poll then carries.
+        start = start.header("X-IBGW-Login-Page", "1");
+    }
+    let response = start.send().await.unwrap();
+    let cookie =
+        response.headers().get("set-cookie").map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string());
+    let started: serde_json::Value = response.json().await.unwrap();
     let login_url = started["loginUrl"].as_str().unwrap_or_else(|| panic!("{started}"));
     let poll_token = started["token"].as_str().unwrap();
     let ib_token = query_param(login_url, "token").unwrap();
-    let pending = client.get(url(&format!("/authorize/poll?token={poll_token}"))).send().await.unwrap();
+    let poll = || {
+        let request = client.get(url(&format!("/authorize/poll?token={poll_token}")));
+        match &cookie {
+            Some(cookie) => request.header("Cookie", cookie),
+            None => request,
+        }
+    };
+    let pending = poll().send().await.unwrap();
     assert_eq!(pending.status(), 404);
     let body: serde_json::Value = pending.json().await.unwrap();
     assert_eq!(body["error"], "authorization_pending");
     complete_login(mock, &ib_token, complete_query).await;
-    let done: serde_json::Value =
-        client.get(url(&format!("/authorize/poll?token={poll_token}"))).send().await.unwrap().json().await.unwrap();
+    let done: serde_json::Value = poll().send().await.unwrap().json().await.unwrap();
     done["redirect_url"].as_str().unwrap_or_else(|| panic!("{done}")).to_string()
 }
 

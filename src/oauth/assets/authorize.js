@@ -1,7 +1,10 @@
 // The /authorize page: asks for the platform, starts the IntelligenceBank login in a popup, polls until
 // the login completes, then follows the redirect back to the client. No secrets are embedded in the page.
+// The start sends X-IBGW-Login-Page, so the gateway binds the login to this browser with an HttpOnly cookie;
+// the polls carry that cookie (same-origin credentials), and a poll from any other browser is refused.
 (function () {
   "use strict";
+  var jsonHeaders = { Accept: "application/json", "X-IBGW-Login-Page": "1" };
   var form = document.getElementById("platform-form");
   var statusLine = document.getElementById("status");
   var button = document.getElementById("continue");
@@ -13,7 +16,7 @@
   }
 
   function poll(token, popup) {
-    fetch("/authorize/poll?token=" + encodeURIComponent(token), { headers: { Accept: "application/json" } })
+    fetch("/authorize/poll?token=" + encodeURIComponent(token), { headers: jsonHeaders, credentials: "same-origin" })
       .then(function (response) {
         return response.json().then(function (body) { return { status: response.status, body: body }; });
       })
@@ -46,7 +49,7 @@
     var popup = window.open("about:blank", "ib-login", "width=520,height=720");
     button.disabled = true;
     say("Starting the IntelligenceBank login…", false);
-    fetch(url, { headers: { Accept: "application/json" } })
+    fetch(url, { headers: jsonHeaders, credentials: "same-origin" })
       .then(function (response) {
         return response.json().then(function (body) { return { status: response.status, body: body }; });
       })
