@@ -3,7 +3,9 @@
 //!
 //! This module only holds the handles: others observe into them (the store times its operations, the
 //! gateway counts each refusal where it becomes a response, the admin service refreshes the gauges before
-//! a scrape). It reads nothing itself.
+//! a scrape). It reads nothing itself, but for the process collector (Linux): resident memory, CPU seconds,
+//! open and maximum file descriptors, threads and start time, read from `/proc/self` at each scrape and
+//! exported with the registry's prefix (`ibgw_process_resident_memory_bytes`, ...).
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -30,6 +32,7 @@ pub struct Metrics {
     pub store_errors: IntCounterVec,
     store_up: IntGauge,
     active_sessions: IntGauge,
+    requests_in_flight: IntGauge,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -55,12 +58,16 @@ impl Metrics {
     pub fn new(store_backend: &str) -> Self {
         let registry = Registry::new_custom(Some("ibgw".into()), None).expect("the prefix is a valid metric name");
         let build_info = IntGaugeVec::new(
-            Opts::new("build_info", "Version of the running gateway (always 1)"),
-            &["version", "store_backend"],
+            Opts::new("build_info", "Version, commit and store backend of the running gateway (always 1)"),
+            &["version", "git_sha", "store_backend"],
         )
         .expect("static metric definition");
         registry.register(Box::new(build_info.clone())).expect("each metric is registered once");
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION"), store_backend]).set(1);
+        // IBGW_GIT_SHA is set by build.rs (`unknown` when the build had no git).
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION"), env!("IBGW_GIT_SHA"), store_backend]).set(1);
+        // The process collector reads /proc, so it exists on Linux only; its names take the `ibgw_` prefix.
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(process::ThisProcess::new())).expect("each metric is registered once");
         let r = &registry;
         Metrics {
             http_requests: counter(
@@ -115,6 +122,11 @@ impl Metrics {
                 "active_sessions",
                 "Active sessions not past sid_expiry (memory: exact; redis: estimate from the session index)",
             ),
+            requests_in_flight: gauge(
+                r,
+                "requests_in_flight",
+                "Requests on the public listeners received and not yet answered to the end",
+            ),
             registry,
         }
     }
@@ -149,6 +161,17 @@ impl Metrics {
         self.active_sessions.set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
+    /// A request on a public listener has started: `ibgw_requests_in_flight` goes up until
+    /// [`Metrics::request_finished`].
+    pub fn request_started(&self) {
+        self.requests_in_flight.inc();
+    }
+
+    /// The request counted by [`Metrics::request_started`] is over (answered, failed or abandoned).
+    pub fn request_finished(&self) {
+        self.requests_in_flight.dec();
+    }
+
     /// The text exposition of every metric.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::new();
@@ -156,5 +179,51 @@ impl Metrics {
             log::error!("cannot encode metrics: {e}");
         }
         out
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod process {
+    use prometheus::core::{Collector, Desc};
+    use prometheus::process_collector::{pid_t, ProcessCollector};
+    use prometheus::proto::MetricFamily;
+    use std::sync::Mutex;
+
+    /// The prometheus crate's process collector, for the process that is scraped. The registry is made before
+    /// Pingora daemonizes (`-d` forks), and `ProcessCollector::for_self` keeps the pid and start time of the
+    /// process that made it: this one makes a new collector whenever the pid is no longer the one it reads.
+    pub(super) struct ThisProcess {
+        descs: Vec<Desc>,
+        current: Mutex<(pid_t, ProcessCollector)>,
+    }
+
+    fn this_pid() -> pid_t {
+        pid_t::try_from(std::process::id()).unwrap_or(pid_t::MAX)
+    }
+
+    impl ThisProcess {
+        pub(super) fn new() -> Self {
+            let pid = this_pid();
+            let collector = ProcessCollector::new(pid, "");
+            ThisProcess {
+                descs: collector.desc().into_iter().cloned().collect(),
+                current: Mutex::new((pid, collector)),
+            }
+        }
+    }
+
+    impl Collector for ThisProcess {
+        fn desc(&self) -> Vec<&Desc> {
+            self.descs.iter().collect()
+        }
+
+        fn collect(&self) -> Vec<MetricFamily> {
+            let mut current = self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let pid = this_pid();
+            if current.0 != pid {
+                *current = (pid, ProcessCollector::new(pid, ""));
+            }
+            current.1.collect()
+        }
     }
 }

@@ -4,7 +4,9 @@
 //! configuration whose secrets and writable paths the Deployment provides; the NetworkPolicy opens the admin
 //! port to the monitoring namespace only; the Dockerfile builds without the mock platform, runs as a non-root
 //! user, checks its health with the `health` subcommand and copies only files the build context has;
-//! the alerting rules and the Grafana dashboard use only metrics the gateway exports; the systemd unit waits
+//! the alerting rules and the Grafana dashboard use only metrics the gateway exports; every alert links its
+//! runbook section of docs/troubleshooting.md, has a unit test that fires it and, when it is a ratio or an
+//! error rate, a minimum-traffic guard and a unit test in which the guard keeps it quiet; the systemd unit waits
 //! out the drain; and, when `promtool` is installed (required with `IBGW_REQUIRE_PROMTOOL=1`), Prometheus
 //! accepts the rules, their unit tests and the scrape configuration.
 
@@ -31,6 +33,15 @@ const METRICS: &[&str] = &[
     "ibgw_store_up",
     "ibgw_active_sessions",
     "ibgw_build_info",
+    "ibgw_requests_in_flight",
+    // The prometheus crate's process collector, under the registry's prefix.
+    "ibgw_process_cpu_seconds_total",
+    "ibgw_process_open_fds",
+    "ibgw_process_max_fds",
+    "ibgw_process_virtual_memory_bytes",
+    "ibgw_process_resident_memory_bytes",
+    "ibgw_process_start_time_seconds",
+    "ibgw_process_threads",
 ];
 
 /// The histograms among [`METRICS`]: their series are `<name>_bucket`, `<name>_sum` and `<name>_count`.
@@ -611,6 +622,9 @@ fn alerting_rules_use_only_exported_metrics_and_say_what_is_wrong() {
         "ibgw_http_request_duration_seconds",
         "ibgw_store_errors_total",
         "ibgw_store_up",
+        "ibgw_process_resident_memory_bytes",
+        "ibgw_process_open_fds",
+        "ibgw_process_max_fds",
     ] {
         assert!(used.contains(required), "{ALERTS}: nothing alerts on {required}");
     }
@@ -638,6 +652,123 @@ fn grafana_dashboard_shows_every_exported_metric() {
     assert!(missing.is_empty(), "{DASHBOARD} shows nothing of {missing:?}");
 }
 
+const ALERT_TESTS: &str = "deploy/prometheus/alerts.test.yml";
+const TROUBLESHOOTING: &str = "docs/troubleshooting.md";
+
+/// Every alerting rule of [`ALERTS`].
+fn alert_rules() -> Vec<Yaml> {
+    let documents = yaml_documents(ALERTS);
+    let groups = documents[0]["groups"].as_sequence().expect("groups");
+    groups.iter().flat_map(|group| group["rules"].as_sequence().expect("rules").clone()).collect()
+}
+
+/// The anchor GitHub gives a heading: lower case, punctuation other than `-` and `_` dropped, spaces as `-`.
+fn github_anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | ' '))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// The anchors of every heading of a Markdown text (outside fenced code), with GitHub's `-1`, `-2`, ... for
+/// repeated headings.
+fn markdown_anchors(markdown: &str) -> BTreeSet<String> {
+    let mut anchors = BTreeSet::new();
+    let mut fenced = false;
+    for line in markdown.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        let Some(heading) = line.strip_prefix('#').map(|rest| rest.trim_start_matches('#')) else { continue };
+        if fenced || !heading.starts_with(' ') {
+            continue;
+        }
+        let anchor = github_anchor(heading);
+        let unique = (0..).map(|n| if n == 0 { anchor.clone() } else { format!("{anchor}-{n}") });
+        let free = unique.into_iter().find(|candidate| !anchors.contains(candidate)).unwrap();
+        anchors.insert(free);
+    }
+    anchors
+}
+
+#[test]
+fn github_anchors_follow_github() {
+    assert_eq!(github_anchor("Limits and availability"), "limits-and-availability");
+    assert_eq!(github_anchor("Upgrades, shutdown and reload"), "upgrades-shutdown-and-reload");
+    assert_eq!(github_anchor("`ibgw_store_up` is 0"), "ibgw_store_up-is-0");
+    let anchors = markdown_anchors("# A\n## B b\n```sh\n# not a heading\n```\n### B b\n#not one either\n");
+    assert_eq!(anchors, ["a", "b-b", "b-b-1"].map(String::from).into_iter().collect());
+}
+
+#[test]
+fn every_alert_links_its_runbook_section_of_troubleshooting_md() {
+    let anchors = markdown_anchors(&read(TROUBLESHOOTING));
+    for rule in alert_rules() {
+        let alert = rule["alert"].as_str().expect("alert");
+        let url = rule["annotations"]["runbook_url"].as_str().unwrap_or_else(|| panic!("{alert}: no runbook_url"));
+        let (_, anchor) = url
+            .split_once(&format!("{TROUBLESHOOTING}#"))
+            .unwrap_or_else(|| panic!("{alert}: runbook_url {url} is not a section of {TROUBLESHOOTING}"));
+        assert!(anchors.contains(anchor), "{alert}: {TROUBLESHOOTING} has no section #{anchor}");
+        assert_eq!(anchor, github_anchor(alert), "{alert}: the runbook is the alert's own section");
+    }
+}
+
+/// `(alert name, expected alerts)` of every `alert_rule_test` case of [`ALERT_TESTS`].
+fn alert_test_cases() -> Vec<(String, usize)> {
+    let documents = yaml_documents(ALERT_TESTS);
+    let tests = documents[0]["tests"].as_sequence().expect("tests");
+    tests
+        .iter()
+        .flat_map(|test| test["alert_rule_test"].as_sequence().cloned().unwrap_or_default())
+        .map(|case| {
+            let alert = case["alertname"].as_str().expect("alertname").to_string();
+            (alert, case["exp_alerts"].as_sequence().map_or(0, Vec::len))
+        })
+        .collect()
+}
+
+/// A ratio of rates (`x / y` over `rate(` or `increase(`) or a rate of an error counter.
+fn is_ratio_or_error_rate(expr: &str) -> bool {
+    let ratio = expr.contains(" / ") && (expr.contains("rate(") || expr.contains("increase("));
+    ratio || promql_metrics(expr).iter().any(|metric| metric.ends_with("_errors_total"))
+}
+
+#[test]
+fn every_alert_fires_in_a_unit_test_and_ratios_have_a_traffic_guard_that_keeps_them_quiet() {
+    let cases = alert_test_cases();
+    let rules = alert_rules();
+    let names: BTreeSet<&str> = rules.iter().filter_map(|rule| rule["alert"].as_str()).collect();
+    for (alert, _) in &cases {
+        assert!(names.contains(alert.as_str()), "{ALERT_TESTS} tests {alert}, which {ALERTS} does not define");
+    }
+    let mut guarded = 0;
+    for rule in &rules {
+        let alert = rule["alert"].as_str().expect("alert");
+        let expr = rule["expr"].as_str().expect("expr");
+        assert!(
+            cases.iter().any(|(name, expected)| name == alert && *expected > 0),
+            "{ALERT_TESTS}: no test case in which {alert} fires"
+        );
+        if is_ratio_or_error_rate(expr) {
+            guarded += 1;
+            assert!(
+                expr.lines().any(|line| line.trim_start().starts_with("and ")),
+                "{alert}: a ratio or error rate needs a minimum-traffic guard (`and <traffic> > N`): {expr}"
+            );
+            assert!(
+                cases.iter().any(|(name, expected)| name == alert && *expected == 0),
+                "{ALERT_TESTS}: no test case in which the traffic guard keeps {alert} quiet"
+            );
+        }
+    }
+    assert!(guarded >= 4, "only {guarded} ratio or error-rate alerts found");
+}
+
 fn promtool_available() -> bool {
     Command::new("promtool").arg("--version").output().is_ok_and(|output| output.status.success())
 }
@@ -655,7 +786,7 @@ fn promtool_accepts_the_rules_their_tests_and_the_scrape_config() {
     }
     for args in [
         ["check", "rules", ALERTS],
-        ["test", "rules", "deploy/prometheus/alerts.test.yml"],
+        ["test", "rules", ALERT_TESTS],
         ["check", "config", "deploy/prometheus/prometheus.yml"],
     ] {
         let output = Command::new("promtool").args(args).current_dir(root()).output().unwrap();

@@ -78,7 +78,9 @@ async fn metrics_count_a_scripted_flow_and_logs_hold_no_secrets() {
         moved(r#"ibgw_store_operation_duration_seconds_count{backend="memory",operation="rotate_refresh"}"#) >= 3.0
     );
     assert_eq!(sample(&after, "ibgw_active_sessions"), 0.0, "the only session was ended by IB");
-    assert!(after.contains(r#"ibgw_build_info{store_backend="memory",version=""#), "{after}");
+    assert!(after
+        .lines()
+        .any(|l| l.starts_with("ibgw_build_info{") && l.contains(r#"store_backend="memory",version=""#)));
     for forbidden in [sid.as_str(), access.as_str(), code.as_str()] {
         assert!(!after.contains(forbidden), "metrics never carry secrets");
     }
@@ -234,4 +236,66 @@ async fn each_refusal_is_counted_once_by_its_kind() {
         assert_eq!(proxied(&gateway, "/api/v3/resource", c["access_token"].as_str()).await, 401);
     })
     .await;
+}
+
+/// `ibgw_requests_in_flight` once it reads `expected`: the gateway counts a request from its header to the end
+/// of its `logging`, which runs after the client has its answer, so the gauge is read until it settles.
+async fn in_flight_settles_at(gateway: &GatewayProcess, expected: f64) {
+    let mut last = f64::NAN;
+    for _ in 0..500 {
+        last = sample(&scrape(gateway).await, "ibgw_requests_in_flight");
+        assert!(last >= 0.0, "ibgw_requests_in_flight is negative: {last}");
+        if last == expected {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("ibgw_requests_in_flight stays at {last}, not {expected}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_real_process_exports_process_metrics_build_info_and_requests_in_flight() {
+    let gateway = GatewayProcess::start("");
+    let idle = scrape(&gateway).await;
+
+    // The process collector, under the registry's prefix.
+    assert!(sample(&idle, "ibgw_process_resident_memory_bytes") > 0.0, "{idle}");
+    assert!(sample(&idle, "ibgw_process_virtual_memory_bytes") > 0.0, "{idle}");
+    let open_fds = sample(&idle, "ibgw_process_open_fds");
+    assert!(open_fds > 0.0, "{idle}");
+    assert!(sample(&idle, "ibgw_process_max_fds") >= open_fds, "{idle}");
+    assert!(sample(&idle, "ibgw_process_threads") >= 1.0, "{idle}");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let started = sample(&idle, "ibgw_process_start_time_seconds");
+    assert!(started > 1.0e9 && started <= now + 1.0, "start time {started}, now {now}");
+    assert!(idle.lines().any(|line| line.starts_with("ibgw_process_cpu_seconds_total ")), "{idle}");
+    assert!(!idle.lines().any(|line| line.starts_with("process_")), "every name has the ibgw_ prefix");
+
+    // Build info: the version, the commit (12 hex digits, or `unknown` for a build without git), the backend.
+    let build = idle.lines().find(|line| line.starts_with("ibgw_build_info{")).expect("ibgw_build_info");
+    assert!(build.ends_with(" 1"), "{build}");
+    assert!(build.contains(&format!(r#"version="{}""#, env!("CARGO_PKG_VERSION"))), "{build}");
+    assert!(build.contains(r#"store_backend="memory""#), "{build}");
+    let sha = build.split(r#"git_sha=""#).nth(1).and_then(|rest| rest.split('"').next()).expect("a git_sha label");
+    assert!(sha == "unknown" || (sha.len() == 12 && sha.chars().all(|c| c.is_ascii_hexdigit())), "git_sha {sha:?}");
+
+    // In flight: 0 when idle (the scrapes themselves go to the admin listener and do not count).
+    assert!(idle.lines().any(|line| line == "ibgw_requests_in_flight 0"), "{idle}");
+    for _ in 0..3 {
+        assert_eq!(http().get(gateway.url("/api/v3/resource")).send().await.unwrap().status(), 401);
+        let jwks = http().get(gateway.url("/.well-known/jwks.json")).send().await.unwrap();
+        assert_eq!(jwks.status(), 200);
+    }
+    in_flight_settles_at(&gateway, 0.0).await;
+
+    // A /token request whose body never comes is in flight until its client goes away.
+    let addr = gateway.base.trim_start_matches("http://").to_string();
+    let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /token HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ngrant_type="
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut stalled, head.as_bytes()).await.unwrap();
+    in_flight_settles_at(&gateway, 1.0).await;
+    drop(stalled);
+    in_flight_settles_at(&gateway, 0.0).await;
 }

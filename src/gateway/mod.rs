@@ -333,6 +333,7 @@ impl ProxyHttp for Gateway {
     type CTX = RequestContext;
 
     fn new_ctx(&self) -> Self::CTX {
+        self.state.metrics.request_started(); // Pingora calls `logging` once for each context: it decrements.
         RequestContext {
             request_id: new_request_id(),
             client_request_id: None,
@@ -539,6 +540,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
+        self.state.metrics.request_finished();
         // 499 (the client closed the request) when the client went away, whatever was written before.
         let client_gone = e.is_some_and(|e| *e.esource() == pingora::ErrorSource::Downstream);
         let status = if client_gone { 499 } else { session.response_written().map_or(0, |r| r.status.as_u16()) };
