@@ -11,8 +11,12 @@ use std::time::{Duration, Instant};
 fn access_lines(gateway: &GatewayProcess, at_least: usize) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let lines: Vec<String> =
-            gateway.log().lines().filter(|l| l.contains(" access request id=") || l.contains(r#""type":"access""#)).map(str::to_string).collect();
+        let lines: Vec<String> = gateway
+            .log()
+            .lines()
+            .filter(|l| l.contains(" access request id=") || l.contains(r#""type":"access""#))
+            .map(str::to_string)
+            .collect();
         if lines.len() >= at_least || Instant::now() > deadline {
             return lines;
         }

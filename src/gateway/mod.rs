@@ -551,7 +551,10 @@ impl ProxyHttp for Gateway {
             return;
         }
         let header = session.req_header();
-        let user_agent = header.headers.get(http::header::USER_AGENT).map(|v| truncate_user_agent(&String::from_utf8_lossy(v.as_bytes())));
+        let user_agent = header
+            .headers
+            .get(http::header::USER_AGENT)
+            .map(|v| truncate_user_agent(&String::from_utf8_lossy(v.as_bytes())));
         self.access_log.record(AccessRecord {
             at: std::time::SystemTime::now(),
             request_id: std::mem::take(&mut ctx.request_id),
