@@ -467,14 +467,13 @@ mod tests {
     #[test]
     fn headless_login_defaults_to_allowed_only_for_the_legacy_public_client() {
         assert!(load_str(MINIMAL).unwrap().oauth.clients[0].headless_login_allowed());
-        let config = load_str(
-            "server:\n  public_url: https://a.example\noauth:\n  clients:\n\
-             - {client_id: mcp-public-client, redirect_uris: ['https://a.example/cb']}\n\
-             - {client_id: other, redirect_uris: ['https://a.example/cb']}\n\
-             - {client_id: headless, redirect_uris: ['https://a.example/cb'], allow_headless_login: true}\n\
-             - {client_id: mcp-public-client-2, redirect_uris: ['https://a.example/cb'], allow_headless_login: false}\n",
-        )
-        .unwrap();
+        let clients = [
+            "    - {client_id: mcp-public-client, redirect_uris: ['https://a.example/cb']}",
+            "    - {client_id: other, redirect_uris: ['https://a.example/cb']}",
+            "    - {client_id: headless, redirect_uris: ['https://a.example/cb'], allow_headless_login: true}",
+            "    - {client_id: mcp-public-client-2, redirect_uris: ['https://a.example/cb'], allow_headless_login: false}",
+        ];
+        let config = load_str(&format!("{MINIMAL}oauth:\n  clients:\n{}\n", clients.join("\n"))).unwrap();
         let allowed: Vec<bool> = config.oauth.clients.iter().map(|c| c.headless_login_allowed()).collect();
         assert_eq!(allowed, [true, false, true, false]);
     }
