@@ -70,6 +70,8 @@ oauth:
     - client_id: load-test
       client_secret: $SECRET
       redirect_uris: ['https://load.example/cb']
+      # The script starts its login without a browser (the sign-in page's binding needs one).
+      allow_headless_login: true
 rate_limits:
   per_session_per_minute: 0
   per_ip_per_minute: 0
