@@ -9,15 +9,16 @@
 use std::io::Write;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::time::{Duration, SystemTime};
 
 use crate::config::{LogFormat, LoggingConfig};
 
 /// Records queued for the writer at most; past this a burst loses lines rather than slowing requests.
 const QUEUE: usize = 16_384;
-/// The writer flushes at least this often while lines arrive, and whenever the queue runs dry.
-const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// The writer wakes this often, writes what has queued up and flushes. It never blocks on the queue, so a
+/// proxy thread handing over a record never has to wake it (a profile showed those wake-ups as context switches).
+const DRAIN_EVERY: Duration = Duration::from_millis(50);
 /// User agents are cut to this many bytes (at a character boundary).
 pub const USER_AGENT_BYTES: usize = 128;
 
@@ -101,22 +102,20 @@ pub fn truncate_user_agent(user_agent: &str) -> String {
 
 fn write_lines(receiver: &Receiver<AccessRecord>, format: LogFormat, out: &mut impl Write) {
     loop {
-        match receiver.recv_timeout(FLUSH_EVERY) {
-            Ok(record) => {
-                let _ = out.write_all(format_line(&record, format).as_bytes());
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                let _ = out.flush();
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                let _ = out.flush();
-                return;
+        std::thread::sleep(DRAIN_EVERY);
+        loop {
+            match receiver.try_recv() {
+                Ok(record) => {
+                    let _ = out.write_all(format_line(&record, format).as_bytes());
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    let _ = out.flush();
+                    return;
+                }
             }
         }
-        // Nothing more waiting: flush, so a quiet gateway's lines are not held back.
-        if receiver.try_recv().map(|record| out.write_all(format_line(&record, format).as_bytes())).is_err() {
-            let _ = out.flush();
-        }
+        let _ = out.flush();
     }
 }
 
