@@ -724,6 +724,9 @@ mod suite {
         assert_eq!(store.get_record(RecordKind::LoginAttempt, &short_key).await.unwrap(), None);
         assert_eq!(store.take_record(RecordKind::LoginAttempt, &short_key).await.unwrap(), None);
         assert_eq!(store.get_session(&short.id).await.unwrap(), None);
+        let listed: Vec<SessionId> =
+            store.user_sessions(&short.grant.user.uuid).await.unwrap().into_iter().map(|s| s.id).collect();
+        assert_eq!(listed, vec![long.id.clone()], "the user's index forgets the expired session");
         // What had a longer TTL is still there.
         assert_eq!(
             store.redeem_code(&lasting, &SessionId::generate(), 60).await.unwrap(),
@@ -732,6 +735,48 @@ mod suite {
         assert_eq!(store.get_record(RecordKind::Client, &long_key).await.unwrap(), Some(b"long".to_vec()));
         assert!(store.get_session(&long.id).await.unwrap().is_some());
         assert_eq!(store.get_session_metered(&long.id, window, 60).await.unwrap().1, 1, "the counter expired");
+    }
+
+    /// A session of `user` whose IB login began at `login_time`.
+    fn session_of(user: &str, login_time: u64, now: u64) -> Session {
+        let mut grant = grant_for(CLIENT, Some(login_time), Some(SESSION_HOURS));
+        grant.user.uuid = user.to_string();
+        Session::start(SessionId::generate(), grant, now, 120)
+    }
+
+    pub async fn user_sessions_lists_one_users_sessions_in_every_state_oldest_first(store: Arc<dyn TokenStore>) {
+        let now = now_unix();
+        let (user, other) = (format!("user-{}", tokens::random_secret()), format!("other-{}", tokens::random_secret()));
+        let newer = session_of(&user, now - 10, now);
+        let older = session_of(&user, now - 20, now);
+        let others = session_of(&other, now - 30, now);
+        for session in [&newer, &older, &others] {
+            store_session(store.as_ref(), session, now).await;
+        }
+        let ids = |sessions: Vec<Session>| sessions.into_iter().map(|s| s.id).collect::<Vec<_>>();
+        assert_eq!(ids(store.user_sessions(&user).await.unwrap()), vec![older.id.clone(), newer.id.clone()]);
+        assert_eq!(ids(store.user_sessions(&other).await.unwrap()), vec![others.id.clone()]);
+        assert!(store.user_sessions("nobody").await.unwrap().is_empty());
+
+        // An ended session is still listed, with its state, until its record expires.
+        assert!(store.end_session(&newer.id, SessionState::Revoked).await.unwrap());
+        let listed = store.user_sessions(&user).await.unwrap();
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[0], older, "every field as stored");
+        assert_eq!(listed[1].state, SessionState::Revoked);
+        assert_eq!(ids(store.user_sessions(&other).await.unwrap()), vec![others.id.clone()], "others untouched");
+    }
+
+    pub async fn a_session_refused_at_creation_is_never_listed(store: Arc<dyn TokenStore>) {
+        let now = now_unix();
+        let user = format!("user-{}", tokens::random_secret());
+        // A replayed code reserved the id before its session was created: creation fails.
+        let session = session_of(&user, now, now);
+        assert!(store.end_issued_session(&session.id, 60).await.unwrap());
+        let token = RefreshToken::generate(&session.id);
+        let refused = store.create_session(&session, &token.hash(), now + 60, now).await;
+        assert!(matches!(refused, Err(StoreError::SessionIdTaken)), "{refused:?}");
+        assert!(store.user_sessions(&user).await.unwrap().is_empty());
     }
 
     pub async fn session_count_counts_created_sessions(store: Arc<dyn TokenStore>) {
@@ -810,6 +855,7 @@ mod redis_suite {
             format!("{}:c:{}", backend.prefix, spent.encoded()),
             format!("{}:login:attempt", backend.prefix),
             format!("{}:client:client", backend.prefix),
+            format!("{}:u:{{{}}}", backend.prefix, TokenHash::of(&session.grant.user.uuid).encoded()),
         ];
         for key in keys {
             let ttl: i64 = raw.query(redis::cmd("TTL").arg(&key)).await;
@@ -969,6 +1015,8 @@ conformance! {
         concurrent_takes_of_one_record_yield_it_once,
         codes_records_and_sessions_expire_with_their_ttl,
         session_count_counts_created_sessions,
+        user_sessions_lists_one_users_sessions_in_every_state_oldest_first,
+        a_session_refused_at_creation_is_never_listed,
     ],
     redis: [
         session_key_is_hash_tagged_and_lives_until_sid_expiry_plus_tail,

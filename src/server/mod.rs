@@ -4,6 +4,7 @@
 //! instance (zero-downtime upgrade), `-t` checks and exits, SIGTERM drains within the grace period.
 
 pub mod admin;
+pub mod sessions;
 
 use pingora::prelude::*;
 use pingora::server::configuration::{Opt, ServerConf};

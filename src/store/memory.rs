@@ -22,6 +22,8 @@ trait Weight {
 
 /// Per-entry bookkeeping: the hash-map slot, the expiry index, the key.
 const ENTRY_OVERHEAD: usize = 128;
+/// A session id in its user's index (the set slot and the id).
+const USER_INDEX_ENTRY: usize = 64;
 
 impl Weight for Vec<u8> {
     fn weight(&self) -> usize {
@@ -57,7 +59,8 @@ impl<K: Clone + Eq + Hash + Ord, V: Weight> ExpiringMap<K, V> {
         ExpiringMap { entries: HashMap::new(), by_expiry: BTreeSet::new(), capacity, max_bytes, bytes: 0, what }
     }
 
-    fn purge(&mut self, now: u64) {
+    /// Reclaims every expired entry, handing each to `evicted` (so an index kept beside the map can follow).
+    fn purge(&mut self, now: u64, mut evicted: impl FnMut(K, V)) {
         while let Some((expires_at, _)) = self.by_expiry.first() {
             if *expires_at > now {
                 break;
@@ -65,14 +68,20 @@ impl<K: Clone + Eq + Hash + Ord, V: Weight> ExpiringMap<K, V> {
             if let Some((_, key)) = self.by_expiry.pop_first() {
                 if let Some((value, _)) = self.entries.remove(&key) {
                     self.bytes -= value.weight() + ENTRY_OVERHEAD;
+                    evicted(key, value);
                 }
             }
         }
     }
 
     fn insert(&mut self, key: K, value: V, ttl: u64) -> Result<(), StoreError> {
+        self.insert_evicting(key, value, ttl, |_, _| {})
+    }
+
+    /// [`Self::insert`], handing the expired entries it reclaims to `evicted`.
+    fn insert_evicting(&mut self, key: K, value: V, ttl: u64, evicted: impl FnMut(K, V)) -> Result<(), StoreError> {
         let now = now_unix();
-        self.purge(now);
+        self.purge(now, evicted);
         let weight = value.weight() + ENTRY_OVERHEAD;
         let replaced = self.entries.get(&key).map(|(old, expiry)| (old.weight() + ENTRY_OVERHEAD, *expiry));
         let (count_after, bytes_after) = match replaced {
@@ -147,7 +156,8 @@ impl Weight for SessionEntry {
             + grant.oauth_client_id.len()
             + grant.scope.len();
         let previous = self.previous.as_ref().map_or(0, |(_, _, sealed)| sealed.len() + 40);
-        std::mem::size_of::<Self>() + strings + previous + self.retired.len() * 48
+        // USER_INDEX_ENTRY: the session's line in its user's index.
+        std::mem::size_of::<Self>() + strings + previous + self.retired.len() * 48 + USER_INDEX_ENTRY
     }
 }
 
@@ -174,6 +184,9 @@ pub struct MemoryStore {
     /// Ids of sessions a replayed code issued before they were created: never to be created. Always locked
     /// after `sessions`, so that checking both is one step.
     reserved: RwLock<ExpiringMap<SessionId, ()>>,
+    /// IB user uuid → the ids of that user's stored sessions. Changed only while `sessions` is write-locked
+    /// (and locked after it), so it always holds exactly the stored sessions.
+    users: RwLock<HashMap<String, HashSet<SessionId>>>,
 }
 
 impl MemoryStore {
@@ -189,6 +202,7 @@ impl MemoryStore {
             clients: RwLock::new(ExpiringMap::new(config.max_records, config.max_record_bytes, "registered clients")),
             meters: RwLock::new(ExpiringMap::new(config.max_sessions, usize::MAX, "rate-limit counters")),
             reserved: RwLock::new(ExpiringMap::new(config.max_records, usize::MAX, "reserved session ids")),
+            users: RwLock::new(HashMap::new()),
         }
     }
 }
@@ -268,7 +282,18 @@ impl TokenStore for MemoryStore {
         if sessions.get(&session.id).is_some() || self.reserved.read().get(&session.id).is_some() {
             return Err(StoreError::SessionIdTaken);
         }
-        sessions.insert(session.id.clone(), entry, session_record_ttl(session, now))
+        let mut users = self.users.write();
+        sessions.insert_evicting(session.id.clone(), entry, session_record_ttl(session, now), |id, expired| {
+            let user = &expired.session.grant.user.uuid;
+            if let Some(ids) = users.get_mut(user) {
+                ids.remove(&id);
+                if ids.is_empty() {
+                    users.remove(user);
+                }
+            }
+        })?;
+        users.entry(session.grant.user.uuid.clone()).or_default().insert(session.id.clone());
+        Ok(())
     }
 
     async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
@@ -401,6 +426,21 @@ impl TokenStore for MemoryStore {
         Ok(self.records(kind).write().remove(&key.to_string()))
     }
 
+    async fn user_sessions(&self, user: &str) -> Result<Vec<Session>, StoreError> {
+        let sessions = self.sessions.read();
+        let users = self.users.read();
+        let mut found: Vec<Session> = users
+            .get(user)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| sessions.get(id))
+            .map(|entry| entry.session.clone())
+            .collect();
+        found.sort_by(|a, b| (a.sid_created_at, &a.id).cmp(&(b.sid_created_at, &b.id)));
+        found.truncate(USER_SESSIONS_LIMIT);
+        Ok(found)
+    }
+
     /// Active sessions not past `sid_expiry` (the same meaning as the Redis index), by a scan.
     async fn session_count(&self) -> Result<u64, StoreError> {
         let now = now_unix();
@@ -457,6 +497,33 @@ mod tests {
         let grant = crate::session::SessionGrant::example("client");
         let session = Session::start(SessionId::generate(), grant, now, 1);
         store.create_session(&session, &TokenHash::of("r"), now + 60, now).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_user_index_follows_sessions_as_they_expire() {
+        let store = MemoryStore::new(&MemoryStoreConfig::default());
+        let now = now_unix();
+        // Stored as create_session would, but expiring at once.
+        let expired = Session::start(SessionId::generate(), crate::session::SessionGrant::example("client"), now, 1);
+        store.sessions.write().insert(expired.id.clone(), entry_for(&expired), 0).unwrap();
+        store.users.write().entry(expired.grant.user.uuid.clone()).or_default().insert(expired.id.clone());
+        assert!(store.user_sessions(&expired.grant.user.uuid).await.unwrap().is_empty(), "invisible at once");
+
+        let fresh = Session::start(SessionId::generate(), crate::session::SessionGrant::example("client"), now, 1);
+        store.create_session(&fresh, &TokenHash::of("r"), now + 60, now).await.unwrap();
+        let users = store.users.read();
+        let ids = users.get(&fresh.grant.user.uuid).expect("indexed");
+        assert_eq!(ids.iter().collect::<Vec<_>>(), vec![&fresh.id], "the expired id was reclaimed with its session");
+    }
+
+    fn entry_for(session: &Session) -> SessionEntry {
+        SessionEntry {
+            session: session.clone(),
+            refresh: TokenHash::of("r"),
+            refresh_expires_at: 0,
+            previous: None,
+            retired: HashSet::new(),
+        }
     }
 
     #[test]

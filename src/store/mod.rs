@@ -19,6 +19,9 @@ use crate::config::{Config, StoreBackend};
 use crate::session::{Limits, Session, SessionId, SessionState, SessionStatus};
 use crate::tokens::TokenHash;
 
+/// The most sessions [`TokenStore::user_sessions`] returns for one user (an operator's listing, not a scan).
+pub const USER_SESSIONS_LIMIT: usize = 1_000;
+
 /// How long a session's record stays after `sid_expiry`, so a late client is told `Session has expired`
 /// instead of a generic invalid token.
 pub const EXPIRED_SESSION_TAIL_SECONDS: u64 = 3_600;
@@ -183,6 +186,12 @@ pub trait TokenStore: Send + Sync {
     /// Reads and deletes a record in one step: of two concurrent takers, one gets it.
     async fn take_record(&self, kind: RecordKind, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
+    /// Every stored session of one IB user (by `IbUser::uuid`), in any state, until its record expires
+    /// (`sid_expiry` plus [`EXPIRED_SESSION_TAIL_SECONDS`]); at most [`USER_SESSIONS_LIMIT`], oldest first.
+    /// The index behind it is written with the session (memory: under the same lock; Redis: before it, so a
+    /// stored session is always in its user's index).
+    async fn user_sessions(&self, user: &str) -> Result<Vec<Session>, StoreError>;
+
     /// Sessions currently stored (exact for memory; for Redis, see the implementation).
     async fn session_count(&self) -> Result<u64, StoreError>;
 
@@ -336,6 +345,10 @@ impl TokenStore for SharedStore {
 
     async fn take_record(&self, kind: RecordKind, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.timed("take_record", async { self.get().await?.take_record(kind, key).await }).await
+    }
+
+    async fn user_sessions(&self, user: &str) -> Result<Vec<Session>, StoreError> {
+        self.timed("user_sessions", async { self.get().await?.user_sessions(user).await }).await
     }
 
     async fn session_count(&self) -> Result<u64, StoreError> {

@@ -7,6 +7,10 @@
 //! - `P:c:<code hash>` — an authorization code (`F:<grant>`), then its spent marker (`S:<session id>`).
 //! - `P:login:<key>`, `P:client:<key>` — login attempts and registered clients.
 //! - `P:sessions` — sorted set of session ids by `sid_expiry`, only for the session-count estimate.
+//! - `P:u:{<user hash>}` — one IB user's sessions (sorted set: session id → when its record expires), for the
+//!   admin API. Written (one script, `index_user_session.lua`) *before* the session, because in a Cluster the
+//!   two keys are in different slots and cannot change in one step: a stored session is thus always in its
+//!   user's index, and an id whose session never got stored is skipped when listing and pruned by its score.
 //!
 //! Every key has a TTL. Atomic operations are Lua scripts (`src/store/lua/`), sent by SHA and loaded on
 //! `NOSCRIPT`. A lost connection or a restarted server gives [`StoreError::Unavailable`] and the connection
@@ -31,6 +35,7 @@ static END_ISSUED_SESSION: LazyLock<Script> = LazyLock::new(|| Script::new(inclu
 static REVOKE_BY_REFRESH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/revoke_by_refresh.lua")));
 static GET_SESSION_METERED: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/get_session_metered.lua")));
+static INDEX_USER_SESSION: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/index_user_session.lua")));
 static REDEEM_CODE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/redeem_code.lua")));
 
 /// One connection type for the three deployment modes; cheap to clone.
@@ -204,6 +209,11 @@ impl RedisStore {
         format!("{}:{}:{}", self.prefix, kind.key_part(), key)
     }
 
+    /// The user's uuid comes from IB: hashed, so it cannot shape the key (or its hash tag).
+    fn user_key(&self, user: &str) -> String {
+        format!("{}:u:{{{}}}", self.prefix, TokenHash::of(user).encoded())
+    }
+
     fn index_key(&self) -> String {
         format!("{}:sessions", self.prefix)
     }
@@ -276,6 +286,14 @@ impl TokenStore for RedisStore {
             .map_err(|e| StoreError::Corrupt(format!("cannot encode grant: {e}")))?;
         let ttl = session_record_ttl(session, now);
         let mut connection = self.connection();
+        let _: i64 = INDEX_USER_SESSION
+            .key(self.user_key(&session.grant.user.uuid))
+            .arg(session.id.as_str())
+            .arg(now + ttl)
+            .arg(now)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
         let created: i64 = CREATE_SESSION
             .key(self.session_key(&session.id))
             .arg(grant)
@@ -470,6 +488,29 @@ impl TokenStore for RedisStore {
             .query_async(&mut self.connection())
             .await
             .map_err(unavailable)
+    }
+
+    async fn user_sessions(&self, user: &str) -> Result<Vec<Session>, StoreError> {
+        let ids: Vec<String> = ::redis::cmd("ZRANGEBYSCORE")
+            .arg(self.user_key(user))
+            .arg(format!("({}", now_unix()))
+            .arg("+inf")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(USER_SESSIONS_LIMIT)
+            .query_async(&mut self.connection())
+            .await
+            .map_err(unavailable)?;
+        // Each session is its own key (its own slot in a Cluster): read them concurrently.
+        let reads =
+            ids.iter().filter_map(|id| SessionId::parse(id)).map(|id| async move { self.get_session(&id).await });
+        let mut found = Vec::with_capacity(ids.len());
+        for read in futures_util::future::join_all(reads).await {
+            // The hash could only collide by accident, but the index must never list another user's session.
+            found.extend(read?.filter(|session| session.grant.user.uuid == user));
+        }
+        found.sort_by(|a, b| (a.sid_created_at, &a.id).cmp(&(b.sid_created_at, &b.id)));
+        Ok(found)
     }
 
     /// An estimate: sessions created and neither ended nor past `sid_expiry`, from the `P:sessions` index,

@@ -1,0 +1,212 @@
+//! The admin session API: find and end an IB user's sessions (someone leaves the company, a device is lost).
+//!
+//! Served on the admin listener only, behind `admin.token` (the admin service checks it before calling in
+//! here). A listed session shows what it is — its id, log tag, OAuth client, IB host, times, refresh count,
+//! state — never a token or an IB `sid`. The session id alone grants nothing (a refresh token is the id *and*
+//! a secret; an access token is signed), and is what `DELETE /admin/sessions/<id>` takes.
+//!
+//! Ending a session here is the same store operation as any other revocation (`end_session`, state
+//! `revoked`): every gateway instance reads the session on every request, so it is refused everywhere from
+//! the next request on.
+
+use serde_json::{json, Value};
+
+use crate::errors::ApiError;
+use crate::exchange::{Params, Reply};
+use crate::session::{rules, Limits, Session, SessionId, SessionState};
+use crate::state::AppState;
+use crate::store::now_unix;
+
+/// The path the API answers on, and under which a session id follows.
+pub const PATH: &str = "/admin/sessions";
+
+/// IB user ids are UUIDs; anything much longer is not one.
+const MAX_USER_BYTES: usize = 128;
+
+/// What a request to the session API asks for, decided from its method, path and query alone.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    ListUser(String),
+    EndUser(String),
+    Show(SessionId),
+    End(SessionId),
+}
+
+/// Decides what `method path?query` asks for; `Err` is the client's mistake, as the reply to send.
+/// `path` is `PATH` or `PATH/<id>`.
+pub fn action(method: &http::Method, path: &str, query: Option<&str>) -> Result<Action, Reply> {
+    let rest = path.strip_prefix(PATH).ok_or_else(not_found)?;
+    let delete = match *method {
+        http::Method::GET | http::Method::HEAD => false,
+        http::Method::DELETE => true,
+        _ => return Err(Reply::error(&ApiError::MethodNotAllowed("GET, HEAD, DELETE"), "")),
+    };
+    if rest.is_empty() || rest == "/" {
+        let user = user_param(query)?;
+        return Ok(if delete { Action::EndUser(user) } else { Action::ListUser(user) });
+    }
+    let id = rest.strip_prefix('/').and_then(SessionId::parse).ok_or_else(no_such_session)?;
+    Ok(if delete { Action::End(id) } else { Action::Show(id) })
+}
+
+fn user_param(query: Option<&str>) -> Result<String, Reply> {
+    let invalid = |message: &str| Reply::error(&ApiError::InvalidRequest(message.into()), "");
+    let params = Params::parse(query.unwrap_or("")).map_err(|e| Reply::error(&e, ""))?;
+    let user = params.get("user").map_err(|e| Reply::error(&e, ""))?;
+    match user {
+        None => Err(invalid("the user parameter (an IB user uuid) is required")),
+        Some(user) if user.len() > MAX_USER_BYTES || user.chars().any(char::is_control) => {
+            Err(invalid("the user parameter is not an IB user uuid"))
+        }
+        Some(user) => Ok(user.to_string()),
+    }
+}
+
+fn not_found() -> Reply {
+    Reply::error(&ApiError::NotFound, "")
+}
+
+fn no_such_session() -> Reply {
+    Reply::json(404, &json!({"error": "not_found", "error_description": "No such session"}))
+}
+
+/// Carries out an [`Action`] against the store.
+pub async fn serve(state: &AppState, action: Action) -> Reply {
+    match run(state, action).await {
+        Ok(reply) => reply,
+        Err(error) => Reply::error(&ApiError::from(error), ""),
+    }
+}
+
+async fn run(state: &AppState, action: Action) -> Result<Reply, crate::store::StoreError> {
+    let limits = Limits::from(state.config.as_ref());
+    let now = now_unix();
+    let describe = |session: &Session| describe(session, now, &limits);
+    Ok(match action {
+        Action::ListUser(user) => {
+            let sessions = state.store.user_sessions(&user).await?;
+            Reply::json(200, &json!({"user": user, "sessions": sessions.iter().map(describe).collect::<Vec<_>>()}))
+        }
+        Action::EndUser(user) => {
+            let mut ended = 0;
+            for session in state.store.user_sessions(&user).await? {
+                if session.state == SessionState::Active && end(state, &session).await? {
+                    ended += 1;
+                }
+            }
+            let sessions = state.store.user_sessions(&user).await?;
+            log::info!("admin: ended {ended} session(s) of one user");
+            Reply::json(
+                200,
+                &json!({"user": user, "ended": ended, "sessions": sessions.iter().map(describe).collect::<Vec<_>>()}),
+            )
+        }
+        Action::Show(id) => match state.store.get_session(&id).await? {
+            Some(session) => Reply::json(200, &describe(&session)),
+            None => no_such_session(),
+        },
+        Action::End(id) => match state.store.get_session(&id).await? {
+            Some(session) => {
+                let ended = end(state, &session).await?;
+                let after = state.store.get_session(&id).await?.unwrap_or(session);
+                Reply::json(200, &json!({"ended": ended, "session": describe(&after)}))
+            }
+            None => no_such_session(),
+        },
+    })
+}
+
+/// Ends one session as an operator; `false` when it had already ended.
+async fn end(state: &AppState, session: &Session) -> Result<bool, crate::store::StoreError> {
+    let ended = state.store.end_session(&session.id, SessionState::Revoked).await?;
+    if ended {
+        log::info!("admin: session {} ended by an operator", session.id.log_tag());
+    }
+    Ok(ended)
+}
+
+/// A session as the API shows it: never a token, never the IB `sid`.
+fn describe(session: &Session, now: u64, limits: &Limits) -> Value {
+    let grant = &session.grant;
+    let host = |url: &str| url.split_once("://").map_or(url, |(_, rest)| rest).to_string();
+    json!({
+        "id": session.id.as_str(),
+        "log_tag": session.id.log_tag(),
+        "user": grant.user.uuid,
+        "client_id": grant.oauth_client_id,
+        "platform_host": host(&grant.platform_url),
+        "api_host": host(&grant.api_v3_url),
+        "created_at": session.sid_created_at,
+        "sid_expiry": session.sid_expiry,
+        "refresh_count": session.refresh_count,
+        "last_refresh_at": session.last_refresh_at,
+        "state": session.state.as_str(),
+        "status": status_name(rules::access_status(session, now, limits)),
+    })
+}
+
+fn status_name(status: rules::SessionStatus) -> &'static str {
+    match status {
+        rules::SessionStatus::Active => "active",
+        rules::SessionStatus::NearExpiry => "near_expiry",
+        rules::SessionStatus::Expired => "expired",
+        rules::SessionStatus::RefreshLimitExceeded => "refresh_limit_exceeded",
+        rules::SessionStatus::Revoked => "revoked",
+        rules::SessionStatus::UpstreamRejected => "upstream_rejected",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decide(method: http::Method, path: &str, query: Option<&str>) -> Result<Action, u16> {
+        action(&method, path, query).map_err(|reply| reply.status)
+    }
+
+    #[test]
+    fn listing_and_ending_by_user_need_the_user_parameter() {
+        assert_eq!(decide(http::Method::GET, PATH, Some("user=u-1")), Ok(Action::ListUser("u-1".into())));
+        assert_eq!(
+            decide(http::Method::DELETE, "/admin/sessions/", Some("user=u-1")),
+            Ok(Action::EndUser("u-1".into()))
+        );
+        assert_eq!(decide(http::Method::GET, PATH, None), Err(400));
+        assert_eq!(decide(http::Method::DELETE, PATH, Some("user=")), Err(400), "empty counts as absent");
+        assert_eq!(decide(http::Method::GET, PATH, Some("user=a&user=b")), Err(400), "repeated");
+        assert_eq!(decide(http::Method::GET, PATH, Some(&format!("user={}", "u".repeat(129)))), Err(400));
+        assert_eq!(decide(http::Method::GET, PATH, Some(&format!("user={}", "u".repeat(128)))).map(|_| ()), Ok(()));
+        assert_eq!(decide(http::Method::GET, PATH, Some("user=a%0Ab")), Err(400), "control character");
+    }
+
+    #[test]
+    fn one_session_is_named_by_a_well_formed_id() {
+        let id = SessionId::generate();
+        let path = format!("{PATH}/{}", id.as_str());
+        assert_eq!(decide(http::Method::GET, &path, None), Ok(Action::Show(id.clone())));
+        assert_eq!(decide(http::Method::DELETE, &path, None), Ok(Action::End(id)));
+        assert_eq!(decide(http::Method::DELETE, "/admin/sessions/not-an-id", None), Err(404));
+        assert_eq!(decide(http::Method::DELETE, "/admin/sessions/../../x", None), Err(404));
+    }
+
+    #[test]
+    fn other_methods_are_refused_with_405() {
+        assert_eq!(decide(http::Method::POST, PATH, Some("user=u")), Err(405));
+        assert_eq!(decide(http::Method::PUT, &format!("{PATH}/{}", SessionId::generate().as_str()), None), Err(405));
+    }
+
+    #[test]
+    fn a_described_session_holds_no_sid() {
+        let now = now_unix();
+        let session = Session::start(SessionId::generate(), crate::session::SessionGrant::example("c"), now, 1);
+        let limits = Limits { max_refresh_count: 10, near_expiry_margin: 300 };
+        let text = describe(&session, now, &limits).to_string();
+        assert!(!text.contains(&format!("\"{}\"", session.grant.sid.expose())), "{text}");
+        assert!(!text.contains("\"sid\""), "{text}");
+        let value = describe(&session, now, &limits);
+        assert_eq!(value["platform_host"], "acme.intelligencebank.com");
+        assert_eq!(value["state"], "active");
+        assert_eq!(value["status"], "active");
+        assert_eq!(value["log_tag"], session.id.log_tag());
+    }
+}
