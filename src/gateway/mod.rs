@@ -189,7 +189,8 @@ const HOP_BY_HOP_RESPONSE: &[&str] = &["connection", "keep-alive", "proxy-connec
 impl Gateway {
     pub fn new(state: Arc<AppState>) -> Self {
         let dns = DnsCache::new(state.config.upstream.dns_cache_ttl_seconds);
-        let access_log = AccessLog::start(&state.config.logging);
+        let dropped = state.metrics.log_lines_dropped.with_label_values(&["access"]);
+        let access_log = AccessLog::start(&state.config.logging, dropped);
         Gateway { state, dns, access_log }
     }
 
