@@ -220,3 +220,48 @@ async fn by_default_audit_lines_go_to_standard_error() {
     assert_eq!(value["type"], "audit");
     assert!(!line.contains(tokens["refresh_token"].as_str().unwrap()));
 }
+
+/// A daemonized gateway (`-d`), killed by the pid in its pid file when dropped.
+struct Daemon {
+    pid_file: std::path::PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(&self.pid_file) {
+            let _ = std::process::Command::new("kill").args(["-KILL", pid.trim()]).status();
+        }
+    }
+}
+
+/// The writer thread starts with the first event, in the daemon: one started before Pingora forks would be
+/// left behind in the parent, and the daemon's events would never be written.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemonized_gateway_writes_its_audit_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let (audit, config, d) = (dir.path().join("audit.log"), dir.path().join("gateway.yaml"), dir.path().display());
+    std::fs::write(
+        &config,
+        format!(
+            "server:\n  listen: ['127.0.0.1:{port}']\n  admin_listen: '127.0.0.1:{admin}'\n  public_url: http://127.0.0.1:{port}\n  upgrade_sock: {d}/upgrade.sock\n  pid_file: {d}/gateway.pid\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\nlogging:\n  audit: file {}\n",
+            audit.display()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.path().join("gateway.log")).unwrap();
+    let _daemon = Daemon { pid_file: dir.path().join("gateway.pid") };
+    let status = std::process::Command::new(BIN).arg("--config").arg(&config).arg("-d").stderr(log).status().unwrap();
+    assert!(status.success(), "the parent exits once the daemon is forked");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{}", std::fs::read_to_string(dir.path().join("gateway.log")).unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let registration = serde_json::json!({ "redirect_uris": ["http://127.0.0.1:9999/callback"] });
+    let response = http().post(format!("http://127.0.0.1:{port}/register")).json(&registration).send().await.unwrap();
+    assert_eq!(response.status(), 201);
+    let lines = audit_lines(&audit, 1);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["event"], "client_registered");
+}
