@@ -125,11 +125,11 @@ impl AuditEvent {
 
     /// The client address and request id of the request that caused the event.
     pub fn request(self, request: &Request) -> Self {
-        self.from(request.client_ip, &request.request_id)
+        self.caused_by(request.client_ip, &request.request_id)
     }
 
     /// [`Self::request`] for a caller that holds the two apart (the gateway).
-    pub fn from(mut self, client_ip: Option<IpAddr>, request_id: &str) -> Self {
+    pub fn caused_by(mut self, client_ip: Option<IpAddr>, request_id: &str) -> Self {
         self.client_ip = client_ip;
         self.request_id = Some(request_id.to_string());
         self
@@ -244,7 +244,7 @@ impl AuditLog {
         let mut failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(kind) = failures.record(ip, now) {
             drop(failures);
-            self.record(AuditEvent::new(kind).from(Some(ip), request_id));
+            self.record(AuditEvent::new(kind).caused_by(Some(ip), request_id));
         }
     }
 }

@@ -279,6 +279,28 @@ impl Gateway {
         crate::oauth::handle(&self.state, &request).await
     }
 
+    /// IB answered 401 for the session's `sid`: the session ends in the store, so every instance refuses it
+    /// from now on, and the audit log records it once (a concurrent request's 401 finds it ended already).
+    async fn end_rejected_session(&self, proxied: &Proxied, ctx: &RequestContext) {
+        let tag = proxied.session_id.log_tag();
+        match self.state.store.end_session(&proxied.session_id, SessionState::UpstreamRejected).await {
+            Ok(ended) => {
+                log::info!("IB rejected the sid of session {tag}; session ended");
+                if ended {
+                    let grant = &proxied.grant;
+                    self.state.audit.record(
+                        AuditEvent::new(AuditKind::SessionEndedByIb)
+                            .client(&grant.oauth_client_id)
+                            .user(&grant.user.uuid)
+                            .session(&proxied.session_id)
+                            .caused_by(ctx.forwarded_chain.first().copied(), &ctx.request_id),
+                    );
+                }
+            }
+            Err(e) => log::error!("could not mark session {tag} as rejected: {e}"),
+        }
+    }
+
     /// Decides a proxied request: who is calling, may they, and where does it go.
     async fn authorize_proxy(&self, session: &Session, now: u64) -> Result<Proxied, Refusal> {
         let state = &self.state;
@@ -449,24 +471,7 @@ impl ProxyHttp for Gateway {
         }
         if upstream_response.status == 401 {
             if let Some(proxied) = &ctx.proxied {
-                // IB ended the session: every instance must refuse it from now on.
-                match self.state.store.end_session(&proxied.session_id, SessionState::UpstreamRejected).await {
-                    Ok(ended) => {
-                        log::info!("IB rejected the sid of session {}; session ended", proxied.session_id.log_tag());
-                        // Once per session: a concurrent request's 401 finds it ended already.
-                        if ended {
-                            let grant = &proxied.grant;
-                            self.state.audit.record(
-                                AuditEvent::new(AuditKind::SessionEndedByIb)
-                                    .client(&grant.oauth_client_id)
-                                    .user(&grant.user.uuid)
-                                    .session(&proxied.session_id)
-                                    .from(ctx.forwarded_chain.first().copied(), &ctx.request_id),
-                            );
-                        }
-                    }
-                    Err(e) => log::error!("could not mark session {} as rejected: {e}", proxied.session_id.log_tag()),
-                }
+                self.end_rejected_session(proxied, ctx).await;
                 let reply = self.refuse(&ApiError::SessionEnded(SessionEnd::UpstreamRejected), ctx);
                 let mut replacement = ResponseHeader::build(reply.status, Some(reply.headers.len() + 1))?;
                 for (name, value) in &reply.headers {
