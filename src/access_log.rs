@@ -6,19 +6,12 @@
 //! poll token, `sid` or query string: the caller passes the route class, never the path, and the session's
 //! log tag, never its id.
 
-use std::io::Write;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::time::{Duration, SystemTime};
 
 use crate::config::{LogFormat, LoggingConfig};
+use crate::logging::LineWriter;
 
-/// Records queued for the writer at most; past this a burst loses lines rather than slowing requests.
-const QUEUE: usize = 16_384;
-/// The writer wakes this often, writes what has queued up and flushes. It never blocks on the queue, so a
-/// proxy thread handing over a record never has to wake it (a profile showed those wake-ups as context switches).
-const DRAIN_EVERY: Duration = Duration::from_millis(50);
 /// User agents are cut to this many bytes (at a character boundary).
 pub const USER_AGENT_BYTES: usize = 128;
 
@@ -45,49 +38,38 @@ pub struct AccessRecord {
 }
 
 pub struct AccessLog {
-    sender: Option<SyncSender<AccessRecord>>,
-    dropped: AtomicU64,
+    writer: Option<LineWriter<AccessRecord>>,
 }
 
 impl AccessLog {
-    /// Starts the writer thread (on standard error) when `logging.access_log` is on.
-    pub fn start(config: &LoggingConfig) -> Self {
-        Self::start_with(config, || Box::new(std::io::stderr()))
+    /// The access log on standard error when `logging.access_log` is on; a lost line counts in `dropped`.
+    pub fn start(config: &LoggingConfig, dropped: prometheus::IntCounter) -> Self {
+        Self::start_with(config, Box::new(std::io::stderr()), dropped)
     }
 
-    /// [`Self::start`] writing to the output `open` gives (made on the writer thread).
-    pub fn start_with(config: &LoggingConfig, open: fn() -> Box<dyn Write + Send>) -> Self {
+    /// [`Self::start`] writing to `out`.
+    pub fn start_with(
+        config: &LoggingConfig,
+        out: Box<dyn std::io::Write + Send>,
+        dropped: prometheus::IntCounter,
+    ) -> Self {
         if !config.access_log {
-            return AccessLog { sender: None, dropped: AtomicU64::new(0) };
+            return AccessLog { writer: None };
         }
-        let (sender, receiver) = sync_channel(QUEUE);
         let format = config.format;
-        let spawned = std::thread::Builder::new()
-            .name("access-log".into())
-            .spawn(move || write_lines(&receiver, format, &mut std::io::BufWriter::with_capacity(64 * 1024, open())));
-        if let Err(e) = spawned {
-            log::error!("cannot start the access log writer: {e}");
-            return AccessLog { sender: None, dropped: AtomicU64::new(0) };
-        }
-        AccessLog { sender: Some(sender), dropped: AtomicU64::new(0) }
+        let writer = LineWriter::new("access-log", out, Box::new(move |record| format_line(record, format)), dropped);
+        AccessLog { writer: Some(writer) }
     }
 
     pub fn enabled(&self) -> bool {
-        self.sender.is_some()
+        self.writer.is_some()
     }
 
     /// Hands a record to the writer; never blocks.
     pub fn record(&self, record: AccessRecord) {
-        if let Some(sender) = &self.sender {
-            if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = sender.try_send(record) {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(writer) = &self.writer {
+            writer.record(record);
         }
-    }
-
-    /// Lines lost because the writer could not keep up.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -98,25 +80,6 @@ pub fn truncate_user_agent(user_agent: &str) -> String {
         end -= 1;
     }
     user_agent[..end].to_string()
-}
-
-fn write_lines(receiver: &Receiver<AccessRecord>, format: LogFormat, out: &mut impl Write) {
-    loop {
-        std::thread::sleep(DRAIN_EVERY);
-        loop {
-            match receiver.try_recv() {
-                Ok(record) => {
-                    let _ = out.write_all(format_line(&record, format).as_bytes());
-                }
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    let _ = out.flush();
-                    return;
-                }
-            }
-        }
-        let _ = out.flush();
-    }
 }
 
 fn millis(duration: Duration) -> f64 {
@@ -225,9 +188,10 @@ mod tests {
     #[test]
     fn a_disabled_log_records_nothing_and_never_blocks() {
         let config = LoggingConfig { access_log: false, ..LoggingConfig::default() };
-        let log = AccessLog::start(&config);
+        let dropped = prometheus::IntCounter::new("dropped", "lines dropped").unwrap();
+        let log = AccessLog::start(&config, dropped.clone());
         assert!(!log.enabled());
         log.record(record());
-        assert_eq!(log.dropped(), 0);
+        assert_eq!(dropped.get(), 0);
     }
 }

@@ -9,6 +9,7 @@
 //! - [`oauth`]: the authorization server's endpoints, a [`exchange::Request`] in, a [`exchange::Reply`] out.
 //! - [`state`]: what every handler shares; [`auth`]: the one authentication path, access tokens, clients.
 //! - [`store`] (memory or Redis), [`ib`] (the IntelligenceBank client), [`keys`] (signing keys).
+//! - [`audit`] (the security audit log: one JSON line per security event).
 //! - [`tokens`] (opaque secrets and their hashes); [`session`] (the model and its pure rules), [`limits`]
 //!   (rate limits), [`exchange`] (the plain HTTP request/reply the endpoints work on, CORS).
 //! - [`access_log`] (one line per request, off the request path).
@@ -19,6 +20,7 @@
 //! production builds (`--no-default-features`) leave it out.
 
 pub mod access_log;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod errors;

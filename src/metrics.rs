@@ -30,6 +30,8 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     pub store_duration: HistogramVec,
     pub store_errors: IntCounterVec,
+    /// Lines the access or audit log lost because its writer could not keep up (`log`: `access`, `audit`).
+    pub log_lines_dropped: IntCounterVec,
     store_up: IntGauge,
     active_sessions: IntGauge,
     requests_in_flight: IntGauge,
@@ -116,6 +118,12 @@ impl Metrics {
                 &["operation", "backend"],
             ),
             store_errors: counter(r, "store_errors_total", "Failed token store operations", &["operation", "backend"]),
+            log_lines_dropped: counter(
+                r,
+                "log_lines_dropped_total",
+                "Log lines lost because the log's writer could not keep up, by log",
+                &["log"],
+            ),
             store_up: gauge(r, "store_up", "1 when the token store answered the last check, else 0"),
             active_sessions: gauge(
                 r,

@@ -1,10 +1,11 @@
 //! What every request handler shares: the configuration, keys, store, IntelligenceBank client, the one
-//! authentication path, OAuth clients, CORS and rate limits, and the metric handles. Built once at start-up
+//! authentication path, OAuth clients, CORS and rate limits, the metric handles and the audit log. Built once at start-up
 //! by [`AppState::new`]; the OAuth handlers and the gateway read it, nothing below them knows it exists.
 
 use pingora_limits::rate::Rate;
 use std::sync::Arc;
 
+use crate::audit::AuditLog;
 use crate::auth::clients::ClientRegistry;
 use crate::auth::Authenticator;
 use crate::config::Config;
@@ -29,6 +30,8 @@ pub struct AppState {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub store: Arc<dyn TokenStore>,
     pub metrics: Arc<Metrics>,
+    /// Security events, from the handlers and the gateway that know of them.
+    pub audit: AuditLog,
 }
 
 /// Why the shared state could not be built (a start-up failure; the message names the setting).
@@ -38,6 +41,8 @@ pub enum StateError {
     Ib(#[from] crate::ib::IbSetupError),
     #[error(transparent)]
     Clients(#[from] crate::auth::clients::ClientError),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditSetupError),
 }
 
 impl AppState {
@@ -49,6 +54,7 @@ impl AppState {
     ) -> Result<Self, StateError> {
         Ok(AppState {
             ib: IbClient::new(&config)?,
+            audit: AuditLog::start(&config.logging, &metrics)?,
             clients: ClientRegistry::from_config(&config.oauth.clients)?,
             auth: Authenticator::new(config.clone(), keys.clone(), store.clone()),
             cors: Cors::new(&config.cors),

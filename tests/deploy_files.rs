@@ -34,6 +34,7 @@ const METRICS: &[&str] = &[
     "ibgw_active_sessions",
     "ibgw_build_info",
     "ibgw_requests_in_flight",
+    "ibgw_log_lines_dropped_total",
     // The prometheus crate's process collector, under the registry's prefix.
     "ibgw_process_cpu_seconds_total",
     "ibgw_process_open_fds",

@@ -21,6 +21,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("access_log", 2),
     ("tokens", 3),
     ("ib", 3),
+    ("audit", 3),
     ("store", 4),
     ("auth", 5),
     ("state", 6),

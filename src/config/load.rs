@@ -147,6 +147,9 @@ fn validate(config: &Config) -> Vec<ConfigError> {
     if config.logging.level.trim().is_empty() {
         problems.add("logging.level", "must not be empty");
     }
+    if config.logging.audit_failure_threshold > 0 && config.logging.audit_failure_window_seconds == 0 {
+        problems.add("logging.audit_failure_window_seconds", "must be at least 1 (or set audit_failure_threshold: 0)");
+    }
     problems.0
 }
 
@@ -462,6 +465,22 @@ mod tests {
         assert_eq!(config.rate_limits.per_session_per_minute, 600);
         assert_eq!(config.oauth.clients[0].client_id, "mcp-public-client");
         assert_eq!(config.session.near_expiry_margin_seconds, 300);
+    }
+
+    #[test]
+    fn audit_output_is_stderr_off_or_an_absolute_file() {
+        let audit = |value: &str| load_str(&format!("{MINIMAL}logging:\n  audit: {value}\n")).map(|c| c.logging.audit);
+        assert_eq!(load_str(MINIMAL).unwrap().logging.audit, AuditOutput::Stderr);
+        assert_eq!(audit("stderr").unwrap(), AuditOutput::Stderr);
+        assert_eq!(audit("off").unwrap(), AuditOutput::Off);
+        assert_eq!(audit("file /var/log/ibgw/audit.log").unwrap(), AuditOutput::File("/var/log/ibgw/audit.log".into()));
+        for bad in ["syslog", "file", "file relative/audit.log", "/var/log/audit.log", "true"] {
+            assert_eq!(audit(bad).unwrap_err().key, "logging.audit", "{bad}");
+        }
+        let e = audit("syslog").unwrap_err();
+        assert!(e.message.contains("`stderr`, `off` or `file /absolute/path/to/audit.log`"), "{e}");
+        let e = load_str(&format!("{MINIMAL}logging:\n  audit_failure_window_seconds: 0\n")).unwrap_err();
+        assert_eq!(e.key, "logging.audit_failure_window_seconds");
     }
 
     #[test]

@@ -477,10 +477,60 @@ pub struct LoggingConfig {
     pub format: LogFormat,
     /// One line per request (text or JSON by `format`), written off the request path, whatever `level` says.
     pub access_log: bool,
+    /// Where the security audit log (one JSON line per security event) goes.
+    pub audit: AuditOutput,
+    /// Failed authentications from one client address (IPv6: its /64) within one clock-aligned window that
+    /// make a `repeated_auth_failures` audit event; 0 disables the event.
+    pub audit_failure_threshold: u32,
+    /// The window of `audit_failure_threshold`, in seconds.
+    pub audit_failure_window_seconds: u64,
 }
 
 impl Default for LoggingConfig {
     fn default() -> Self {
-        LoggingConfig { level: "info".into(), format: LogFormat::Text, access_log: true }
+        LoggingConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+            access_log: true,
+            audit: AuditOutput::Stderr,
+            audit_failure_threshold: 10,
+            audit_failure_window_seconds: 60,
+        }
+    }
+}
+
+/// `logging.audit`, written as one YAML string: `stderr`, `off` or `file /path/to/audit.log`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum AuditOutput {
+    #[default]
+    Stderr,
+    Off,
+    /// An absolute path, appended to; opened at start-up.
+    File(String),
+}
+
+impl TryFrom<String> for AuditOutput {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        match text.trim() {
+            "stderr" => Ok(AuditOutput::Stderr),
+            "off" => Ok(AuditOutput::Off),
+            other => match other.strip_prefix("file ").map(str::trim) {
+                Some(path) if path.starts_with('/') => Ok(AuditOutput::File(path.to_string())),
+                _ => Err(format!("`{text}` is not `stderr`, `off` or `file /absolute/path/to/audit.log`")),
+            },
+        }
+    }
+}
+
+impl From<AuditOutput> for String {
+    fn from(output: AuditOutput) -> String {
+        match output {
+            AuditOutput::Stderr => "stderr".into(),
+            AuditOutput::Off => "off".into(),
+            AuditOutput::File(path) => format!("file {path}"),
+        }
     }
 }

@@ -19,6 +19,8 @@ pub struct Request {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub client_ip: Option<IpAddr>,
+    /// The gateway's id of this request (the `X-Request-Id` of its answer), for the logs.
+    pub request_id: String,
 }
 
 /// Decoded `application/x-www-form-urlencoded` parameters, strict: malformed percent-encoding or invalid

@@ -23,12 +23,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::access_log::{truncate_user_agent, AccessLog, AccessRecord};
+use crate::audit::{self, AuditEvent, AuditKind};
 use crate::auth::Meter;
 use crate::errors::{ApiError, SessionEnd};
 use crate::exchange::cors::Cors;
 use crate::exchange::{Reply, Request};
 use crate::limits::{self, Verdict};
-use crate::session::{IbSid, SessionId, SessionState};
+use crate::session::{SessionGrant, SessionId, SessionState};
 use crate::state::AppState;
 use crate::store::now_unix;
 use route::Target;
@@ -46,7 +47,8 @@ pub struct Proxied {
     target: Target,
     addr: SocketAddr,
     session_id: SessionId,
-    sid: IbSid,
+    /// The session's grant (its `sid`, user and client), shared with the session read, not copied.
+    grant: Arc<SessionGrant>,
     verdict: Option<Verdict>,
 }
 
@@ -189,18 +191,23 @@ const HOP_BY_HOP_RESPONSE: &[&str] = &["connection", "keep-alive", "proxy-connec
 impl Gateway {
     pub fn new(state: Arc<AppState>) -> Self {
         let dns = DnsCache::new(state.config.upstream.dns_cache_ttl_seconds);
-        let access_log = AccessLog::start(&state.config.logging);
+        let dropped = state.metrics.log_lines_dropped.with_label_values(&["access"]);
+        let access_log = AccessLog::start(&state.config.logging, dropped);
         Gateway { state, dns, access_log }
     }
 
     /// The one place a refusal becomes a response: it is counted here (authentication failures, ended
-    /// sessions, rate limits), once, and written as the RFC 6749/6750 JSON error.
-    fn refuse(&self, error: &ApiError) -> Reply {
+    /// sessions, rate limits), once, and written as the RFC 6749/6750 JSON error. A failed authentication
+    /// also counts towards its client address's `repeated_auth_failures` audit event.
+    fn refuse(&self, error: &ApiError, ctx: &RequestContext) -> Reply {
         self.state.metrics.refused(
             error.auth_failure_reason(),
             error.session_end().map(SessionEnd::label),
             error.limit_scope().map(|scope| scope.label()),
         );
+        if audit::is_failed_authentication(error) {
+            self.state.audit.failed_authentication(ctx.forwarded_chain.first().copied(), &ctx.request_id, now_unix());
+        }
         Reply::error(error, &self.resource_metadata())
     }
 
@@ -256,7 +263,7 @@ impl Gateway {
         Ok(())
     }
 
-    async fn oauth(&self, session: &mut Session, client_ip: Option<IpAddr>) -> Result<Reply, ApiError> {
+    async fn oauth(&self, session: &mut Session, ctx: &RequestContext) -> Result<Reply, ApiError> {
         let limit = self.state.config.server.max_form_body_bytes;
         let body = read_body(session, limit).await?;
         let header = session.req_header();
@@ -266,9 +273,32 @@ impl Gateway {
             query: header.uri.query().unwrap_or_default().to_string(),
             headers: header.headers.clone(),
             body,
-            client_ip,
+            client_ip: ctx.forwarded_chain.first().copied(),
+            request_id: ctx.request_id.clone(),
         };
         crate::oauth::handle(&self.state, &request).await
+    }
+
+    /// IB answered 401 for the session's `sid`: the session ends in the store, so every instance refuses it
+    /// from now on, and the audit log records it once (a concurrent request's 401 finds it ended already).
+    async fn end_rejected_session(&self, proxied: &Proxied, ctx: &RequestContext) {
+        let tag = proxied.session_id.log_tag();
+        match self.state.store.end_session(&proxied.session_id, SessionState::UpstreamRejected).await {
+            Ok(ended) => {
+                log::info!("IB rejected the sid of session {tag}; session ended");
+                if ended {
+                    let grant = &proxied.grant;
+                    self.state.audit.record(
+                        AuditEvent::new(AuditKind::SessionEndedByIb)
+                            .client(&grant.oauth_client_id)
+                            .user(&grant.user.uuid)
+                            .session(&proxied.session_id)
+                            .caused_by(ctx.forwarded_chain.first().copied(), &ctx.request_id),
+                    );
+                }
+            }
+            Err(e) => log::error!("could not mark session {tag} as rejected: {e}"),
+        }
     }
 
     /// Decides a proxied request: who is calling, may they, and where does it go.
@@ -300,7 +330,7 @@ impl Gateway {
             return Err(counted(ApiError::HostNotAllowed));
         }
         let addr = self.dns.resolve(&target.authority, &target.host, target.port).await.map_err(counted)?;
-        Ok(Proxied { target, addr, session_id: stored.id.clone(), sid: stored.grant.sid.clone(), verdict })
+        Ok(Proxied { target, addr, session_id: stored.id, grant: stored.grant, verdict })
     }
 }
 
@@ -377,22 +407,22 @@ impl ProxyHttp for Gateway {
                     ctx.proxied = Some(proxied);
                     return Ok(false);
                 }
-                Err(Refusal::CountedAgainstSession(error)) => self.refuse(&error),
+                Err(Refusal::CountedAgainstSession(error)) => self.refuse(&error, ctx),
                 // Refused before a session was found: counts against the client IP, refused harder past it.
                 Err(Refusal::Anonymous(error)) => match self.state.rate_limits.ip(client_ip, now) {
-                    Ok(()) => self.refuse(&error),
-                    Err(limited) => self.refuse(&limited),
+                    Ok(()) => self.refuse(&error, ctx),
+                    Err(limited) => self.refuse(&limited, ctx),
                 },
             }
         } else if crate::oauth::owns(&path) {
             ctx.route_class = route_label(&path);
             let answer = match self.state.rate_limits.ip(client_ip, now) {
-                Ok(()) => self.oauth(session, client_ip).await,
+                Ok(()) => self.oauth(session, ctx).await,
                 Err(limited) => Err(limited),
             };
-            answer.unwrap_or_else(|error| self.refuse(&error))
+            answer.unwrap_or_else(|error| self.refuse(&error, ctx))
         } else {
-            self.refuse(&ApiError::NotFound)
+            self.refuse(&ApiError::NotFound, ctx)
         };
         self.send(session, ctx, reply).await?;
         Ok(true)
@@ -418,7 +448,7 @@ impl ProxyHttp for Gateway {
         upstream::rewrite_request(
             upstream_request,
             &proxied.target,
-            proxied.sid.expose(),
+            proxied.grant.sid.expose(),
             &ctx.forwarded_chain,
             ctx.downstream_tls,
             &ctx.request_id,
@@ -441,14 +471,8 @@ impl ProxyHttp for Gateway {
         }
         if upstream_response.status == 401 {
             if let Some(proxied) = &ctx.proxied {
-                // IB ended the session: every instance must refuse it from now on.
-                match self.state.store.end_session(&proxied.session_id, SessionState::UpstreamRejected).await {
-                    Ok(_) => {
-                        log::info!("IB rejected the sid of session {}; session ended", proxied.session_id.log_tag())
-                    }
-                    Err(e) => log::error!("could not mark session {} as rejected: {e}", proxied.session_id.log_tag()),
-                }
-                let reply = self.refuse(&ApiError::SessionEnded(SessionEnd::UpstreamRejected));
+                self.end_rejected_session(proxied, ctx).await;
+                let reply = self.refuse(&ApiError::SessionEnded(SessionEnd::UpstreamRejected), ctx);
                 let mut replacement = ResponseHeader::build(reply.status, Some(reply.headers.len() + 1))?;
                 for (name, value) in &reply.headers {
                     replacement.insert_header(*name, value.as_str())?;
@@ -463,7 +487,7 @@ impl ProxyHttp for Gateway {
         }
         if let Some(proxied) = &ctx.proxied {
             // Whatever else IB might echo the session in never reaches the client.
-            let sid = proxied.sid.expose().as_bytes();
+            let sid = proxied.grant.sid.expose().as_bytes();
             let carrying: Vec<http::HeaderName> = upstream_response
                 .headers
                 .iter()

@@ -12,6 +12,7 @@
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
+use crate::audit::{AuditEvent, AuditKind};
 use crate::auth::clients::Client;
 use crate::errors::ApiError;
 use crate::exchange::{Params, Reply, Request};
@@ -398,6 +399,8 @@ pub(super) async fn poll(state: &AppState, request: &Request) -> Result<Reply, A
         return Err(expired());
     }
     let grant = completed.into_grant(&platform, attempt.client_id.clone(), attempt.scope.clone());
+    let completed_event =
+        AuditEvent::new(AuditKind::LoginCompleted).client(&attempt.client_id).user(&grant.user.uuid).request(request);
     let code = random_secret();
     let code_grant =
         CodeGrant { grant, redirect_uri: attempt.redirect_uri.clone(), code_challenge: attempt.code_challenge };
@@ -405,6 +408,7 @@ pub(super) async fn poll(state: &AppState, request: &Request) -> Result<Reply, A
     state.store.put_code(&TokenHash::of(&code), &record, state.config.tokens.authorization_code_ttl_seconds).await?;
     log::info!("login completed: client={} platform={}", attempt.client_id, platform.host());
     state.metrics.logins.with_label_values(&["completed"]).inc();
+    state.audit.record(completed_event);
     let mut pairs = vec![("code", code.as_str())];
     if let Some(client_state) = &attempt.state {
         pairs.push(("state", client_state));

@@ -4,6 +4,7 @@
 
 use serde::Deserialize;
 
+use crate::audit::{AuditEvent, AuditKind};
 use crate::auth::clients::Client;
 use crate::config::check_redirect_uri;
 use crate::errors::{ApiError, LimitScope};
@@ -97,6 +98,7 @@ pub(super) async fn register(state: &AppState, request: &Request) -> Result<Repl
     let record = serde_json::to_vec(&client).map_err(|_| ApiError::ServerError)?;
     state.store.put_record(RecordKind::Client, &client.client_id, &record, registration.client_ttl_seconds).await?;
     log::info!("client registered: {}", client.client_id);
+    state.audit.record(AuditEvent::new(AuditKind::ClientRegistered).client(&client.client_id).request(request));
     let mut body = serde_json::json!({
         "client_id": client.client_id,
         "client_id_issued_at": now,

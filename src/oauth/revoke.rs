@@ -2,6 +2,7 @@
 //! Revocation answers 200 whatever the token; revoking any token of a session ends the session.
 //! Introspection needs a confidential client and says only `{"active": false}` about inactive tokens.
 
+use crate::audit::{AuditEvent, AuditKind};
 use crate::auth::access_token;
 use crate::errors::ApiError;
 use crate::exchange::{Reply, Request};
@@ -15,19 +16,36 @@ pub(super) async fn revoke(state: &AppState, request: &Request) -> Result<Reply,
     let client = state.clients.authenticate(state.store.as_ref(), request, &form).await?;
     let token = form.required("token")?;
     form.get("token_type_hint")?;
+    // The session ended, and its user when the token said it.
     let revoked = if let Some((session_id, refresh)) = RefreshToken::parse(token) {
-        state.store.revoke_by_refresh(&session_id, &refresh.hash(), &client.client_id).await?
+        let ended = state.store.revoke_by_refresh(&session_id, &refresh.hash(), &client.client_id).await?;
+        match ended {
+            true => Some((super::token::session_user(state, &session_id).await, session_id)),
+            false => None,
+        }
     } else {
         // An access token: verified (expired is fine) and of this client, it ends its session too.
         let claims = access_token::verify(&state.keys, &state.config, token, now_unix()).ok();
         let claims = claims.map(|verified| verified.claims().clone());
-        match claims.filter(|c| c.client_id == client.client_id).and_then(|c| c.session_id()) {
-            Some(session_id) => state.store.end_session(&session_id, SessionState::Revoked).await?,
-            None => false,
+        match claims.filter(|c| c.client_id == client.client_id) {
+            Some(claims) => match claims.session_id() {
+                Some(session_id) if state.store.end_session(&session_id, SessionState::Revoked).await? => {
+                    Some((Some(claims.sub), session_id))
+                }
+                _ => None,
+            },
+            None => None,
         }
     };
-    if revoked {
+    if let Some((user, session_id)) = revoked {
         log::info!("session revoked by client {}", client.client_id);
+        state.audit.record(
+            AuditEvent::new(AuditKind::TokenRevoked)
+                .client(&client.client_id)
+                .with_user(user)
+                .session(&session_id)
+                .request(request),
+        );
     }
     Ok(Reply::json(200, &serde_json::json!({})))
 }

@@ -6,6 +6,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::authorize::CodeGrant;
+use crate::audit::{AuditEvent, AuditKind};
 use crate::auth::access_token;
 use crate::auth::clients::Client;
 use crate::errors::ApiError;
@@ -22,8 +23,8 @@ pub(super) async fn token(state: &AppState, request: &Request) -> Result<Reply, 
     let form = request.form()?;
     let client = state.clients.authenticate(state.store.as_ref(), request, &form).await?;
     match form.required("grant_type")? {
-        "authorization_code" => authorization_code(state, &client, &form).await,
-        "refresh_token" => refresh(state, &client, &form).await,
+        "authorization_code" => authorization_code(state, request, &client, &form).await,
+        "refresh_token" => refresh(state, request, &client, &form).await,
         _ => Err(ApiError::UnsupportedGrantType),
     }
 }
@@ -46,7 +47,12 @@ fn verify_pkce(challenge: Option<&str>, verifier: Option<&str>) -> Result<(), Ap
     }
 }
 
-async fn authorization_code(state: &AppState, client: &Client, form: &Params) -> Result<Reply, ApiError> {
+async fn authorization_code(
+    state: &AppState,
+    request: &Request,
+    client: &Client,
+    form: &Params,
+) -> Result<Reply, ApiError> {
     let code = form.required("code")?;
     let redirect_uri = form.required("redirect_uri")?;
     let verifier = form.get("code_verifier")?;
@@ -90,10 +96,17 @@ async fn authorization_code(state: &AppState, client: &Client, form: &Params) ->
     }
     log::info!("tokens issued: grant=authorization_code client={} session={}", client.client_id, session.id.log_tag());
     state.metrics.tokens_issued.with_label_values(&["authorization_code"]).inc();
+    state.audit.record(
+        AuditEvent::new(AuditKind::CodeRedeemed)
+            .client(&client.client_id)
+            .user(&session.grant.user.uuid)
+            .session(&session.id)
+            .request(request),
+    );
     token_response(state, client, &session, &refresh, now)
 }
 
-async fn refresh(state: &AppState, client: &Client, form: &Params) -> Result<Reply, ApiError> {
+async fn refresh(state: &AppState, request: &Request, client: &Client, form: &Params) -> Result<Reply, ApiError> {
     let invalid = || ApiError::InvalidGrant("Invalid or expired refresh token".into());
     let presented = form.required("refresh_token")?;
     if let Some(scope) = form.get("scope")? {
@@ -105,7 +118,7 @@ async fn refresh(state: &AppState, client: &Client, form: &Params) -> Result<Rep
     let successor = RefreshToken::generate(&session_id);
     let sealed = seal_successor(&old, &successor);
     let now = now_unix();
-    let request = RotateRequest {
+    let rotation = RotateRequest {
         session_id: &session_id,
         presented: old.hash(),
         successor: successor.hash(),
@@ -116,7 +129,8 @@ async fn refresh(state: &AppState, client: &Client, form: &Params) -> Result<Rep
         grace_seconds: state.config.tokens.refresh_grace_seconds,
         refresh_ttl: state.config.tokens.refresh_token_ttl_seconds,
     };
-    let outcome = state.store.rotate_refresh(&request).await?;
+    let outcome = state.store.rotate_refresh(&rotation).await?;
+    let event = |kind| AuditEvent::new(kind).client(&client.client_id).session(&session_id).request(request);
     let metrics = &state.metrics;
     let result = match &outcome {
         RotateOutcome::Rotated(_) | RotateOutcome::Repeated { .. } => "ok",
@@ -137,6 +151,7 @@ async fn refresh(state: &AppState, client: &Client, form: &Params) -> Result<Rep
                 session.id.log_tag(),
                 session.refresh_count
             );
+            state.audit.record(event(AuditKind::RefreshRotated).user(&session.grant.user.uuid));
             token_response(state, client, &session, &successor, now)
         }
         RotateOutcome::Repeated { session, sealed_successor } => {
@@ -152,6 +167,10 @@ async fn refresh(state: &AppState, client: &Client, form: &Params) -> Result<Rep
                 client.client_id,
                 session_id.log_tag()
             );
+            if status == SessionStatus::RefreshLimitExceeded {
+                let user = session_user(state, &session_id).await;
+                state.audit.record(event(AuditKind::RefreshLimitReached).with_user(user));
+            }
             Err(status.end().map_or_else(invalid, ApiError::RefreshRefused))
         }
         RotateOutcome::ReuseDetected => {
@@ -160,9 +179,23 @@ async fn refresh(state: &AppState, client: &Client, form: &Params) -> Result<Rep
                 client.client_id,
                 session_id.log_tag()
             );
+            let user = session_user(state, &session_id).await;
+            state.audit.record(event(AuditKind::RefreshTokenReuseDetected).with_user(user));
             Err(ApiError::RefreshTokenReused)
         }
         RotateOutcome::Invalid => Err(invalid()),
+    }
+}
+
+/// The IB user of a session, for an audit event of a refused refresh (whose outcome carries no session).
+/// One more store read, on a rare path; a failed read leaves the user out rather than fail the answer.
+pub(super) async fn session_user(state: &AppState, session_id: &SessionId) -> Option<String> {
+    match state.store.get_session(session_id).await {
+        Ok(session) => session.map(|session| session.grant.user.uuid.clone()),
+        Err(e) => {
+            log::warn!("could not read session {} for its audit event: {e}", session_id.log_tag());
+            None
+        }
     }
 }
 
