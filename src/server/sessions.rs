@@ -70,15 +70,31 @@ fn no_such_session() -> Reply {
     Reply::json(404, &json!({"error": "not_found", "error_description": "No such session"}))
 }
 
+/// Who asked, for the audit log: the admin client's address and an id for its request.
+pub struct Operator {
+    pub ip: Option<std::net::IpAddr>,
+    pub request_id: String,
+}
+
+impl Operator {
+    pub fn new(ip: Option<std::net::IpAddr>) -> Self {
+        Operator { ip, request_id: crate::tokens::random_secret()[..16].to_string() }
+    }
+}
+
 /// Carries out an [`Action`] against the store.
-pub async fn serve(state: &AppState, action: Action) -> Reply {
-    match run(state, action).await {
+pub async fn serve(state: &AppState, action: Action, operator: &Operator) -> Reply {
+    match run(state, action, operator).await {
         Ok(reply) => reply,
         Err(error) => Reply::error(&ApiError::from(error), ""),
     }
 }
 
-async fn run(state: &AppState, action: Action) -> Result<Reply, crate::store::StoreError> {
+async fn run(
+    state: &AppState,
+    action: Action,
+    operator: &Operator,
+) -> Result<Reply, crate::store::StoreError> {
     let limits = Limits::from(state.config.as_ref());
     let now = now_unix();
     let describe = |session: &Session| describe(session, now, &limits);
@@ -90,12 +106,11 @@ async fn run(state: &AppState, action: Action) -> Result<Reply, crate::store::St
         Action::EndUser(user) => {
             let mut ended = 0;
             for session in state.store.user_sessions(&user).await? {
-                if session.state == SessionState::Active && end(state, &session).await? {
+                if session.state == SessionState::Active && end(state, &session, operator).await? {
                     ended += 1;
                 }
             }
             let sessions = state.store.user_sessions(&user).await?;
-            log::info!("admin: ended {ended} session(s) of one user");
             Reply::json(
                 200,
                 &json!({"user": user, "ended": ended, "sessions": sessions.iter().map(describe).collect::<Vec<_>>()}),
@@ -107,7 +122,7 @@ async fn run(state: &AppState, action: Action) -> Result<Reply, crate::store::St
         },
         Action::End(id) => match state.store.get_session(&id).await? {
             Some(session) => {
-                let ended = end(state, &session).await?;
+                let ended = end(state, &session, operator).await?;
                 let after = state.store.get_session(&id).await?.unwrap_or(session);
                 Reply::json(200, &json!({"ended": ended, "session": describe(&after)}))
             }
@@ -117,10 +132,18 @@ async fn run(state: &AppState, action: Action) -> Result<Reply, crate::store::St
 }
 
 /// Ends one session as an operator; `false` when it had already ended.
-async fn end(state: &AppState, session: &Session) -> Result<bool, crate::store::StoreError> {
+async fn end(
+    state: &AppState,
+    session: &Session,
+    operator: &Operator,
+) -> Result<bool, crate::store::StoreError> {
     let ended = state.store.end_session(&session.id, SessionState::Revoked).await?;
     if ended {
-        log::info!("admin: session {} ended by an operator", session.id.log_tag());
+        let grant = &session.grant;
+        state.audit.record(
+            crate::audit::AuditEvent::session_ended_by_operator(&session.id, &grant.user.uuid, &grant.oauth_client_id)
+                .caused_by(operator.ip, &operator.request_id),
+        );
     }
     Ok(ended)
 }
