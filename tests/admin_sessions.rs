@@ -42,7 +42,10 @@ fn ids(listing: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_operator_lists_and_ends_one_users_sessions_and_no_others() {
-    let (gateway, mock) = gateway_and_mock(ADMIN_YAML).await;
+    let audit_dir = tempfile::tempdir().unwrap();
+    let audit_path = audit_dir.path().join("audit.log");
+    let (gateway, mock) =
+        gateway_and_mock(&format!("{ADMIN_YAML}logging:\n  audit: file {}\n", audit_path.display())).await;
     let laptop = tokens_for(&gateway, &mock, &format!("&uuid={LEAVER}")).await;
     let phone = tokens_for(&gateway, &mock, &format!("&uuid={LEAVER}")).await;
     let colleague = tokens_for(&gateway, &mock, &format!("&uuid={STAYER}")).await;
@@ -96,6 +99,31 @@ async fn an_operator_lists_and_ends_one_users_sessions_and_no_others() {
     let (_, theirs) = admin(&gateway, reqwest::Method::GET, &format!("/admin/sessions?user={STAYER}")).await;
     assert_eq!(theirs["sessions"][0]["state"], "active");
     assert_log_free_of(&gateway, &[laptop["access_token"].as_str().unwrap(), ADMIN_TOKEN]);
+
+    // Each ending is an audit event naming the session by its log tag, the user and the operator's address.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let operator_events = loop {
+        let text = std::fs::read_to_string(&audit_path).unwrap_or_default();
+        let events: Vec<Value> = text
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).unwrap())
+            .filter(|event| event["event"] == "session_ended_by_operator")
+            .collect();
+        if events.len() == 2 || std::time::Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(operator_events.len(), 2, "{operator_events:?}");
+    let tags: Vec<&str> =
+        listing["sessions"].as_array().unwrap().iter().map(|s| s["log_tag"].as_str().unwrap()).collect();
+    for event in &operator_events {
+        assert_eq!(event["user"], LEAVER);
+        assert_eq!(event["client_id"], PUBLIC_CLIENT);
+        assert_eq!(event["client_ip"], "127.0.0.1");
+        assert!(tags.contains(&event["session"].as_str().unwrap()), "{event}");
+    }
+    assert!(!std::fs::read_to_string(&audit_path).unwrap().contains(ADMIN_TOKEN));
 }
 
 #[tokio::test(flavor = "multi_thread")]

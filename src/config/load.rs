@@ -150,7 +150,29 @@ fn validate(config: &Config) -> Vec<ConfigError> {
     if config.logging.audit_failure_threshold > 0 && config.logging.audit_failure_window_seconds == 0 {
         problems.add("logging.audit_failure_window_seconds", "must be at least 1 (or set audit_failure_threshold: 0)");
     }
+    validate_admin(&config.admin, &mut problems);
     problems.0
+}
+
+/// The admin token travels in an `Authorization` header: visible ASCII, long enough not to be guessed.
+fn validate_admin(admin: &AdminConfig, problems: &mut Problems) {
+    let Some(token) = &admin.token else {
+        if admin.protect_metrics {
+            problems.add("admin.protect_metrics", "needs admin.token (else /metrics could never be read)");
+        }
+        return;
+    };
+    match token.resolve() {
+        Err(e) => problems.add("admin.token", e.to_string()),
+        Ok(token) if token.expose().len() < ADMIN_TOKEN_MIN_CHARS || !token.expose().is_ascii() => problems.add(
+            "admin.token",
+            format!("must be at least {ADMIN_TOKEN_MIN_CHARS} characters (e.g. `openssl rand -hex 32`)"),
+        ),
+        Ok(token) if !token.expose().bytes().all(|b| b.is_ascii_graphic()) => {
+            problems.add("admin.token", "must be visible ASCII without spaces (it is sent in a header)")
+        }
+        Ok(_) => {}
+    }
 }
 
 fn socket_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
@@ -585,6 +607,21 @@ mod tests {
         let error = errors.into_first();
         assert_eq!(error.key, "/nonexistent/gateway.yaml");
         assert_eq!(error.to_string().matches("/nonexistent").count(), 1, "{error}");
+    }
+
+    #[test]
+    fn a_short_admin_token_is_refused_naming_the_key() {
+        let e = load_str(&format!("{MINIMAL}admin:\n  token: too-short\n")).unwrap_err();
+        assert_eq!(e.key, "admin.token");
+        assert!(e.message.contains("at least 32 characters"), "{e}");
+        assert!(!e.message.contains("too-short"), "the error never shows the token: {e}");
+        let e = load_str(&format!("{MINIMAL}admin:\n  token: '{}'\n", "with space ".repeat(4))).unwrap_err();
+        assert_eq!(e.key, "admin.token");
+        let config = load_str(&format!("{MINIMAL}admin:\n  token: {}\n", "a".repeat(32))).unwrap();
+        assert!(config.admin.token.is_some() && !config.admin.protect_metrics);
+        assert!(load_str(MINIMAL).unwrap().admin.token.is_none(), "no token by default: the admin API is off");
+        let e = load_str(&format!("{MINIMAL}admin:\n  protect_metrics: true\n")).unwrap_err();
+        assert_eq!(e.key, "admin.protect_metrics");
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub struct Config {
     pub cors: CorsConfig,
     pub rate_limits: RateLimitConfig,
     pub logging: LoggingConfig,
+    pub admin: AdminConfig,
 }
 
 /// Listeners, the public identity of the gateway and Pingora's process settings.
@@ -534,3 +535,18 @@ impl From<AuditOutput> for String {
         }
     }
 }
+
+/// The admin API on `server.admin_listen` (`/admin/...`), behind a bearer token. Defaults: no token (the
+/// admin API off), metrics open.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// The bearer token of the admin API, at least [`ADMIN_TOKEN_MIN_CHARS`] characters. Absent: the admin
+    /// API is off (its paths answer 404); `/healthz`, `/readyz` and `/metrics` answer as always.
+    pub token: Option<SecretSource>,
+    /// Require the token for `/metrics` too. `/healthz` and `/readyz` stay open for probes.
+    pub protect_metrics: bool,
+}
+
+/// The shortest admin token accepted: 32 characters (e.g. `openssl rand -hex 32` gives 64).
+pub const ADMIN_TOKEN_MIN_CHARS: usize = 32;

@@ -127,7 +127,11 @@ pub fn run(config: Config, opt: Opt) -> Result<(), String> {
     }
     server.add_service(gateway);
 
-    let mut admin = pingora::services::listening::Service::new("admin".into(), admin::AdminApp { state });
+    let auth = admin::auth::AdminAuth::from_config(&config.admin).map_err(|e| format!("admin.token: {e}"))?;
+    if !auth.enabled() {
+        log::info!("no admin.token configured: the admin API (/admin/...) is off");
+    }
+    let mut admin = pingora::services::listening::Service::new("admin".into(), admin::AdminApp { state, auth });
     admin.add_tcp(&config.server.admin_listen);
     server.add_service(admin);
 

@@ -90,11 +90,7 @@ pub async fn serve(state: &AppState, action: Action, operator: &Operator) -> Rep
     }
 }
 
-async fn run(
-    state: &AppState,
-    action: Action,
-    operator: &Operator,
-) -> Result<Reply, crate::store::StoreError> {
+async fn run(state: &AppState, action: Action, operator: &Operator) -> Result<Reply, crate::store::StoreError> {
     let limits = Limits::from(state.config.as_ref());
     let now = now_unix();
     let describe = |session: &Session| describe(session, now, &limits);
@@ -132,11 +128,7 @@ async fn run(
 }
 
 /// Ends one session as an operator; `false` when it had already ended.
-async fn end(
-    state: &AppState,
-    session: &Session,
-    operator: &Operator,
-) -> Result<bool, crate::store::StoreError> {
+async fn end(state: &AppState, session: &Session, operator: &Operator) -> Result<bool, crate::store::StoreError> {
     let ended = state.store.end_session(&session.id, SessionState::Revoked).await?;
     if ended {
         let grant = &session.grant;
