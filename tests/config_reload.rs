@@ -206,3 +206,23 @@ async fn a_reloaded_log_level_applies_at_once() {
     gateway.log_with("configuration reloaded");
     gateway.log_with("changed: logging.level");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shorter_read_timeout_applies_to_new_requests_while_one_in_flight_finishes_on_its_own() {
+    let mock = start_mock(MockSettings::default()).await;
+    let extra = format!("{}upstream:\n  read_timeout_ms: 30000\n", admin_and_cors(OLD_ORIGIN));
+    let gateway = GatewayProcess::start(&extra);
+    let access = tokens_for(&gateway, &mock, "").await["access_token"].as_str().unwrap().to_string();
+    let slow = || http().get(gateway.url("/api/v3/resource?mock_delay_ms=3000")).bearer_auth(&access).send();
+
+    let in_flight = tokio::spawn(slow());
+    eventually("the slow request is in flight", async || {
+        sample(&scrape(&gateway).await, "ibgw_requests_in_flight") == 1.0
+    })
+    .await;
+    gateway.edit_config("read_timeout_ms: 30000", "read_timeout_ms: 300");
+    assert_eq!(post_reload(&gateway).await.body["changed"], serde_json::json!(["upstream.read_timeout_ms"]));
+    assert_eq!(slow().await.unwrap().status(), 504, "a request that starts after the reload times out");
+    let finished = in_flight.await.unwrap().unwrap();
+    assert_eq!(finished.status(), 200, "the request in flight keeps the timeout it started with");
+}
