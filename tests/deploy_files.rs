@@ -34,6 +34,8 @@ const METRICS: &[&str] = &[
     "ibgw_active_sessions",
     "ibgw_build_info",
     "ibgw_requests_in_flight",
+    "ibgw_config_reloads_total",
+    "ibgw_config_last_reload_success_timestamp_seconds",
     // The prometheus crate's process collector, under the registry's prefix.
     "ibgw_process_cpu_seconds_total",
     "ibgw_process_open_fds",
