@@ -226,3 +226,53 @@ async fn a_shorter_read_timeout_applies_to_new_requests_while_one_in_flight_fini
     let finished = in_flight.await.unwrap().unwrap();
     assert_eq!(finished.status(), 200, "the request in flight keeps the timeout it started with");
 }
+
+/// A daemonized gateway (`-d`), killed on drop by the pid in its pid file.
+struct Daemon {
+    pid: u32,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill").args(["-KILL", &self.pid.to_string()]).status();
+    }
+}
+
+fn is_alive(pid: u32) -> bool {
+    std::process::Command::new("kill").args(["-0", &pid.to_string()]).status().is_ok_and(|s| s.success())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_a_daemonized_gateway_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let d = dir.path().display();
+    let config = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server:\n  listen: ['127.0.0.1:{port}']\n  admin_listen: '127.0.0.1:{admin}'\n  public_url: http://127.0.0.1:{port}\n  upgrade_sock: {d}/upgrade.sock\n  pid_file: {d}/gateway.pid\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 1\n{}",
+            admin_and_cors(OLD_ORIGIN)
+        ),
+    )
+    .unwrap();
+    // The command returns once it has forked; the daemon writes its pid file.
+    let mut parent = GatewayProcess::spawn(&config, &["-d"], &[], &dir.path().join("gateway.log"));
+    assert!(parent.wait_exit(Duration::from_secs(30)).success(), "{}", parent.log());
+    let pid_file = dir.path().join("gateway.pid");
+    let mut pid = None;
+    eventually("the daemon writes its pid and listens", async || {
+        pid = std::fs::read_to_string(&pid_file).ok().and_then(|text| text.trim().parse::<u32>().ok());
+        pid.is_some() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+    .await;
+    let daemon = Daemon { pid: pid.unwrap() };
+    parent.edit_config(OLD_ORIGIN, NEW_ORIGIN);
+    let sent = std::process::Command::new("kill").args(["-HUP", &daemon.pid.to_string()]).status().unwrap();
+    assert!(sent.success());
+    eventually("the daemon allows the new origin", async || {
+        allowed_origin(&parent, NEW_ORIGIN).await.as_deref() == Some(NEW_ORIGIN)
+    })
+    .await;
+    assert!(is_alive(daemon.pid), "SIGHUP never ends the daemon: {}", parent.log());
+}
