@@ -22,15 +22,6 @@ async fn post_reload(gateway: &GatewayProcess) -> Answer {
     send(http().post(format!("{}/admin/reload", gateway.admin)).bearer_auth(TOKEN)).await
 }
 
-/// The `Access-Control-Allow-Origin` a preflight from `origin` gets.
-async fn allowed_origin(gateway: &GatewayProcess, origin: &str) -> Option<String> {
-    let preflight = http()
-        .request(reqwest::Method::OPTIONS, gateway.url("/token"))
-        .header("Origin", origin)
-        .header("Access-Control-Request-Method", "POST");
-    send(preflight).await.header("access-control-allow-origin").map(str::to_string)
-}
-
 /// The status of an authorization request of the confidential client with `redirect_uri`.
 async fn authorize_status(gateway: &GatewayProcess, redirect_uri: &str) -> u16 {
     let query =
@@ -67,7 +58,7 @@ async fn sighup_applies_cors_and_clients_without_ending_the_process_or_its_sessi
     assert!(sample(&started, "ibgw_config_last_reload_success_timestamp_seconds") > 1.7e9, "set at start-up");
     assert_eq!(sample(&started, r#"ibgw_config_reloads_total{result="success"}"#), 0.0);
     let tokens = tokens_for(&gateway, &mock, "").await;
-    assert_eq!(allowed_origin(&gateway, NEW_ORIGIN).await, None);
+    assert_eq!(preflight_origin(&gateway.base, NEW_ORIGIN).await, None);
     assert_eq!(authorize_status(&gateway, NEW_REDIRECT).await, 400, "not yet registered");
 
     gateway.edit_config(OLD_ORIGIN, NEW_ORIGIN);
@@ -77,10 +68,10 @@ async fn sighup_applies_cors_and_clients_without_ending_the_process_or_its_sessi
     );
     gateway.signal("HUP");
     eventually("the new CORS origin is allowed", async || {
-        allowed_origin(&gateway, NEW_ORIGIN).await.as_deref() == Some(NEW_ORIGIN)
+        preflight_origin(&gateway.base, NEW_ORIGIN).await.as_deref() == Some(NEW_ORIGIN)
     })
     .await;
-    assert_eq!(allowed_origin(&gateway, OLD_ORIGIN).await, None);
+    assert_eq!(preflight_origin(&gateway.base, OLD_ORIGIN).await, None);
     assert_eq!(authorize_status(&gateway, NEW_REDIRECT).await, 200, "the new redirect URI is registered");
     assert_eq!(authorize_status(&gateway, CONFIDENTIAL_REDIRECT).await, 200);
 
@@ -139,7 +130,7 @@ async fn a_listen_change_needs_a_restart_and_an_invalid_file_changes_nothing() {
     assert_eq!(answer.body["status"], "reloaded");
     assert_eq!(answer.body["changed"], serde_json::json!(["cors.allowed_origins"]));
     assert_eq!(answer.body["restart_required"], serde_json::json!(["server.listen"]));
-    assert_eq!(allowed_origin(&gateway, NEW_ORIGIN).await.as_deref(), Some(NEW_ORIGIN));
+    assert_eq!(preflight_origin(&gateway.base, NEW_ORIGIN).await.as_deref(), Some(NEW_ORIGIN));
     assert_eq!(discovery_status(&gateway).await, 200, "the running listener stays");
     let log = gateway.log_with("need a restart");
     assert!(log.lines().any(|l| l.contains("WARN") && l.contains("server.listen")), "{log}");
@@ -153,7 +144,11 @@ async fn a_listen_change_needs_a_restart_and_an_invalid_file_changes_nothing() {
     let keys: Vec<&str> =
         refused.body["errors"].as_array().unwrap().iter().map(|e| e["key"].as_str().unwrap()).collect();
     assert_eq!(keys, ["upstream.read_timeout_ms", "cors.allowed_origins[0]"]);
-    assert_eq!(allowed_origin(&gateway, NEW_ORIGIN).await.as_deref(), Some(NEW_ORIGIN), "the running config stays");
+    assert_eq!(
+        preflight_origin(&gateway.base, NEW_ORIGIN).await.as_deref(),
+        Some(NEW_ORIGIN),
+        "the running config stays"
+    );
     gateway.signal("HUP");
     eventually("the SIGHUP reload is refused and counted", async || {
         sample(&scrape(&gateway).await, r#"ibgw_config_reloads_total{result="failure"}"#) == 2.0
@@ -162,7 +157,7 @@ async fn a_listen_change_needs_a_restart_and_an_invalid_file_changes_nothing() {
     let log = gateway.log_with("configuration reload (SIGHUP) refused");
     assert!(log.contains("cors.allowed_origins[0]"), "the log names the key: {log}");
     assert_eq!(send(http().get(format!("{}/healthz", gateway.admin))).await.status, 200);
-    assert_eq!(allowed_origin(&gateway, NEW_ORIGIN).await.as_deref(), Some(NEW_ORIGIN));
+    assert_eq!(preflight_origin(&gateway.base, NEW_ORIGIN).await.as_deref(), Some(NEW_ORIGIN));
     assert_eq!(sample(&scrape(&gateway).await, r#"ibgw_config_reloads_total{result="success"}"#), 1.0);
 }
 
@@ -184,7 +179,7 @@ async fn two_instances_on_one_redis_each_reload_and_keep_the_shared_sessions() {
     assert_eq!(post_reload(&second).await.status, 200);
     for gateway in [&first, &second] {
         eventually("each instance allows the new origin", async || {
-            allowed_origin(gateway, NEW_ORIGIN).await.as_deref() == Some(NEW_ORIGIN)
+            preflight_origin(&gateway.base, NEW_ORIGIN).await.as_deref() == Some(NEW_ORIGIN)
         })
         .await;
         let proxied = http().get(gateway.url("/api/v3/resource")).bearer_auth(&access);
@@ -271,7 +266,7 @@ async fn sighup_reloads_a_daemonized_gateway_too() {
     let sent = std::process::Command::new("kill").args(["-HUP", &daemon.pid.to_string()]).status().unwrap();
     assert!(sent.success());
     eventually("the daemon allows the new origin", async || {
-        allowed_origin(&parent, NEW_ORIGIN).await.as_deref() == Some(NEW_ORIGIN)
+        preflight_origin(&parent.base, NEW_ORIGIN).await.as_deref() == Some(NEW_ORIGIN)
     })
     .await;
     assert!(is_alive(daemon.pid), "SIGHUP never ends the daemon: {}", parent.log());
