@@ -9,6 +9,7 @@
 use pingora_limits::rate::Rate;
 use std::hash::Hash;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{RateLimitBackend, RateLimitConfig};
@@ -49,10 +50,12 @@ impl Verdict {
     }
 }
 
+/// The limits and their counters. A reload makes new limits over the same counters
+/// ([`RateLimits::reconfigured`]): no count is lost.
 pub struct RateLimits {
     config: RateLimitConfig,
-    sessions: Rate,
-    ips: Rate,
+    sessions: Arc<Rate>,
+    ips: Arc<Rate>,
 }
 
 /// Counts an event for `key` in the clock-aligned window: the key carries the window, and pingora-limits
@@ -68,9 +71,14 @@ impl RateLimits {
         let interval = Duration::from_secs(WINDOW_SECONDS);
         RateLimits {
             config: config.clone(),
-            sessions: Rate::new_with_estimator_config(interval, 4, SESSION_SLOTS),
-            ips: Rate::new_with_estimator_config(interval, 4, SESSION_SLOTS),
+            sessions: Arc::new(Rate::new_with_estimator_config(interval, 4, SESSION_SLOTS)),
+            ips: Arc::new(Rate::new_with_estimator_config(interval, 4, SESSION_SLOTS)),
         }
+    }
+
+    /// New limits that count on with this one's counters (a live reload: this window's counts stay).
+    pub fn reconfigured(&self, config: &RateLimitConfig) -> Self {
+        RateLimits { config: config.clone(), sessions: self.sessions.clone(), ips: self.ips.clone() }
     }
 
     /// Is the per-session count taken by the store (exact across instances)?
@@ -157,6 +165,19 @@ mod tests {
         }
         assert!(limits.ip(Some("2001:db8::3".parse().unwrap()), now).is_err(), "the same /64");
         assert!(limits.ip(Some("2001:db8:0:1::3".parse().unwrap()), now).is_ok(), "another /64");
+    }
+
+    #[test]
+    fn reconfigured_limits_keep_the_counts_of_the_window() {
+        let limits = RateLimits::new(&RateLimitConfig { per_session_per_minute: 3, ..RateLimitConfig::default() });
+        let now = 1_000_000_020;
+        assert!(limits.session("s", None, now).is_ok());
+        assert!(limits.session("s", None, now).is_ok());
+        let lowered = limits.reconfigured(&RateLimitConfig { per_session_per_minute: 2, ..RateLimitConfig::default() });
+        assert!(lowered.session("s", None, now).is_err(), "the two requests before the reload still count");
+        let raised =
+            lowered.reconfigured(&RateLimitConfig { per_session_per_minute: 10, ..RateLimitConfig::default() });
+        assert_eq!(raised.session("s", None, now).unwrap().unwrap().remaining, 6);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! object per line. Our code never passes a token, code, sid or secret to a log macro; libraries that print
 //! headers at debug level are capped at `info` by [`Capped`], which sits in front of the filter, so that no
 //! filter (not even a more specific `RUST_LOG` target such as `pingora_proxy::proxy_h1=trace`) can lift the
-//! cap. The log-redaction tests check the result at the most verbose setting.
+//! cap. The log-redaction tests check the result at the most verbose setting. A live reload may change the
+//! filter ([`set_level`]), never the caps.
 //!
 //! [`LineWriter`] is the thread the access log and the audit log hand their records to: a request never waits
 //! for a line to be written.
@@ -31,30 +32,38 @@ fn over_the_cap(metadata: &log::Metadata) -> bool {
     krate.starts_with("pingora") || CAPPED_AT_INFO.contains(&krate)
 }
 
-/// The configured logger, behind the library caps.
-struct Capped(env_logger::Logger);
+/// The configured logger, behind the library caps. The logger behind the caps is swapped whole when a reload
+/// changes `logging.level` ([`set_level`]); the caps stay.
+struct Capped {
+    logger: arc_swap::ArcSwap<env_logger::Logger>,
+    format: LogFormat,
+    /// `RUST_LOG` was set at start: it overrides `logging.level`, at start and on every reload.
+    overridden: bool,
+}
+
+/// The logger [`init`] installed, for [`set_level`].
+static INSTALLED: std::sync::OnceLock<&'static Capped> = std::sync::OnceLock::new();
 
 impl log::Log for Capped {
     fn enabled(&self, metadata: &log::Metadata) -> bool {
-        !over_the_cap(metadata) && self.0.enabled(metadata)
+        !over_the_cap(metadata) && self.logger.load().enabled(metadata)
     }
 
     fn log(&self, record: &log::Record) {
         if !over_the_cap(record.metadata()) {
-            self.0.log(record);
+            self.logger.load().log(record);
         }
     }
 
     fn flush(&self) {
-        self.0.flush();
+        self.logger.load().flush();
     }
 }
 
-pub fn init(config: &LoggingConfig) {
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.level.clone());
+fn build(filter: &str, format: LogFormat) -> env_logger::Logger {
     let mut builder = env_logger::Builder::new();
-    builder.parse_filters(&filter);
-    if config.format == LogFormat::Json {
+    builder.parse_filters(filter);
+    if format == LogFormat::Json {
         builder.format(|out, record| {
             let line = serde_json::json!({
                 "ts": humantime_now(),
@@ -65,12 +74,54 @@ pub fn init(config: &LoggingConfig) {
             writeln!(out, "{line}")
         });
     }
-    let logger = builder.build();
-    let max_level = logger.filter();
-    // A second init (tests, reload) keeps the first logger.
-    if log::set_boxed_logger(Box::new(Capped(logger))).is_ok() {
-        log::set_max_level(max_level);
+    builder.build()
+}
+
+pub fn init(config: &LoggingConfig) {
+    // A second init (tests) keeps the first logger.
+    if INSTALLED.get().is_some() {
+        return;
     }
+    // An empty `RUST_LOG` overrides nothing (it would silence everything but errors).
+    let rust_log = std::env::var("RUST_LOG").ok().filter(|value| !value.trim().is_empty());
+    let filter = rust_log.clone().unwrap_or_else(|| config.level.clone());
+    let logger = build(&filter, config.format);
+    let max_level = logger.filter();
+    let capped: &'static Capped = Box::leak(Box::new(Capped {
+        logger: arc_swap::ArcSwap::from_pointee(logger),
+        format: config.format,
+        overridden: rust_log.is_some(),
+    }));
+    if log::set_logger(capped).is_ok() {
+        log::set_max_level(max_level);
+        let _ = INSTALLED.set(capped);
+    }
+}
+
+/// What [`set_level`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LevelChange {
+    /// The new filter is in force.
+    Applied,
+    /// `RUST_LOG` overrides `logging.level`: the filter stays.
+    OverriddenByRustLog,
+    /// No logger of ours is installed (a library user, a test).
+    NotInstalled,
+}
+
+/// Applies a reloaded `logging.level` (the format stays as it started), unless `RUST_LOG` overrides it.
+pub fn set_level(config: &LoggingConfig) -> LevelChange {
+    let Some(capped) = INSTALLED.get() else {
+        return LevelChange::NotInstalled;
+    };
+    if capped.overridden {
+        return LevelChange::OverriddenByRustLog;
+    }
+    let logger = build(&config.level, capped.format);
+    let max_level = logger.filter();
+    capped.logger.store(std::sync::Arc::new(logger));
+    log::set_max_level(max_level);
+    LevelChange::Applied
 }
 
 /// Records queued for a [`LineWriter`] at most; past this a burst loses lines rather than slowing requests.

@@ -182,13 +182,15 @@ fn main() -> ExitCode {
         #[cfg(feature = "mock")]
         Some(Command::Demo { config, mock_listen }) => demo(&config, &mock_listen),
         None => {
+            // Before anything else: from here on a SIGHUP reloads the configuration, never ends the process.
+            server::reload::ignore_hangup_until_ready();
             let config = match load_config(&cli.config) {
                 Ok(config) => config,
                 Err(code) => return code,
             };
             logging::init(&config.logging);
             let opt = Opt { upgrade: cli.upgrade, daemon: cli.daemon, test: cli.test, ..Opt::default() };
-            match server::run(config, opt) {
+            match server::run(config, &cli.config, opt) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -227,7 +229,7 @@ fn demo(config_path: &str, mock_listen: &str) -> ExitCode {
     println!("2. Enter the platform URL http://{mock_listen} and press the login button in the popup.\n");
     println!("3. The browser lands on {redirect}?code=...; exchange the code:\n   curl -s {base}/token -d grant_type=authorization_code -d client_id=mcp-public-client -d redirect_uri={redirect} -d code_verifier={verifier} -d code=CODE\n");
     let opt = Opt::default();
-    match server::run(config, opt) {
+    match server::run(config, config_path, opt) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

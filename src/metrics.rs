@@ -35,6 +35,8 @@ pub struct Metrics {
     store_up: IntGauge,
     active_sessions: IntGauge,
     requests_in_flight: IntGauge,
+    config_reloads: IntCounterVec,
+    config_last_reload_success: IntGauge,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -135,6 +137,19 @@ impl Metrics {
                 "requests_in_flight",
                 "Requests on the public listeners received and not yet answered to the end",
             ),
+            config_reloads: {
+                let metric = counter(r, "config_reloads_total", "Configuration reloads, by result", &["result"]);
+                // Both series exist from the start, so that a first failure is an increase from 0.
+                for result in ["success", "failure"] {
+                    metric.with_label_values(&[result]);
+                }
+                metric
+            },
+            config_last_reload_success: gauge(
+                r,
+                "config_last_reload_success_timestamp_seconds",
+                "When the configuration in force was loaded (start-up or the last successful reload), Unix seconds",
+            ),
             registry,
         }
     }
@@ -178,6 +193,16 @@ impl Metrics {
     /// The request counted by [`Metrics::request_started`] is over (answered, failed or abandoned).
     pub fn request_finished(&self) {
         self.requests_in_flight.dec();
+    }
+
+    /// The configuration in force was loaded at `unix_seconds` (start-up, or a successful reload).
+    pub fn config_loaded(&self, unix_seconds: u64) {
+        self.config_last_reload_success.set(i64::try_from(unix_seconds).unwrap_or(i64::MAX));
+    }
+
+    /// A reload ended: `ibgw_config_reloads_total{result="success"|"failure"}`.
+    pub fn config_reloaded(&self, success: bool) {
+        self.config_reloads.with_label_values(&[if success { "success" } else { "failure" }]).inc();
     }
 
     /// The text exposition of every metric.

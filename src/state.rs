@@ -1,6 +1,7 @@
 //! What every request handler shares: the configuration, keys, store, IntelligenceBank client, the one
-//! authentication path, OAuth clients, CORS and rate limits, the metric handles and the audit log. Built once at start-up
-//! by [`AppState::new`]; the OAuth handlers and the gateway read it, nothing below them knows it exists.
+//! authentication path, OAuth clients, CORS and rate limits, the metric handles and the audit log. Built at start-up by
+//! [`AppState::new`]; a live reload builds the next one with [`AppState::reconfigured`] and swaps it into the
+//! [`LiveState`]. The OAuth handlers and the gateway read it, nothing below them knows it exists.
 
 use pingora_limits::rate::Rate;
 use std::sync::Arc;
@@ -16,25 +17,32 @@ use crate::limits::RateLimits;
 use crate::metrics::Metrics;
 use crate::store::TokenStore;
 
+/// The state new requests start on. A reload swaps it whole; a request keeps the [`AppState`] it loaded
+/// first until it ends, so it never sees half of one configuration and half of another.
+pub type LiveState = arc_swap::ArcSwap<AppState>;
+
 pub struct AppState {
     pub config: Arc<Config>,
     pub keys: Arc<SigningKeys>,
     pub ib: IbClient,
     pub clients: ClientRegistry,
-    pub auth: Authenticator,
+    /// Shared by every state a reload makes (with its verified-token cache): what it reads of the
+    /// configuration (issuer, lifetimes, leeway, session rules) needs a restart to change.
+    pub auth: Arc<Authenticator>,
     pub cors: Cors,
-    /// Registrations per client IP per hour (RFC 7591 endpoint).
-    pub registration_limiter: Rate,
+    /// Registrations per client IP per hour (RFC 7591 endpoint); shared across reloads, so no count is lost.
+    pub registration_limiter: Arc<Rate>,
     pub rate_limits: RateLimits,
     /// `server.trusted_proxies`, parsed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub store: Arc<dyn TokenStore>,
     pub metrics: Arc<Metrics>,
-    /// Security events, from the handlers and the gateway that know of them.
-    pub audit: AuditLog,
+    /// Security events, from the handlers and the gateway that know of them. Shared across reloads (its
+    /// destination, `logging.audit`, needs a restart to change; its failure counts survive a reload).
+    pub audit: Arc<AuditLog>,
 }
 
-/// Why the shared state could not be built (a start-up failure; the message names the setting).
+/// Why the shared state could not be built (a start-up or reload failure; the message names the setting).
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error(transparent)]
@@ -45,6 +53,16 @@ pub enum StateError {
     Audit(#[from] crate::audit::AuditSetupError),
 }
 
+/// What every state a process builds shares: a reload makes a new [`AppState`] around the same ones.
+struct Shared {
+    keys: Arc<SigningKeys>,
+    store: Arc<dyn TokenStore>,
+    metrics: Arc<Metrics>,
+    auth: Arc<Authenticator>,
+    registration_limiter: Arc<Rate>,
+    audit: Arc<AuditLog>,
+}
+
 impl AppState {
     pub fn new(
         config: Arc<Config>,
@@ -52,24 +70,48 @@ impl AppState {
         store: Arc<dyn TokenStore>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, StateError> {
+        let auth = Arc::new(Authenticator::new(config.clone(), keys.clone(), store.clone()));
+        let registration_limiter = Arc::new(Rate::new(std::time::Duration::from_secs(3_600)));
+        let rate_limits = RateLimits::new(&config.rate_limits);
+        let audit = Arc::new(AuditLog::start(&config.logging, &metrics)?);
+        Self::assemble(config, Shared { keys, store, metrics, auth, registration_limiter, audit }, rate_limits)
+    }
+
+    /// The state for a reloaded `config` (see `config::live`): clients, CORS, limits, the platform policy and
+    /// upstream timeouts from `config`; the keys, store, metrics, authenticator and every limit's counters
+    /// shared with this one, so a reload drops no stored state and resets no count.
+    pub fn reconfigured(&self, config: Arc<Config>) -> Result<Self, StateError> {
+        let shared = Shared {
+            keys: self.keys.clone(),
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            auth: self.auth.clone(),
+            registration_limiter: self.registration_limiter.clone(),
+            audit: self.audit.clone(),
+        };
+        let rate_limits = self.rate_limits.reconfigured(&config.rate_limits);
+        Self::assemble(config, shared, rate_limits)
+    }
+
+    fn assemble(config: Arc<Config>, shared: Shared, rate_limits: RateLimits) -> Result<Self, StateError> {
         Ok(AppState {
             ib: IbClient::new(&config)?,
-            audit: AuditLog::start(&config.logging, &metrics)?,
             clients: ClientRegistry::from_config(&config.oauth.clients)?,
-            auth: Authenticator::new(config.clone(), keys.clone(), store.clone()),
             cors: Cors::new(&config.cors),
-            registration_limiter: Rate::new(std::time::Duration::from_secs(3_600)),
-            rate_limits: RateLimits::new(&config.rate_limits),
             trusted_proxies: config
                 .server
                 .trusted_proxies
                 .iter()
                 .filter_map(|p| crate::config::parse_network(p))
                 .collect(),
+            rate_limits,
             config,
-            keys,
-            store,
-            metrics,
+            keys: shared.keys,
+            store: shared.store,
+            metrics: shared.metrics,
+            auth: shared.auth,
+            registration_limiter: shared.registration_limiter,
+            audit: shared.audit,
         })
     }
 }

@@ -35,6 +35,8 @@ const METRICS: &[&str] = &[
     "ibgw_build_info",
     "ibgw_requests_in_flight",
     "ibgw_log_lines_dropped_total",
+    "ibgw_config_reloads_total",
+    "ibgw_config_last_reload_success_timestamp_seconds",
     // The prometheus crate's process collector, under the registry's prefix.
     "ibgw_process_cpu_seconds_total",
     "ibgw_process_open_fds",
@@ -421,7 +423,7 @@ fn systemd_unit_runs_in_the_foreground_and_waits_out_the_drain() {
     assert_eq!(setting("Type"), Some("simple"));
     assert_eq!(setting("KillSignal"), Some("SIGTERM"));
     assert!(setting("ExecStart").is_some_and(|exec| exec.contains("--config")));
-    assert!(setting("ExecReload").is_none(), "the gateway has no reload");
+    assert_eq!(setting("ExecReload"), Some("/bin/kill -HUP $MAINPID"), "systemctl reload is the live reload");
     let defaults = ib_oauth_gateway::config::load_str("server:\n  public_url: https://gateway.example.com\n").unwrap();
     let drain = defaults.server.grace_period_seconds + defaults.server.graceful_shutdown_timeout_seconds;
     let timeout: u64 = setting("TimeoutStopSec").and_then(|t| t.parse().ok()).expect("TimeoutStopSec in seconds");

@@ -80,6 +80,7 @@ fn every_endpoint_is_documented_in_api_md() {
         "/healthz",
         "/readyz",
         "/metrics",
+        "/admin/reload",
     ] {
         assert!(docs.contains(endpoint), "docs/api.md does not document {endpoint}");
     }

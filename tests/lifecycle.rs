@@ -16,17 +16,6 @@ fn config_text(port: u16, admin: u16, dir: &std::path::Path, shared: &str, origi
     )
 }
 
-async fn preflight_origin(base: &str, origin: &str) -> Option<String> {
-    let response = http()
-        .request(reqwest::Method::OPTIONS, format!("{base}/api/v3/x"))
-        .header("Origin", origin)
-        .header("Access-Control-Request-Method", "GET")
-        .send()
-        .await
-        .unwrap();
-    response.headers().get("access-control-allow-origin").map(|v| v.to_str().unwrap().to_string())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn upgrade_under_load_reloads_config_and_drops_no_request() {
     let redis = RedisServer::start();

@@ -7,18 +7,6 @@ use common::*;
 use ib_oauth_gateway::mock::MockSettings;
 use serde_json::Value;
 
-/// The value of one sample (`name{labels} value`), 0 when absent.
-fn sample(metrics: &str, name_and_labels: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(name_and_labels).and_then(|rest| rest.strip_prefix(' ')))
-        .map_or(0.0, |value| value.trim().parse().unwrap())
-}
-
-async fn scrape(gateway: &GatewayProcess) -> String {
-    http().get(format!("{}/metrics", gateway.admin)).send().await.unwrap().text().await.unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_a_scripted_flow_and_logs_hold_no_secrets() {
     let (gateway, mock) = gateway_and_mock("tokens:\n  max_refresh_count: 2\n").await;

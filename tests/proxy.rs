@@ -211,6 +211,10 @@ async fn cors_preflight_is_answered_without_authentication() {
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     let headers = response.headers();
     assert_eq!(headers["access-control-allow-origin"], "https://app.example.com");
+    for name in ["access-control-allow-origin", "access-control-expose-headers", "vary", "access-control-allow-methods"]
+    {
+        assert_eq!(headers.get_all(name).iter().count(), 1, "{name} is sent once (twice, browsers refuse it)");
+    }
     assert!(headers["access-control-allow-methods"].to_str().unwrap().contains("PUT"));
     assert!(headers["access-control-allow-headers"].to_str().unwrap().contains("Authorization"));
     let denied = http()

@@ -13,17 +13,6 @@ fn access(tokens: &Value) -> String {
     tokens["access_token"].as_str().unwrap().to_string()
 }
 
-async fn scrape(gateway: &GatewayProcess) -> String {
-    http().get(format!("{}/metrics", gateway.admin)).send().await.unwrap().text().await.unwrap()
-}
-
-fn sample(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
-        .map_or(0.0, |value| value.trim().parse().unwrap())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn trace_track_and_unknown_methods_are_405_before_any_store_look_up_and_never_reach_ib() {
     let (gateway, mock) = gateway_and_mock("").await;

@@ -5,6 +5,7 @@
 //! refused, and every error names the key it is about. The rest of the program reads only [`Config`].
 //! Secrets are held in [`Secret`], whose `Debug` never prints the value.
 
+pub mod live;
 mod load;
 mod secret;
 

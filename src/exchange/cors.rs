@@ -63,10 +63,12 @@ impl Cors {
         method == Method::OPTIONS && requested_method.is_some()
     }
 
-    /// The answer to a preflight: 204, with the allow headers when the origin is allowed.
+    /// The answer to a preflight: 204, with the allow headers when the origin is allowed. The headers of
+    /// [`Self::response_headers`] (`Vary`, `Access-Control-Allow-Origin`, ...) are not in it: whoever writes the
+    /// reply adds them to every reply, this one included (twice would be `Access-Control-Allow-Origin: o, o`,
+    /// which browsers refuse).
     pub fn preflight(&self, origin: Option<&str>) -> Reply {
         let mut reply = Reply { status: 204, headers: Vec::new(), body: bytes::Bytes::new() };
-        reply.headers.extend(self.response_headers(origin));
         if self.allowed(origin).is_some() {
             reply.headers.push(("Access-Control-Allow-Methods", self.methods.clone()));
             reply.headers.push(("Access-Control-Allow-Headers", self.headers.clone()));

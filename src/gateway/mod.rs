@@ -30,13 +30,14 @@ use crate::exchange::cors::Cors;
 use crate::exchange::{Reply, Request};
 use crate::limits::{self, Verdict};
 use crate::session::{SessionGrant, SessionId, SessionState};
-use crate::state::AppState;
+use crate::state::{AppState, LiveState};
 use crate::store::now_unix;
 use route::Target;
 use upstream::DnsCache;
 
 pub struct Gateway {
-    pub state: Arc<AppState>,
+    /// The state each request starts on (a live reload swaps it); the request keeps it in its context.
+    live: Arc<LiveState>,
     /// IB API hosts, resolved asynchronously and cached.
     dns: DnsCache,
     access_log: AccessLog,
@@ -54,6 +55,8 @@ pub struct Proxied {
 
 /// Per-request state.
 pub struct RequestContext {
+    /// The state this request started on, loaded once: a reload mid-request does not change it.
+    state: Arc<AppState>,
     /// Ours, made at the edge; a client's own id is adopted only from a trusted proxy.
     pub request_id: String,
     /// An `X-Request-Id` the client sent that was not adopted: logged beside ours, never forwarded.
@@ -189,32 +192,36 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, ApiErro
 const HOP_BY_HOP_RESPONSE: &[&str] = &["connection", "keep-alive", "proxy-connection", "trailer", "upgrade"];
 
 impl Gateway {
-    pub fn new(state: Arc<AppState>) -> Self {
+    /// The DNS cache and the access log are made once, from the state at start-up (their settings need a
+    /// restart to change).
+    pub fn new(live: Arc<LiveState>) -> Self {
+        let state = live.load();
         let dns = DnsCache::new(state.config.upstream.dns_cache_ttl_seconds);
         let dropped = state.metrics.log_lines_dropped.with_label_values(&["access"]);
         let access_log = AccessLog::start(&state.config.logging, dropped);
-        Gateway { state, dns, access_log }
+        Gateway { live: live.clone(), dns, access_log }
     }
 
     /// The one place a refusal becomes a response: it is counted here (authentication failures, ended
     /// sessions, rate limits), once, and written as the RFC 6749/6750 JSON error. A failed authentication
     /// also counts towards its client address's `repeated_auth_failures` audit event.
-    fn refuse(&self, error: &ApiError, ctx: &RequestContext) -> Reply {
-        self.state.metrics.refused(
+    fn refuse(error: &ApiError, ctx: &RequestContext) -> Reply {
+        let state = &ctx.state;
+        state.metrics.refused(
             error.auth_failure_reason(),
             error.session_end().map(SessionEnd::label),
             error.limit_scope().map(|scope| scope.label()),
         );
         if audit::is_failed_authentication(error) {
-            self.state.audit.failed_authentication(ctx.forwarded_chain.first().copied(), &ctx.request_id, now_unix());
+            state.audit.failed_authentication(ctx.forwarded_chain.first().copied(), &ctx.request_id, now_unix());
         }
-        Reply::error(error, &self.resource_metadata())
+        Reply::error(error, &Self::resource_metadata(state))
     }
 
     /// The chain of [`forwarded_chain`] for this request (empty only without a TCP peer address).
-    fn chain(&self, session: &Session) -> Vec<IpAddr> {
+    fn chain(state: &AppState, session: &Session) -> Vec<IpAddr> {
         let Some(peer) = peer_ip(session) else { return Vec::new() };
-        let trusted = &self.state.trusted_proxies;
+        let trusted = &state.trusted_proxies;
         if trusted.is_empty() {
             return vec![peer];
         }
@@ -223,12 +230,12 @@ impl Gateway {
         forwarded_chain(peer, &forwarded, trusted)
     }
 
-    fn peer_is_trusted(&self, session: &Session) -> bool {
-        peer_ip(session).is_some_and(|peer| self.state.trusted_proxies.iter().any(|net| net.contains(&peer)))
+    fn peer_is_trusted(state: &AppState, session: &Session) -> bool {
+        peer_ip(session).is_some_and(|peer| state.trusted_proxies.iter().any(|net| net.contains(&peer)))
     }
 
-    fn resource_metadata(&self) -> String {
-        format!("{}/.well-known/oauth-protected-resource", self.state.config.server.public_url.trim_end_matches('/'))
+    fn resource_metadata(state: &AppState) -> String {
+        format!("{}/.well-known/oauth-protected-resource", state.config.server.public_url.trim_end_matches('/'))
     }
 
     fn origin(session: &Session) -> Option<String> {
@@ -242,7 +249,7 @@ impl Gateway {
         for (name, value) in &reply.headers {
             header.append_header(*name, value.as_str())?;
         }
-        for (name, value) in self.state.cors.response_headers(origin.as_deref()) {
+        for (name, value) in ctx.state.cors.response_headers(origin.as_deref()) {
             header.append_header(name, value)?;
         }
         header.insert_header("Content-Length", reply.body.len().to_string())?;
@@ -263,8 +270,9 @@ impl Gateway {
         Ok(())
     }
 
-    async fn oauth(&self, session: &mut Session, ctx: &RequestContext) -> Result<Reply, ApiError> {
-        let limit = self.state.config.server.max_form_body_bytes;
+    async fn oauth(session: &mut Session, ctx: &RequestContext) -> Result<Reply, ApiError> {
+        let state = &ctx.state;
+        let limit = state.config.server.max_form_body_bytes;
         let body = read_body(session, limit).await?;
         let header = session.req_header();
         let request = Request {
@@ -276,19 +284,19 @@ impl Gateway {
             client_ip: ctx.forwarded_chain.first().copied(),
             request_id: ctx.request_id.clone(),
         };
-        crate::oauth::handle(&self.state, &request).await
+        crate::oauth::handle(state, &request).await
     }
 
     /// IB answered 401 for the session's `sid`: the session ends in the store, so every instance refuses it
     /// from now on, and the audit log records it once (a concurrent request's 401 finds it ended already).
-    async fn end_rejected_session(&self, proxied: &Proxied, ctx: &RequestContext) {
+    async fn end_rejected_session(proxied: &Proxied, ctx: &RequestContext) {
         let tag = proxied.session_id.log_tag();
-        match self.state.store.end_session(&proxied.session_id, SessionState::UpstreamRejected).await {
+        match ctx.state.store.end_session(&proxied.session_id, SessionState::UpstreamRejected).await {
             Ok(ended) => {
                 log::info!("IB rejected the sid of session {tag}; session ended");
                 if ended {
                     let grant = &proxied.grant;
-                    self.state.audit.record(
+                    ctx.state.audit.record(
                         AuditEvent::new(AuditKind::SessionEndedByIb)
                             .client(&grant.oauth_client_id)
                             .user(&grant.user.uuid)
@@ -302,8 +310,7 @@ impl Gateway {
     }
 
     /// Decides a proxied request: who is calling, may they, and where does it go.
-    async fn authorize_proxy(&self, session: &Session, now: u64) -> Result<Proxied, Refusal> {
-        let state = &self.state;
+    async fn authorize_proxy(&self, state: &AppState, session: &Session, now: u64) -> Result<Proxied, Refusal> {
         let header = session.req_header();
         if !PROXIED_METHODS.contains(&header.method) {
             return Err(ApiError::MethodNotAllowed(PROXIED_METHODS_ALLOW).into());
@@ -363,8 +370,10 @@ impl ProxyHttp for Gateway {
     type CTX = RequestContext;
 
     fn new_ctx(&self) -> Self::CTX {
-        self.state.metrics.request_started(); // Pingora calls `logging` once for each context: it decrements.
+        let state = self.live.load_full();
+        state.metrics.request_started(); // Pingora calls `logging` once for each context: it decrements.
         RequestContext {
+            state,
             request_id: new_request_id(),
             client_request_id: None,
             forwarded_chain: Vec::new(),
@@ -380,13 +389,14 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         let now = now_unix();
-        ctx.forwarded_chain = self.chain(session);
+        let state = &ctx.state;
+        ctx.forwarded_chain = Self::chain(state, session);
         ctx.downstream_tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         if let Some(id) = session.req_header().headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
             // A plain token only. Adopted from a trusted proxy (the id the edge made); from anyone else it is
             // kept apart, for the log line, and never forwarded.
             if (8..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
-                if self.peer_is_trusted(session) {
+                if Self::peer_is_trusted(state, session) {
                     ctx.request_id = id.to_string();
                 } else {
                     ctx.client_request_id = Some(id.to_string());
@@ -399,30 +409,30 @@ impl ProxyHttp for Gateway {
         let requested_method = header.headers.get("access-control-request-method").and_then(|v| v.to_str().ok());
         let reply = if Cors::is_preflight(&header.method, requested_method) {
             ctx.route_class = "preflight";
-            self.state.cors.preflight(Self::origin(session).as_deref())
+            state.cors.preflight(Self::origin(session).as_deref())
         } else if route::is_proxy_path(&path) {
             ctx.route_class = "proxy";
-            match self.authorize_proxy(session, now).await {
+            match self.authorize_proxy(state, session, now).await {
                 Ok(proxied) => {
                     ctx.proxied = Some(proxied);
                     return Ok(false);
                 }
-                Err(Refusal::CountedAgainstSession(error)) => self.refuse(&error, ctx),
+                Err(Refusal::CountedAgainstSession(error)) => Self::refuse(&error, ctx),
                 // Refused before a session was found: counts against the client IP, refused harder past it.
-                Err(Refusal::Anonymous(error)) => match self.state.rate_limits.ip(client_ip, now) {
-                    Ok(()) => self.refuse(&error, ctx),
-                    Err(limited) => self.refuse(&limited, ctx),
+                Err(Refusal::Anonymous(error)) => match state.rate_limits.ip(client_ip, now) {
+                    Ok(()) => Self::refuse(&error, ctx),
+                    Err(limited) => Self::refuse(&limited, ctx),
                 },
             }
         } else if crate::oauth::owns(&path) {
             ctx.route_class = route_label(&path);
-            let answer = match self.state.rate_limits.ip(client_ip, now) {
-                Ok(()) => self.oauth(session, ctx).await,
+            let answer = match state.rate_limits.ip(client_ip, now) {
+                Ok(()) => Self::oauth(session, ctx).await,
                 Err(limited) => Err(limited),
             };
-            answer.unwrap_or_else(|error| self.refuse(&error, ctx))
+            answer.unwrap_or_else(|error| Self::refuse(&error, ctx))
         } else {
-            self.refuse(&ApiError::NotFound, ctx)
+            Self::refuse(&ApiError::NotFound, ctx)
         };
         self.send(session, ctx, reply).await?;
         Ok(true)
@@ -432,7 +442,7 @@ impl ProxyHttp for Gateway {
         let Some(proxied) = &ctx.proxied else {
             return Error::e_explain(ErrorType::InternalError, "no upstream was chosen for this request");
         };
-        Ok(Box::new(upstream::peer(&proxied.target, proxied.addr, &self.state.config.upstream)))
+        Ok(Box::new(upstream::peer(&proxied.target, proxied.addr, &ctx.state.config.upstream)))
     }
 
     async fn upstream_request_filter(
@@ -461,18 +471,19 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
+        let state = &ctx.state;
         if let Some(started) = ctx.upstream_started {
             let elapsed = started.elapsed();
-            self.state.metrics.upstream_duration.observe(elapsed.as_secs_f64());
+            state.metrics.upstream_duration.observe(elapsed.as_secs_f64());
             ctx.upstream_answer = Some((upstream_response.status.as_u16(), elapsed));
         }
         if upstream_response.status.is_server_error() && ctx.proxied.is_some() {
-            self.state.metrics.upstream_errors.with_label_values(&["5xx"]).inc();
+            state.metrics.upstream_errors.with_label_values(&["5xx"]).inc();
         }
         if upstream_response.status == 401 {
             if let Some(proxied) = &ctx.proxied {
-                self.end_rejected_session(proxied, ctx).await;
-                let reply = self.refuse(&ApiError::SessionEnded(SessionEnd::UpstreamRejected), ctx);
+                Self::end_rejected_session(proxied, ctx).await;
+                let reply = Self::refuse(&ApiError::SessionEnded(SessionEnd::UpstreamRejected), ctx);
                 let mut replacement = ResponseHeader::build(reply.status, Some(reply.headers.len() + 1))?;
                 for (name, value) in &reply.headers {
                     replacement.insert_header(*name, value.as_str())?;
@@ -501,7 +512,7 @@ impl ProxyHttp for Gateway {
         if ctx.downstream_tls {
             upstream_response.insert_header("Strict-Transport-Security", HSTS)?;
         }
-        for (name, value) in self.state.cors.response_headers(Self::origin(session).as_deref()) {
+        for (name, value) in state.cors.response_headers(Self::origin(session).as_deref()) {
             // Keep IB's own `Vary` (e.g. Accept-Encoding) and add ours to it.
             let value = match upstream_response.headers.get(name).and_then(|v| v.to_str().ok()) {
                 Some(existing) if name == "Vary" && !existing.is_empty() => format!("{existing}, {value}"),
@@ -538,11 +549,11 @@ impl ProxyHttp for Gateway {
         };
         log::warn!("request {} failed upstream: {:?}", ctx.request_id, e.etype());
         if let Some(kind) = kind {
-            self.state.metrics.upstream_errors.with_label_values(&[kind]).inc();
+            ctx.state.metrics.upstream_errors.with_label_values(&[kind]).inc();
         }
         let status = error.status();
         if session.response_written().is_none() {
-            let reply = Reply::error(&error, &self.resource_metadata());
+            let reply = Reply::error(&error, &Self::resource_metadata(&ctx.state));
             if let Err(write_error) = self.send(session, ctx, reply).await {
                 log::debug!("could not write the error response: {write_error}");
             }
@@ -564,11 +575,11 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
-        self.state.metrics.request_finished();
+        ctx.state.metrics.request_finished();
         // 499 (the client closed the request) when the client went away, whatever was written before.
         let client_gone = e.is_some_and(|e| *e.esource() == pingora::ErrorSource::Downstream);
         let status = if client_gone { 499 } else { session.response_written().map_or(0, |r| r.status.as_u16()) };
-        let metrics = &self.state.metrics;
+        let metrics = &ctx.state.metrics;
         metrics.http_requests.with_label_values(&[ctx.route_class, &status.to_string()]).inc();
         metrics.http_duration.with_label_values(&[ctx.route_class]).observe(ctx.started.elapsed().as_secs_f64());
         if !self.access_log.enabled() {

@@ -1,9 +1,11 @@
 //! Assembles the Pingora server: the public gateway service, the admin service, and the state they share.
 //!
 //! Pingora's process model is kept: `-d` daemonizes, `-u` takes the listening sockets from a running
-//! instance (zero-downtime upgrade), `-t` checks and exits, SIGTERM drains within the grace period.
+//! instance (zero-downtime upgrade), `-t` checks and exits, SIGTERM drains within the grace period. SIGHUP
+//! reloads the configuration file (see [`reload`]).
 
 pub mod admin;
+pub mod reload;
 pub mod sessions;
 
 use pingora::prelude::*;
@@ -14,7 +16,7 @@ use crate::config::{Config, ConfigError, StoreBackend};
 use crate::gateway::Gateway;
 use crate::keys::SigningKeys;
 use crate::metrics::Metrics;
-use crate::state::AppState;
+use crate::state::{AppState, LiveState};
 use crate::store::{self, SharedStore, TokenStore};
 
 /// Checks what the configuration schema cannot: that the signing keys parse as keys of their algorithm.
@@ -87,8 +89,10 @@ fn check_store(config: &Config) -> Result<(), String> {
     })
 }
 
-/// Runs the gateway until it is told to stop. Returns an error message for start-up failures.
-pub fn run(config: Config, opt: Opt) -> Result<(), String> {
+/// Runs the gateway until it is told to stop. `config_path` is the file `config` was read from, read again
+/// by a reload. Returns an error message for start-up failures.
+pub fn run(config: Config, config_path: &str, opt: Opt) -> Result<(), String> {
+    reload::ignore_hangup_until_ready();
     check_store(&config)?;
     let config = Arc::new(config);
     let backend = match config.store.backend {
@@ -106,7 +110,15 @@ pub fn run(config: Config, opt: Opt) -> Result<(), String> {
             config.signing.algorithm
         );
     }
-    let state = Arc::new(AppState::new(config.clone(), Arc::new(keys), store, metrics).map_err(|e| e.to_string())?);
+    let state = AppState::new(config.clone(), Arc::new(keys), store, metrics.clone()).map_err(|e| e.to_string())?;
+    let live = Arc::new(LiveState::from_pointee(state));
+    metrics.config_loaded(store::now_unix());
+    let auth = admin::auth::AdminAuth::from_config(&config.admin).map_err(|e| format!("admin.token: {e}"))?;
+    if !auth.enabled() {
+        log::info!("no admin.token configured: the admin API (/admin/...) is off");
+    }
+    let auth = Arc::new(arc_swap::ArcSwap::from_pointee(auth));
+    let reloader = Arc::new(reload::Reloader::new(config_path, live.clone(), auth.clone()));
 
     let mut conf = server_conf(&config, &opt);
     conf.ca_file = upstream_ca_bundle(&config)?;
@@ -114,7 +126,7 @@ pub fn run(config: Config, opt: Opt) -> Result<(), String> {
     server.bootstrap();
 
     let mut gateway =
-        pingora::proxy::http_proxy_service_with_name(&server.configuration, Gateway::new(state.clone()), "gateway");
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, Gateway::new(live), "gateway");
     for addr in &config.server.listen {
         gateway.add_tcp(addr);
     }
@@ -127,13 +139,11 @@ pub fn run(config: Config, opt: Opt) -> Result<(), String> {
     }
     server.add_service(gateway);
 
-    let auth = admin::auth::AdminAuth::from_config(&config.admin).map_err(|e| format!("admin.token: {e}"))?;
-    if !auth.enabled() {
-        log::info!("no admin.token configured: the admin API (/admin/...) is off");
-    }
-    let mut admin = pingora::services::listening::Service::new("admin".into(), admin::AdminApp { state, auth });
+    let app = admin::AdminApp { reloader: reloader.clone(), auth };
+    let mut admin = pingora::services::listening::Service::new("admin".into(), app);
     admin.add_tcp(&config.server.admin_listen);
     server.add_service(admin);
+    server.add_service(background_service("config reload", reload::HangupListener { reloader }));
 
     log::info!(
         "ib-oauth-gateway {} listening on {:?}, admin on {}, store {:?}",

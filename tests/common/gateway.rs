@@ -23,6 +23,8 @@ pub struct GatewayProcess {
     pub admin: String,
     /// Every address the config listens on (public, TLS and admin).
     listeners: Vec<String>,
+    /// The configuration file the process was started with (a reload reads it again).
+    pub config_path: PathBuf,
     pub log_path: PathBuf,
     /// The directory of a config written by [`GatewayProcess::start_config`], kept as long as the process.
     _dir: Option<tempfile::TempDir>,
@@ -107,6 +109,7 @@ impl GatewayProcess {
             base: public.first().map(|a| format!("http://{a}")).unwrap_or_default(),
             admin: admin.map(|a| format!("http://{a}")).unwrap_or_default(),
             listeners,
+            config_path: config.to_path_buf(),
             log_path: log.to_path_buf(),
             _dir: None,
         }
@@ -177,6 +180,14 @@ impl GatewayProcess {
         }
     }
 
+    /// Rewrites the configuration file: every `from` becomes `to` (panics when `from` is not in it). The
+    /// process reads it again on SIGHUP or `POST /admin/reload`.
+    pub fn edit_config(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(&self.config_path).unwrap();
+        assert!(text.contains(from), "the configuration has no {from:?}:\n{text}");
+        std::fs::write(&self.config_path, text.replace(from, to)).unwrap();
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -185,6 +196,19 @@ impl GatewayProcess {
 /// A gateway started with `extra` (see [`GatewayProcess::start`]) and a mock platform with default settings.
 pub async fn gateway_and_mock(extra: &str) -> (GatewayProcess, MockHandle) {
     (GatewayProcess::start(extra), start_mock(MockSettings::default()).await)
+}
+
+/// The gateway's `/metrics`, as text.
+pub async fn scrape(gateway: &GatewayProcess) -> String {
+    super::http::http().get(format!("{}/metrics", gateway.admin)).send().await.unwrap().text().await.unwrap()
+}
+
+/// The value of one sample (`name{labels} value`) of a scrape, 0 when absent.
+pub fn sample(metrics: &str, name_and_labels: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name_and_labels).and_then(|rest| rest.strip_prefix(' ')))
+        .map_or(0.0, |value| value.trim().parse().unwrap())
 }
 
 /// Panics, naming the leaked value's position, when the gateway's log contains any of `secrets`.

@@ -69,6 +69,18 @@ pub fn raw_request(base: &str, request_line_target: &str, headers: &[(&str, &str
     (status, body)
 }
 
+/// The `Access-Control-Allow-Origin` a CORS preflight from `origin` gets from the gateway at `base`.
+pub async fn preflight_origin(base: &str, origin: &str) -> Option<String> {
+    let response = http()
+        .request(reqwest::Method::OPTIONS, format!("{base}/api/v3/x"))
+        .header("Origin", origin)
+        .header("Access-Control-Request-Method", "GET")
+        .send()
+        .await
+        .unwrap();
+    response.headers().get("access-control-allow-origin").map(|v| v.to_str().unwrap().to_string())
+}
+
 pub fn urlencode(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }

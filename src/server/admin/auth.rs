@@ -9,7 +9,7 @@ use pingora::http::RequestHeader;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::json;
+use super::reply::{json, not_found, with_header};
 use crate::config::{AdminConfig, Secret, SecretError};
 
 /// The admin token (if any) and what it protects.
@@ -70,11 +70,6 @@ impl AdminAuth {
     }
 }
 
-/// `404 not_found`, the answer of any path the admin listener does not serve.
-pub fn not_found() -> Response<Vec<u8>> {
-    json(StatusCode::NOT_FOUND, &serde_json::json!({"error": "not_found"}))
-}
-
 /// RFC 6750 §3: no credentials get the challenge alone; wrong ones get `error="invalid_token"` in it too.
 fn unauthorized(wrong: Option<&str>) -> Response<Vec<u8>> {
     let description = wrong.unwrap_or("The admin API needs Authorization: Bearer <admin.token>");
@@ -85,11 +80,7 @@ fn unauthorized(wrong: Option<&str>) -> Response<Vec<u8>> {
         }
         None => r#"Bearer realm="admin""#.to_string(),
     };
-    let mut response = json(StatusCode::UNAUTHORIZED, &body);
-    if let Ok(value) = http::HeaderValue::from_str(&challenge) {
-        response.headers_mut().insert(http::header::WWW_AUTHENTICATE, value);
-    }
-    response
+    with_header(json(StatusCode::UNAUTHORIZED, &body), http::header::WWW_AUTHENTICATE, &challenge)
 }
 
 #[cfg(test)]

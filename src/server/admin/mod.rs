@@ -1,31 +1,38 @@
 //! The admin listener (`server.admin_listen`): the probes `/healthz` (the process answers) and `/readyz` (the
-//! store answers), `/metrics` (Prometheus text format), and the admin API under `/admin/`.
+//! store answers), `/metrics` (Prometheus text format), and the admin API under `/admin/`:
+//! `POST /admin/reload` (read the configuration file again, see `server::reload`).
 //!
 //! One router decides for every request, in this order: who may ask ([`auth::AdminAuth::authorize`]: every
 //! `/admin/` path, and `/metrics` with `admin.protect_metrics`), whether the path exists (`404`), whether the
 //! method fits (`405`), then the handler. The probes stay open whatever is configured. Keep the listener off
-//! the public network all the same; it reveals no token, sid or user, and never logs the admin token.
+//! the public network all the same; it reveals no token, sid or user, never logs the admin token, and reads
+//! a request body only where a handler needs one (none does yet).
 
 pub mod auth;
+pub mod reply;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use std::sync::Arc;
 
+use super::reload::{ReloadOutcome, Reloader};
 use super::sessions;
 use crate::exchange::Reply;
-use crate::state::AppState;
 use auth::AdminAuth;
+use reply::{json, method_not_allowed, not_found, text};
+
+pub struct AdminApp {
+    /// Reloads the configuration, and holds the state requests start on.
+    pub reloader: Arc<Reloader>,
+    /// The admin token in force (a reload swaps it).
+    pub auth: Arc<ArcSwap<AdminAuth>>,
+}
 
 /// `/admin/sessions/`: a session id follows.
 const SESSIONS_UNDER: &str = "/admin/sessions/";
-
-pub struct AdminApp {
-    pub state: Arc<AppState>,
-    pub auth: AdminAuth,
-}
 
 /// A path the admin listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +40,8 @@ enum Route {
     Healthz,
     Readyz,
     Metrics,
+    /// `POST /admin/reload`
+    Reload,
     /// `/admin/sessions` and `/admin/sessions/<id>`: the session API (`server::sessions`).
     Sessions,
 }
@@ -59,6 +68,7 @@ impl Route {
             "/healthz" => Some(Route::Healthz),
             "/readyz" => Some(Route::Readyz),
             "/metrics" => Some(Route::Metrics),
+            "/admin/reload" => Some(Route::Reload),
             _ if path == sessions::PATH || path.starts_with(SESSIONS_UNDER) => Some(Route::Sessions),
             _ => None,
         }
@@ -68,7 +78,7 @@ impl Route {
         match self {
             Route::Healthz | Route::Readyz => Access::Probe,
             Route::Metrics => Access::Metrics,
-            Route::Sessions => Access::Admin,
+            Route::Reload | Route::Sessions => Access::Admin,
         }
     }
 
@@ -76,45 +86,10 @@ impl Route {
     fn methods(self) -> Option<&'static [Method]> {
         match self {
             Route::Healthz | Route::Readyz | Route::Metrics => None,
+            Route::Reload => Some(&[Method::POST]),
             Route::Sessions => Some(&[Method::GET, Method::HEAD, Method::DELETE]),
         }
     }
-}
-
-/// A JSON answer that no cache keeps.
-pub(crate) fn json(status: StatusCode, body: &serde_json::Value) -> Response<Vec<u8>> {
-    text(status, "application/json", body.to_string())
-}
-
-fn text(status: StatusCode, content_type: &str, body: impl Into<Vec<u8>>) -> Response<Vec<u8>> {
-    let body = body.into();
-    Response::builder()
-        .status(status)
-        .header(http::header::CONTENT_TYPE, content_type)
-        .header(http::header::CONTENT_LENGTH, body.len())
-        .header(http::header::CACHE_CONTROL, "no-store")
-        .body(body)
-        .unwrap_or_default()
-}
-
-/// A reply made by the layers below, as the admin service answers it.
-fn from_reply(reply: Reply) -> Response<Vec<u8>> {
-    let mut builder = Response::builder().status(reply.status);
-    for (name, value) in &reply.headers {
-        builder = builder.header(*name, value);
-    }
-    builder.header(http::header::CONTENT_LENGTH, reply.body.len()).body(reply.body.to_vec()).unwrap_or_default()
-}
-
-/// `405` with the `Allow` header.
-fn method_not_allowed(allowed: &[Method]) -> Response<Vec<u8>> {
-    let allow = allowed.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
-    let body = serde_json::json!({"error": "method_not_allowed", "error_description": format!("Use {allow}")});
-    let mut response = json(StatusCode::METHOD_NOT_ALLOWED, &body);
-    if let Ok(value) = http::HeaderValue::from_str(&allow) {
-        response.headers_mut().insert(http::header::ALLOW, value);
-    }
-    response
 }
 
 impl AdminApp {
@@ -129,15 +104,16 @@ impl AdminApp {
             Some(route) => route.access(),
             None => Access::Probe,
         };
+        let auth = self.auth.load();
         let needs_token = match access {
             Access::Probe => false,
-            Access::Metrics => self.auth.protects_metrics(),
+            Access::Metrics => auth.protects_metrics(),
             Access::Admin => true,
         };
         if needs_token {
-            self.auth.authorize(request)?;
+            auth.authorize(request)?;
         }
-        let route = route.ok_or_else(auth::not_found)?;
+        let route = route.ok_or_else(not_found)?;
         match route.methods() {
             Some(methods) if !methods.contains(&request.method) => Err(method_not_allowed(methods)),
             _ => Ok(route),
@@ -145,41 +121,82 @@ impl AdminApp {
     }
 
     async fn serve(&self, route: Route, session: &ServerSession) -> Response<Vec<u8>> {
+        let state = self.reloader.state();
         match route {
             Route::Sessions => {
                 let request = session.req_header();
                 let reply = match sessions::action(&request.method, request.uri.path(), request.uri.query()) {
                     Ok(action) => {
                         let operator = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
-                        sessions::serve(&self.state, action, &sessions::Operator::new(operator)).await
+                        sessions::serve(&state, action, &sessions::Operator::new(operator)).await
                     }
                     Err(refused) => refused,
                 };
                 from_reply(reply)
             }
             Route::Healthz => text(StatusCode::OK, "application/json", r#"{"status":"ok"}"#),
-            Route::Readyz => match self.state.store.ping().await {
+            Route::Readyz => match state.store.ping().await {
                 Ok(()) => {
-                    self.state.metrics.set_store_up(true);
+                    state.metrics.set_store_up(true);
                     text(StatusCode::OK, "application/json", r#"{"status":"ready"}"#)
                 }
                 Err(e) => {
-                    self.state.metrics.set_store_up(false);
+                    state.metrics.set_store_up(false);
                     log::warn!("readiness check failed: {e}");
                     text(StatusCode::SERVICE_UNAVAILABLE, "application/json", r#"{"status":"store_unavailable"}"#)
                 }
             },
             Route::Metrics => {
                 // The gauges that describe the store are read now, by this service; metrics read nothing.
-                let metrics = &self.state.metrics;
-                metrics.set_store_up(self.state.store.ping().await.is_ok());
-                if let Ok(count) = self.state.store.session_count().await {
+                let metrics = &state.metrics;
+                metrics.set_store_up(state.store.ping().await.is_ok());
+                if let Ok(count) = state.store.session_count().await {
                     metrics.set_active_sessions(count);
                 }
                 text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics.render())
             }
+            Route::Reload => self.reload().await,
         }
     }
+
+    /// `POST /admin/reload`: `200` with what changed and what needs a restart, or `422` with every error.
+    async fn reload(&self) -> Response<Vec<u8>> {
+        let reloader = self.reloader.clone();
+        // The file is read and the state built off the runtime's thread.
+        let outcome = match tokio::task::spawn_blocking(move || reloader.reload("POST /admin/reload")).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                log::error!("configuration reload (POST /admin/reload) failed: {e}");
+                let body = serde_json::json!({"error": "server_error", "error_description": "The reload failed"});
+                return json(StatusCode::INTERNAL_SERVER_ERROR, &body);
+            }
+        };
+        match outcome {
+            ReloadOutcome::Reloaded { changed, restart_required } => json(
+                StatusCode::OK,
+                &serde_json::json!({"status": "reloaded", "changed": changed, "restart_required": restart_required}),
+            ),
+            ReloadOutcome::Refused(errors) => {
+                let errors: Vec<_> =
+                    errors.iter().map(|e| serde_json::json!({"key": e.key, "message": e.message})).collect();
+                let body = serde_json::json!({
+                    "error": "invalid_config",
+                    "error_description": "The configuration file is not valid; the running configuration stays",
+                    "errors": errors,
+                });
+                json(StatusCode::UNPROCESSABLE_ENTITY, &body)
+            }
+        }
+    }
+}
+
+/// A reply made by the layers below, as the admin service answers it.
+fn from_reply(reply: Reply) -> Response<Vec<u8>> {
+    let mut builder = Response::builder().status(reply.status);
+    for (name, value) in &reply.headers {
+        builder = builder.header(*name, value);
+    }
+    builder.header(http::header::CONTENT_LENGTH, reply.body.len()).body(reply.body.to_vec()).unwrap_or_default()
 }
 
 #[async_trait]
@@ -204,15 +221,10 @@ mod tests {
         assert_eq!(Route::of("/healthz").map(Route::access), Some(Access::Probe));
         assert_eq!(Route::of("/readyz").map(Route::access), Some(Access::Probe));
         assert_eq!(Route::of("/metrics").map(Route::access), Some(Access::Metrics));
+        assert_eq!(Route::of("/admin/reload").map(Route::access), Some(Access::Admin));
         assert_eq!(Route::of("/admin/sessions").map(Route::access), Some(Access::Admin));
         assert_eq!(Route::of("/admin/sessions/x").map(Route::access), Some(Access::Admin));
         assert_eq!(Route::of("/admin/sessionsx"), None);
-    }
-
-    #[test]
-    fn method_not_allowed_names_the_methods() {
-        let refused = method_not_allowed(&[Method::POST]);
-        assert_eq!(refused.status(), 405);
-        assert_eq!(refused.headers()[http::header::ALLOW], "POST");
+        assert_eq!(Route::Reload.methods(), Some(&[Method::POST][..]));
     }
 }
