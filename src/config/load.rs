@@ -147,6 +147,10 @@ fn validate(config: &Config) -> Vec<ConfigError> {
     if config.logging.level.trim().is_empty() {
         problems.add("logging.level", "must not be empty");
     }
+    let ratio = config.tracing.sample_ratio;
+    if !(0.0..=1.0).contains(&ratio) {
+        problems.add("tracing.sample_ratio", format!("{ratio} is not between 0 and 1"));
+    }
     problems.0
 }
 

@@ -31,6 +31,7 @@ pub struct Config {
     pub cors: CorsConfig,
     pub rate_limits: RateLimitConfig,
     pub logging: LoggingConfig,
+    pub tracing: TracingConfig,
 }
 
 /// Listeners, the public identity of the gateway and Pingora's process settings.
@@ -482,5 +483,21 @@ pub struct LoggingConfig {
 impl Default for LoggingConfig {
     fn default() -> Self {
         LoggingConfig { level: "info".into(), format: LogFormat::Text, access_log: true }
+    }
+}
+
+/// W3C trace context: every request continues a valid incoming `traceparent` or starts a trace, and IB is sent
+/// the gateway's span as the parent.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// The share of new traces (requests without a valid `traceparent`) marked sampled, 0 to 1. A request that
+    /// continues a trace keeps its caller's decision.
+    pub sample_ratio: f64,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig { sample_ratio: 1.0 }
     }
 }

@@ -31,6 +31,7 @@ use crate::limits::{self, Verdict};
 use crate::session::{IbSid, SessionId, SessionState};
 use crate::state::AppState;
 use crate::store::now_unix;
+use crate::trace::{self, SpanId, TraceContext};
 use route::Target;
 use upstream::DnsCache;
 
@@ -68,6 +69,10 @@ pub struct RequestContext {
     upstream_started: Option<Instant>,
     /// IB's answer: its status and how long its header took.
     upstream_answer: Option<(u16, std::time::Duration)>,
+    /// The W3C trace this request continues or starts (set first thing in `request_filter`).
+    trace: Option<TraceContext>,
+    /// The span of the call to IB: the parent id IB is sent.
+    upstream_span: Option<SpanId>,
 }
 
 /// The `route` label of a path (bounded: never the path itself).
@@ -117,6 +122,20 @@ pub fn forwarded_chain(peer: IpAddr, forwarded_for: &[&str], trusted: &[ipnet::I
 /// The client's address for per-IP limits: the first address of [`forwarded_chain`].
 pub fn client_ip(peer: Option<IpAddr>, forwarded_for: &[&str], trusted: &[ipnet::IpNet]) -> Option<IpAddr> {
     peer.map(|peer| forwarded_chain(peer, forwarded_for, trusted)[0])
+}
+
+/// The trace of a request: its `traceparent` continued when it is valid and the only one, else a new trace.
+fn accept_trace(header: &RequestHeader, sample_ratio: f64) -> TraceContext {
+    let mut fields = header.headers.get_all("traceparent").iter();
+    let traceparent = match (fields.next(), fields.next()) {
+        (Some(only), None) => only.to_str().ok(),
+        _ => None,
+    };
+    // Only read when there is a parent to go with it; a field that is not text spoils the whole list.
+    let tracestate = traceparent
+        .and_then(|_| header.headers.get_all("tracestate").iter().map(|v| v.to_str().ok()).collect::<Option<Vec<_>>>())
+        .and_then(trace::tracestate);
+    TraceContext::accept(traceparent, tracestate, sample_ratio)
 }
 
 /// Methods forwarded to IB: those its API uses. Others (TRACE, TRACK, CONNECT, anything invented) are refused
@@ -345,11 +364,16 @@ impl ProxyHttp for Gateway {
             replacement_body: None,
             upstream_started: None,
             upstream_answer: None,
+            trace: None,
+            upstream_span: None,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         let now = now_unix();
+        let trace = accept_trace(session.req_header(), self.state.config.tracing.sample_ratio);
+        let span = trace.span();
+        ctx.trace = Some(trace);
         ctx.forwarded_chain = self.chain(session);
         ctx.downstream_tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         if let Some(id) = session.req_header().headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
@@ -372,7 +396,7 @@ impl ProxyHttp for Gateway {
             self.state.cors.preflight(Self::origin(session).as_deref())
         } else if route::is_proxy_path(&path) {
             ctx.route_class = "proxy";
-            match self.authorize_proxy(session, now).await {
+            match trace::within(span, self.authorize_proxy(session, now)).await {
                 Ok(proxied) => {
                     ctx.proxied = Some(proxied);
                     return Ok(false);
@@ -387,7 +411,7 @@ impl ProxyHttp for Gateway {
         } else if crate::oauth::owns(&path) {
             ctx.route_class = route_label(&path);
             let answer = match self.state.rate_limits.ip(client_ip, now) {
-                Ok(()) => self.oauth(session, client_ip).await,
+                Ok(()) => trace::within(span, self.oauth(session, client_ip)).await,
                 Err(limited) => Err(limited),
             };
             answer.unwrap_or_else(|error| self.refuse(&error))
@@ -422,7 +446,14 @@ impl ProxyHttp for Gateway {
             &ctx.forwarded_chain,
             ctx.downstream_tls,
             &ctx.request_id,
-        )
+        )?;
+        if let Some(trace) = &ctx.trace {
+            // A span of its own for each attempt (Pingora may retry a failed connection).
+            let span = SpanId::random();
+            ctx.upstream_span = Some(span);
+            upstream::propagate_trace(upstream_request, &trace.traceparent(span), trace.tracestate.as_deref())?;
+        }
+        Ok(())
     }
 
     async fn response_filter(
@@ -442,7 +473,12 @@ impl ProxyHttp for Gateway {
         if upstream_response.status == 401 {
             if let Some(proxied) = &ctx.proxied {
                 // IB ended the session: every instance must refuse it from now on.
-                match self.state.store.end_session(&proxied.session_id, SessionState::UpstreamRejected).await {
+                let ended = self.state.store.end_session(&proxied.session_id, SessionState::UpstreamRejected);
+                let ended = match &ctx.trace {
+                    Some(trace) => trace::within(trace.span(), ended).await,
+                    None => ended.await,
+                };
+                match ended {
                     Ok(_) => {
                         log::info!("IB rejected the sid of session {}; session ended", proxied.session_id.log_tag())
                     }
@@ -570,6 +606,7 @@ impl ProxyHttp for Gateway {
             bytes_out: session.as_ref().body_bytes_sent(),
             session_tag: ctx.proxied.as_ref().map(|p| p.session_id.log_tag()),
             user_agent,
+            trace_id: ctx.trace.as_ref().map(|trace| trace.trace_id),
         });
     }
 }

@@ -188,9 +188,14 @@ impl IbClient {
         }
     }
 
-    /// Sends a request and reads at most [`MAX_RESPONSE_BYTES`] of the answer.
+    /// Sends a request and reads at most [`MAX_RESPONSE_BYTES`] of the answer. Within a request's trace
+    /// (see [`crate::trace::within`]) IB is sent a `traceparent` whose parent is a new span of the gateway's.
     async fn send(&self, request: reqwest::RequestBuilder, platform: &PlatformUrl) -> Result<(u16, Bytes), IbError> {
         let host = platform.host();
+        let request = match crate::trace::current() {
+            Some(span) => request.header("traceparent", span.traceparent(crate::trace::SpanId::random()).to_string()),
+            None => request,
+        };
         let mut response = request.send().await.map_err(|e| classify(e, host))?;
         let status = response.status().as_u16();
         let mut body = BytesMut::new();
