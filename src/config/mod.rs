@@ -494,10 +494,25 @@ pub struct TracingConfig {
     /// The share of new traces (requests without a valid `traceparent`) marked sampled, 0 to 1. A request that
     /// continues a trace keeps its caller's decision.
     pub sample_ratio: f64,
+    /// OTLP/HTTP (protobuf) traces endpoint, e.g. `http://127.0.0.1:4318/v1/traces`, used as written.
+    /// Absent: no span is exported (and none is made).
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+    /// How long spans wait in the batch before they are sent.
+    pub export_delay_ms: u64,
+    /// How long one export may take (a slow collector never holds up a request, only the batch).
+    pub export_timeout_ms: u64,
 }
 
 impl Default for TracingConfig {
     fn default() -> Self {
-        TracingConfig { sample_ratio: 1.0 }
+        TracingConfig {
+            sample_ratio: 1.0,
+            otlp_endpoint: None,
+            service_name: "ib-oauth-gateway".into(),
+            export_delay_ms: 5_000,
+            export_timeout_ms: 10_000,
+        }
     }
 }

@@ -31,7 +31,9 @@ use crate::limits::{self, Verdict};
 use crate::session::{IbSid, SessionId, SessionState};
 use crate::state::AppState;
 use crate::store::now_unix;
+use crate::trace::export::{FinishedSpan, Kind};
 use crate::trace::{self, SpanId, TraceContext};
+use opentelemetry::KeyValue;
 use route::Target;
 use upstream::DnsCache;
 
@@ -323,6 +325,49 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// The request's server span and, when it was proxied, the span of its call to IB (whose id IB was sent as
+    /// the parent). Only for sampled traces; names and attributes carry the route class, never the path.
+    fn export_spans(&self, session: &Session, ctx: &RequestContext, status: u16) {
+        let Some(trace) = ctx.trace.as_ref().filter(|trace| trace.sampled) else { return };
+        let now = std::time::SystemTime::now();
+        let method = session.req_header().method.as_str().to_string();
+        if let (Some(span_id), Some(started)) = (ctx.upstream_span, ctx.upstream_started) {
+            let start = now - started.elapsed();
+            let mut span =
+                FinishedSpan::child_with_id(trace.span(), span_id, format!("IB {method}"), Kind::Client, start);
+            if let Some(proxied) = &ctx.proxied {
+                span.attributes.push(KeyValue::new("server.address", proxied.target.host.clone()));
+            }
+            span.attributes.push(KeyValue::new("http.request.method", method.clone()));
+            match ctx.upstream_answer {
+                Some((status, _)) => {
+                    span.attributes.push(KeyValue::new("http.response.status_code", i64::from(status)));
+                    span.failed = status >= 500;
+                }
+                None => span.failed = true,
+            }
+            trace::export::record(span);
+        }
+        trace::export::record(FinishedSpan {
+            name: format!("{method} {}", ctx.route_class).into(),
+            kind: Kind::Server,
+            trace_id: trace.trace_id,
+            span_id: trace.span_id,
+            parent: trace.parent_id.map(|parent| (parent, true)),
+            start: now - ctx.started.elapsed(),
+            end: now,
+            attributes: vec![
+                KeyValue::new("http.request.method", method),
+                KeyValue::new("http.route", ctx.route_class),
+                KeyValue::new("http.response.status_code", i64::from(status)),
+                KeyValue::new("ibgw.request_id", ctx.request_id.clone()),
+            ],
+            failed: status >= 500,
+        });
+    }
+}
+
 /// Maps a failed proxy attempt to what the client is told, and the `kind` label of
 /// `ibgw_upstream_errors_total` when the failure was IB's side.
 fn upstream_failure(error: &Error) -> Option<(ApiError, Option<&'static str>)> {
@@ -576,10 +621,14 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
-        self.state.metrics.request_finished();
         // 499 (the client closed the request) when the client went away, whatever was written before.
         let client_gone = e.is_some_and(|e| *e.esource() == pingora::ErrorSource::Downstream);
         let status = if client_gone { 499 } else { session.response_written().map_or(0, |r| r.status.as_u16()) };
+        if trace::export::enabled() {
+            // Before the request counts as finished: shutdown exports once nothing is in flight.
+            self.export_spans(session, ctx, status);
+        }
+        self.state.metrics.request_finished();
         let metrics = &self.state.metrics;
         metrics.http_requests.with_label_values(&[ctx.route_class, &status.to_string()]).inc();
         metrics.http_duration.with_label_values(&[ctx.route_class]).observe(ctx.started.elapsed().as_secs_f64());

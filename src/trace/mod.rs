@@ -7,6 +7,8 @@
 //! all-zero ids) and never panics on anything a client sends; `tracestate` is passed on only when it is small
 //! and well formed, else dropped. Trace ids are not secrets: they are logged.
 
+pub mod export;
+
 use std::fmt;
 use std::future::Future;
 
