@@ -415,7 +415,8 @@ impl Default for CorsConfig {
                 .iter()
                 .map(|m| m.to_string())
                 .collect(),
-            allowed_headers: ["Authorization", "Content-Type", "Accept", "X-Request-Id"]
+            // `traceparent` and `tracestate`: a browser app's W3C trace context reaches IB through the gateway.
+            allowed_headers: ["Authorization", "Content-Type", "Accept", "X-Request-Id", "traceparent", "tracestate"]
                 .iter()
                 .map(|h| h.to_string())
                 .collect(),

@@ -323,9 +323,7 @@ impl Gateway {
         let addr = self.dns.resolve(&target.authority, &target.host, target.port).await.map_err(counted)?;
         Ok(Proxied { target, addr, session_id: stored.id.clone(), sid: stored.grant.sid.clone(), verdict })
     }
-}
 
-impl Gateway {
     /// The request's server span and, when it was proxied, the span of its call to IB (whose id IB was sent as
     /// the parent). Only for sampled traces; names and attributes carry the route class, never the path.
     fn export_spans(&self, session: &Session, ctx: &RequestContext, status: u16) {
