@@ -1,7 +1,8 @@
 //! OTLP/HTTP export of spans from a real gateway process to an OTLP receiver the test runs: the protobuf
 //! requests are decoded and the span tree checked (the request's span under the client's, the store and IB
-//! spans under the request's, the IB span's id the parent IB was sent); shutdown exports what is queued; with
-//! no endpoint configured there is no exporter at all.
+//! spans under the request's, the IB span's id the parent IB was sent; a Browser Login call under its
+//! `/authorize`); an unsampled trace is not exported; shutdown exports what is queued; with no endpoint
+//! configured there is no exporter at all.
 
 mod common;
 
@@ -240,4 +241,56 @@ async fn without_an_endpoint_there_is_no_exporter() {
     proxied_in_trace(&gateway, &tokens).await;
     assert_eq!(threads_named(&gateway, "otlp-export"), 0);
     assert_eq!(threads_named(&gateway, "OpenTelemetry.T"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_browser_login_call_is_a_child_of_the_authorize_request() {
+    let receiver = Receiver::start();
+    let (gateway, mock) = gateway_and_mock(&tracing_yaml(&receiver.endpoint, 100)).await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let url = format!(
+        "{}&platform_url={}",
+        gateway.url(&format!("/authorize?{}", authorize_query("t"))),
+        urlencode(&mock.origin)
+    );
+    let started = http()
+        .get(url)
+        .header("Accept", "application/json")
+        .header("traceparent", format!("00-{trace_id}-{CLIENT_SPAN}-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 200);
+    let ib_parent = mock_trace(&mock).await["token"]["traceparent"].as_str().unwrap()[36..52].to_string();
+
+    let is_login_call = |r: &Received| kind(r) == SpanKind::Client && r.span.name == "IB browser login";
+    let spans = receiver.wait_for(trace_id, |spans| spans.iter().any(is_request) && spans.iter().any(is_login_call));
+    let request = spans.iter().find(|r| is_request(r)).unwrap();
+    assert_eq!(request.span.name, "GET authorize");
+    assert_eq!(hex(&request.span.parent_span_id), CLIENT_SPAN);
+    let login_call = spans.iter().find(|r| is_login_call(r)).unwrap();
+    assert_eq!(login_call.span.parent_span_id, request.span.span_id);
+    assert_eq!(hex(&login_call.span.span_id), ib_parent, "IB was sent the login call's span as its parent");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unsampled_trace_is_not_exported() {
+    let receiver = Receiver::start();
+    let (gateway, mock) = gateway_and_mock(&tracing_yaml(&receiver.endpoint, 100)).await;
+    let tokens = tokens_for(&gateway, &mock, "").await;
+    let unsampled = "11111111111111111111111111111111";
+    let answer = send(
+        http()
+            .get(gateway.url("/api/v3/resource"))
+            .bearer_auth(tokens["access_token"].as_str().unwrap())
+            .header("traceparent", format!("00-{unsampled}-{CLIENT_SPAN}-00")),
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    gateway.log_with(&format!("id={} ", answer.header("x-request-id").unwrap()));
+    // A sampled request after it: once its spans are in, the unsampled one's would be too.
+    proxied_in_trace(&gateway, &tokens).await;
+    receiver.wait_for(TRACE_ID, |spans| spans.iter().any(is_request) && spans.iter().any(is_ib_call));
+    let exported = receiver.spans.lock().unwrap().iter().filter(|r| hex(&r.span.trace_id) == unsampled).count();
+    assert_eq!(exported, 0);
 }
