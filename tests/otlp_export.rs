@@ -129,20 +129,25 @@ fn tracing_yaml(endpoint: &str, delay_ms: u64) -> String {
     )
 }
 
-/// A proxied GET continuing the test's trace, once its access line is written (its spans are recorded before
-/// that); the parent id IB received.
+/// A proxied GET continuing the test's (sampled) trace; see [`proxied_with`].
 async fn proxied_in_trace(gateway: &GatewayProcess, tokens: &Value) -> String {
+    proxied_with(gateway, tokens, TRACE_ID, "01").await
+}
+
+/// A proxied GET continuing the trace `trace_id` with `flags`, once its access line is written (its spans are
+/// recorded before that); the parent id IB received.
+async fn proxied_with(gateway: &GatewayProcess, tokens: &Value, trace_id: &str, flags: &str) -> String {
     let answer = send(
         http()
             .get(gateway.url("/api/v3/resource"))
             .bearer_auth(tokens["access_token"].as_str().unwrap())
-            .header("traceparent", format!("00-{TRACE_ID}-{CLIENT_SPAN}-01")),
+            .header("traceparent", format!("00-{trace_id}-{CLIENT_SPAN}-{flags}")),
     )
     .await;
     assert_eq!(answer.status, 200, "{}", answer.text);
     gateway.log_with(&format!("id={} ", answer.header("x-request-id").unwrap()));
     let traceparent = answer.body["headers"]["traceparent"].as_str().unwrap().to_string();
-    assert_eq!(&traceparent[3..35], TRACE_ID);
+    assert_eq!(&traceparent[3..35], trace_id);
     traceparent[36..52].to_string()
 }
 
@@ -279,15 +284,7 @@ async fn an_unsampled_trace_is_not_exported() {
     let (gateway, mock) = gateway_and_mock(&tracing_yaml(&receiver.endpoint, 100)).await;
     let tokens = tokens_for(&gateway, &mock, "").await;
     let unsampled = "11111111111111111111111111111111";
-    let answer = send(
-        http()
-            .get(gateway.url("/api/v3/resource"))
-            .bearer_auth(tokens["access_token"].as_str().unwrap())
-            .header("traceparent", format!("00-{unsampled}-{CLIENT_SPAN}-00")),
-    )
-    .await;
-    assert_eq!(answer.status, 200);
-    gateway.log_with(&format!("id={} ", answer.header("x-request-id").unwrap()));
+    proxied_with(&gateway, &tokens, unsampled, "00").await;
     // A sampled request after it: once its spans are in, the unsampled one's would be too.
     proxied_in_trace(&gateway, &tokens).await;
     receiver.wait_for(TRACE_ID, |spans| spans.iter().any(is_request) && spans.iter().any(is_ib_call));
