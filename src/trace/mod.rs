@@ -6,6 +6,10 @@
 //! span ids are random. Parsing is strict where the specification is (lowercase hex, exact lengths, no
 //! all-zero ids) and never panics on anything a client sends; `tracestate` is passed on only when it is small
 //! and well formed, else dropped. Trace ids are not secrets: they are logged.
+//!
+//! The request's span is carried to the work done for it (store operations, calls to IB) by [`within`] and
+//! found there by [`current`], so no signature on the way has to carry it. [`export`] sends spans to an OTLP
+//! collector when one is configured; without one, this module is all a request pays for.
 
 pub mod export;
 
