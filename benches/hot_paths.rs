@@ -1,6 +1,7 @@
 //! The per-request work of a proxied call, piece by piece: verifying an access token (full signature check
-//! and the verified-token cache hit that replaces it), the session rule, parsing and binding the route, and
-//! rewriting the upstream request headers.
+//! and the verified-token cache hit that replaces it), the session rule, parsing and binding the route,
+//! rewriting the upstream request headers, and the W3C trace context (a client's `traceparent` continued and
+//! ours written for IB; what every request pays with span export off).
 //!
 //!   cargo bench --bench hot_paths -- --warm-up-time 1 --measurement-time 3
 
@@ -14,6 +15,7 @@ use ib_oauth_gateway::gateway::{route, upstream};
 use ib_oauth_gateway::keys::SigningKeys;
 use ib_oauth_gateway::session::{rules, IbSid, IbUser, Limits, Session, SessionGrant, SessionId};
 use ib_oauth_gateway::store::now_unix;
+use ib_oauth_gateway::trace::{SpanId, TraceContext};
 use pingora::http::RequestHeader;
 
 fn session(now: u64) -> Session {
@@ -67,6 +69,13 @@ fn benches(c: &mut Criterion) {
             request.append_header("Accept", "application/json").unwrap();
             upstream::rewrite_request(&mut request, &target, "ib-session-id", &[], true, "req").unwrap();
             request
+        })
+    });
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    c.bench_function("trace_context_continue_and_propagate", |b| {
+        b.iter(|| {
+            let trace = TraceContext::accept(Some(black_box(traceparent)), None, 1.0);
+            trace.traceparent(SpanId::random()).to_string()
         })
     });
 }

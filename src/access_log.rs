@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::config::{LogFormat, LoggingConfig};
 use crate::logging::LineWriter;
+use crate::trace::TraceId;
 
 /// User agents are cut to this many bytes (at a character boundary).
 pub const USER_AGENT_BYTES: usize = 128;
@@ -35,6 +36,8 @@ pub struct AccessRecord {
     /// The session's log tag (a hash), never its id.
     pub session_tag: Option<String>,
     pub user_agent: Option<String>,
+    /// The W3C trace the request belongs to (not a secret: it is what finds the request in a tracing system).
+    pub trace_id: Option<TraceId>,
 }
 
 pub struct AccessLog {
@@ -107,6 +110,7 @@ pub fn format_line(record: &AccessRecord, format: LogFormat) -> String {
                 "bytes_out": record.bytes_out,
                 "session": record.session_tag,
                 "user_agent": record.user_agent,
+                "trace_id": record.trace_id.map(|id| id.to_string()),
             });
             format!("{line}\n")
         }
@@ -114,7 +118,8 @@ pub fn format_line(record: &AccessRecord, format: LogFormat) -> String {
             let or_dash = |value: Option<String>| value.unwrap_or_else(|| "-".into());
             format!(
                 "{ts} access request id={} method={} route={} status={} upstream_status={} duration_ms={:.1} \
-                 upstream_ms={} bytes_in={} bytes_out={} client={} session={} client_request_id={} user_agent={:?}\n",
+                 upstream_ms={} bytes_in={} bytes_out={} client={} session={} trace_id={} client_request_id={} \
+                 user_agent={:?}\n",
                 record.request_id,
                 record.method,
                 record.route,
@@ -126,6 +131,7 @@ pub fn format_line(record: &AccessRecord, format: LogFormat) -> String {
                 record.bytes_out,
                 or_dash(record.client_ip.map(|ip| ip.to_string())),
                 record.session_tag.as_deref().unwrap_or("-"),
+                or_dash(record.trace_id.map(|id| id.to_string())),
                 record.client_request_id.as_deref().unwrap_or("-"),
                 record.user_agent.as_deref().unwrap_or("-"),
             )
@@ -153,6 +159,7 @@ mod tests {
             bytes_out: 123,
             session_tag: Some("Gk2c9P0aQx1z".into()),
             user_agent: Some("curl/8 \"quoted\"".into()),
+            trace_id: TraceId::from_bytes(*b"\x4b\xf9\x2f\x35\x77\xb3\x4d\xa6\xa3\xce\x92\x9d\x0e\x0e\x47\x36"),
         }
     }
 
@@ -163,7 +170,8 @@ mod tests {
             line,
             "2026-01-01T00:00:00.000Z access request id=0123456789abcdef method=GET route=proxy status=200 \
              upstream_status=200 duration_ms=1.2 upstream_ms=0.8 bytes_in=0 bytes_out=123 client=192.0.2.7 \
-             session=Gk2c9P0aQx1z client_request_id=- user_agent=\"curl/8 \\\"quoted\\\"\"\n"
+             session=Gk2c9P0aQx1z trace_id=4bf92f3577b34da6a3ce929d0e0e4736 client_request_id=- \
+             user_agent=\"curl/8 \\\"quoted\\\"\"\n"
         );
     }
 
@@ -176,6 +184,7 @@ mod tests {
         assert_eq!(value["status"], 200);
         assert_eq!(value["upstream_ms"], 0.8);
         assert_eq!(value["session"], "Gk2c9P0aQx1z");
+        assert_eq!(value["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //! - [`tokens`] (opaque secrets and their hashes); [`session`] (the model and its pure rules), [`limits`]
 //!   (rate limits), [`exchange`] (the plain HTTP request/reply the endpoints work on, CORS).
 //! - [`access_log`] (one line per request, off the request path).
-//! - [`errors`] (the one client-facing error), [`metrics`] (handles, reading nobody), [`logging`].
+//! - [`errors`] (the one client-facing error), [`metrics`] (handles, reading nobody), [`logging`], [`trace`]
+//!   (W3C trace context).
 //! - [`config`]: the YAML schema and its validation.
 //!
 //! `mock` (feature `mock`, on by default) is a stand-in IntelligenceBank platform for tests and the demo;
@@ -39,3 +40,4 @@ pub mod session;
 pub mod state;
 pub mod store;
 pub mod tokens;
+pub mod trace;

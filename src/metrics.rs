@@ -205,6 +205,11 @@ impl Metrics {
         self.config_reloads.with_label_values(&[if success { "success" } else { "failure" }]).inc();
     }
 
+    /// Requests started and not yet finished (see [`Metrics::request_started`]).
+    pub fn requests_in_flight(&self) -> i64 {
+        self.requests_in_flight.get()
+    }
+
     /// The text exposition of every metric.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::new();

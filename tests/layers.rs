@@ -14,6 +14,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("errors", 1),
     ("metrics", 1),
     ("logging", 1),
+    ("trace", 1),
     ("session", 2),
     ("exchange", 2),
     ("limits", 2),

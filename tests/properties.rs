@@ -5,6 +5,8 @@
 //! - the form / query parser (`exchange::Params`);
 //! - the proxy router (`gateway::route::parse` + `bind`): nothing binds to a host other than the session's own,
 //!   no dot segment survives;
+//! - the W3C trace context (`trace::TraceParent::parse`, `trace::tracestate`): never a panic, and a
+//!   `traceparent` written back is the one read;
 //! - IB's `/v1/auth/app/info` body, read by `IbClient::poll_login` from a tiny local HTTP server;
 //! - the YAML configuration loader (`config::load_str`, `load_str_all`).
 //!
@@ -30,6 +32,7 @@ use ib_oauth_gateway::ib::{IbClient, IbError, LoginPoll, PlatformUrl};
 use ib_oauth_gateway::keys::{self, SigningKeys};
 use ib_oauth_gateway::session::{IbSid, IbUser, Session, SessionGrant, SessionId};
 use ib_oauth_gateway::tokens::RefreshToken;
+use ib_oauth_gateway::trace::{self, SpanId, TraceId, TraceParent};
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 use proptest::sample::{select, Index};
@@ -653,6 +656,61 @@ proptest! {
         prop_assert_eq!(&target.authority, authority_of(origin));
         prop_assert_eq!(String::from_utf8_lossy(&target.path_and_query), format!("/{tail}"));
         assert_safe_upstream_path(&target.path_and_query)?;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The W3C trace context
+
+/// Strings near the `traceparent` shape: right lengths and dashes with arbitrary (often hex) characters, later
+/// versions with a tail, and plain garbage.
+fn near_traceparent() -> impl Strategy<Value = String> {
+    let fields = ("[0-9a-fA-F]{2}", "[0-9a-f]{31}[0-9a-fA-F]", "[0-9a-f]{15}[0-9a-fA-F]", "[0-9a-fA-F]{2}");
+    prop_oneof![
+        fields.prop_map(|(v, t, p, f)| format!("{v}-{t}-{p}-{f}")),
+        (fields, "[-a-z0-9]{0,8}").prop_map(|((v, t, p, f), tail)| format!("{v}-{t}-{p}-{f}{tail}")),
+        Just("00-00000000000000000000000000000000-00f067aa0ba902b7-01".to_string()),
+        "[0-9a-f-]{50,60}",
+        any_text(),
+        nasty_string(),
+    ]
+}
+
+proptest! {
+    #![proptest_config(cases(5000))]
+
+    /// Anything a client sends is read or refused, never a panic; what is read has non-zero ids and was
+    /// lowercase hex.
+    #[test]
+    fn traceparent_parsing_never_panics(value in near_traceparent()) {
+        if let Ok(parsed) = TraceParent::parse(&value) {
+            prop_assert!(value.len() >= 55);
+            prop_assert_eq!(&parsed.to_string()[3..], &value[3..55]);
+            prop_assert_ne!(parsed.trace_id.to_bytes(), [0u8; 16]);
+            prop_assert_ne!(parsed.parent_id.to_bytes(), [0u8; 8]);
+            if value.starts_with("00") {
+                prop_assert_eq!(parsed.to_string(), value, "format ∘ parse is the identity on version 00");
+            }
+        }
+    }
+
+    #[test]
+    fn a_written_traceparent_is_read_back(trace_id in any::<[u8; 16]>(), parent_id in any::<[u8; 8]>(), flags in any::<u8>()) {
+        let (Some(trace_id), Some(parent_id)) = (TraceId::from_bytes(trace_id), SpanId::from_bytes(parent_id)) else {
+            return Ok(());
+        };
+        let written = TraceParent { trace_id, parent_id, flags };
+        prop_assert_eq!(TraceParent::parse(&written.to_string()), Ok(written));
+    }
+
+    /// A `tracestate` is passed on whole or not at all, and never longer than the bound.
+    #[test]
+    fn tracestate_is_bounded_and_passed_on_unchanged(fields in vec(prop_oneof![any_text(), "[a-z0-9@=,_ -]{0,80}"], 0..4)) {
+        let refs: Vec<&str> = fields.iter().map(String::as_str).collect();
+        if let Some(kept) = trace::tracestate(refs.iter().copied()) {
+            prop_assert!(kept.len() <= trace::MAX_TRACESTATE_BYTES);
+            prop_assert_eq!(kept, refs.join(","));
+        }
     }
 }
 

@@ -231,8 +231,12 @@ impl AuditLog {
     }
 
     /// Hands an event to the writer; never blocks.
-    pub fn record(&self, event: AuditEvent) {
+    /// Records `event`; inside a request's trace (`trace::within`), with that trace's id unless it has one.
+    pub fn record(&self, mut event: AuditEvent) {
         if let Some(writer) = &self.writer {
+            if event.trace_id.is_none() {
+                event.trace_id = crate::trace::current().map(|span| span.trace_id.to_string());
+            }
             writer.record(event);
         }
     }

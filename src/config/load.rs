@@ -151,6 +151,7 @@ fn validate(config: &Config) -> Vec<ConfigError> {
         problems.add("logging.audit_failure_window_seconds", "must be at least 1 (or set audit_failure_threshold: 0)");
     }
     validate_admin(&config.admin, &mut problems);
+    validate_tracing(&config.tracing, &mut problems);
     problems.0
 }
 
@@ -172,6 +173,32 @@ fn validate_admin(admin: &AdminConfig, problems: &mut Problems) {
             problems.add("admin.token", "must be visible ASCII without spaces (it is sent in a header)")
         }
         Ok(_) => {}
+    }
+}
+
+fn validate_tracing(tracing: &TracingConfig, problems: &mut Problems) {
+    let ratio = tracing.sample_ratio;
+    if !(0.0..=1.0).contains(&ratio) {
+        problems.add("tracing.sample_ratio", format!("{ratio} is not between 0 and 1"));
+    }
+    if let Some(endpoint) = &tracing.otlp_endpoint {
+        let usable =
+            Url::parse(endpoint).is_ok_and(|url| matches!(url.scheme(), "http" | "https") && url.host_str().is_some());
+        if !usable {
+            problems.add(
+                "tracing.otlp_endpoint",
+                format!("`{endpoint}` is not a URL like http://127.0.0.1:4318/v1/traces"),
+            );
+        }
+    }
+    if tracing.service_name.trim().is_empty() {
+        problems.add("tracing.service_name", "must not be empty");
+    }
+    if !(1..=600_000).contains(&tracing.export_delay_ms) {
+        problems.add("tracing.export_delay_ms", "must be 1 to 600000");
+    }
+    if !(1..=120_000).contains(&tracing.export_timeout_ms) {
+        problems.add("tracing.export_timeout_ms", "must be 1 to 120000");
     }
 }
 
@@ -580,6 +607,29 @@ mod tests {
         assert!(check_redirect_uri("http://app.example.com/cb").is_err());
         assert!(check_redirect_uri("https://app.example.com/cb#x").is_err());
         assert!(check_redirect_uri("/relative").is_err());
+    }
+
+    #[test]
+    fn tracing_values_are_checked_key_by_key() {
+        let text = format!(
+            "{MINIMAL}tracing:\n  sample_ratio: 1.5\n  otlp_endpoint: collector:4318\n  service_name: ''\n  \
+             export_delay_ms: 0\n  export_timeout_ms: 0\n"
+        );
+        let errors = load_str_all(&text).unwrap_err();
+        let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "tracing.sample_ratio",
+                "tracing.otlp_endpoint",
+                "tracing.service_name",
+                "tracing.export_delay_ms",
+                "tracing.export_timeout_ms"
+            ]
+        );
+        let fine =
+            format!("{MINIMAL}tracing:\n  sample_ratio: 0\n  otlp_endpoint: https://otel.example:4318/v1/traces\n");
+        assert!(load_str(&fine).is_ok());
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub struct Config {
     pub rate_limits: RateLimitConfig,
     pub logging: LoggingConfig,
     pub admin: AdminConfig,
+    pub tracing: TracingConfig,
 }
 
 /// Listeners, the public identity of the gateway and Pingora's process settings.
@@ -416,7 +417,8 @@ impl Default for CorsConfig {
                 .iter()
                 .map(|m| m.to_string())
                 .collect(),
-            allowed_headers: ["Authorization", "Content-Type", "Accept", "X-Request-Id"]
+            // `traceparent` and `tracestate`: a browser app's W3C trace context reaches IB through the gateway.
+            allowed_headers: ["Authorization", "Content-Type", "Accept", "X-Request-Id", "traceparent", "tracestate"]
                 .iter()
                 .map(|h| h.to_string())
                 .collect(),
@@ -551,3 +553,33 @@ pub struct AdminConfig {
 
 /// The shortest admin token accepted: 32 characters (e.g. `openssl rand -hex 32` gives 64).
 pub const ADMIN_TOKEN_MIN_CHARS: usize = 32;
+/// W3C trace context: every request continues a valid incoming `traceparent` or starts a trace, and IB is sent
+/// the gateway's span as the parent.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// The share of new traces (requests without a valid `traceparent`) marked sampled, 0 to 1. A request that
+    /// continues a trace keeps its caller's decision.
+    pub sample_ratio: f64,
+    /// OTLP/HTTP (protobuf) traces endpoint, e.g. `http://127.0.0.1:4318/v1/traces`, used as written.
+    /// Absent: no span is exported (and none is made).
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+    /// How long spans wait in the batch before they are sent.
+    pub export_delay_ms: u64,
+    /// How long one export may take (a slow collector never holds up a request, only the batch).
+    pub export_timeout_ms: u64,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig {
+            sample_ratio: 1.0,
+            otlp_endpoint: None,
+            service_name: "ib-oauth-gateway".into(),
+            export_delay_ms: 5_000,
+            export_timeout_ms: 10_000,
+        }
+    }
+}

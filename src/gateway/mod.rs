@@ -32,6 +32,9 @@ use crate::limits::{self, Verdict};
 use crate::session::{SessionGrant, SessionId, SessionState};
 use crate::state::{AppState, LiveState};
 use crate::store::now_unix;
+use crate::trace::export::{FinishedSpan, Kind};
+use crate::trace::{self, SpanId, TraceContext};
+use opentelemetry::KeyValue;
 use route::Target;
 use upstream::DnsCache;
 
@@ -73,6 +76,10 @@ pub struct RequestContext {
     upstream_started: Option<Instant>,
     /// IB's answer: its status and how long its header took.
     upstream_answer: Option<(u16, std::time::Duration)>,
+    /// The W3C trace this request continues or starts (set first thing in `request_filter`).
+    trace: Option<TraceContext>,
+    /// The span of the call to IB: the parent id IB is sent.
+    upstream_span: Option<SpanId>,
 }
 
 /// The `route` label of a path (bounded: never the path itself).
@@ -122,6 +129,20 @@ pub fn forwarded_chain(peer: IpAddr, forwarded_for: &[&str], trusted: &[ipnet::I
 /// The client's address for per-IP limits: the first address of [`forwarded_chain`].
 pub fn client_ip(peer: Option<IpAddr>, forwarded_for: &[&str], trusted: &[ipnet::IpNet]) -> Option<IpAddr> {
     peer.map(|peer| forwarded_chain(peer, forwarded_for, trusted)[0])
+}
+
+/// The trace of a request: its `traceparent` continued when it is valid and the only one, else a new trace.
+fn accept_trace(header: &RequestHeader, sample_ratio: f64) -> TraceContext {
+    let mut fields = header.headers.get_all("traceparent").iter();
+    let traceparent = match (fields.next(), fields.next()) {
+        (Some(only), None) => only.to_str().ok(),
+        _ => None,
+    };
+    // Only read when there is a parent to go with it; a field that is not text spoils the whole list.
+    let tracestate = traceparent
+        .and_then(|_| header.headers.get_all("tracestate").iter().map(|v| v.to_str().ok()).collect::<Option<Vec<_>>>())
+        .and_then(trace::tracestate);
+    TraceContext::accept(traceparent, tracestate, sample_ratio)
 }
 
 /// Methods forwarded to IB: those its API uses. Others (TRACE, TRACK, CONNECT, anything invented) are refused
@@ -291,18 +312,23 @@ impl Gateway {
     /// from now on, and the audit log records it once (a concurrent request's 401 finds it ended already).
     async fn end_rejected_session(proxied: &Proxied, ctx: &RequestContext) {
         let tag = proxied.session_id.log_tag();
-        match ctx.state.store.end_session(&proxied.session_id, SessionState::UpstreamRejected).await {
+        let ended = ctx.state.store.end_session(&proxied.session_id, SessionState::UpstreamRejected);
+        let ended = match &ctx.trace {
+            Some(trace) => trace::within(trace.span(), ended).await,
+            None => ended.await,
+        };
+        match ended {
             Ok(ended) => {
                 log::info!("IB rejected the sid of session {tag}; session ended");
                 if ended {
                     let grant = &proxied.grant;
-                    ctx.state.audit.record(
-                        AuditEvent::new(AuditKind::SessionEndedByIb)
-                            .client(&grant.oauth_client_id)
-                            .user(&grant.user.uuid)
-                            .session(&proxied.session_id)
-                            .caused_by(ctx.forwarded_chain.first().copied(), &ctx.request_id),
-                    );
+                    let mut event = AuditEvent::new(AuditKind::SessionEndedByIb)
+                        .client(&grant.oauth_client_id)
+                        .user(&grant.user.uuid)
+                        .session(&proxied.session_id)
+                        .caused_by(ctx.forwarded_chain.first().copied(), &ctx.request_id);
+                    event.trace_id = ctx.trace.as_ref().map(|trace| trace.trace_id.to_string());
+                    ctx.state.audit.record(event);
                 }
             }
             Err(e) => log::error!("could not mark session {tag} as rejected: {e}"),
@@ -338,6 +364,47 @@ impl Gateway {
         }
         let addr = self.dns.resolve(&target.authority, &target.host, target.port).await.map_err(counted)?;
         Ok(Proxied { target, addr, session_id: stored.id, grant: stored.grant, verdict })
+    }
+
+    /// The request's server span and, when it was proxied, the span of its call to IB (whose id IB was sent as
+    /// the parent). Only for sampled traces; names and attributes carry the route class, never the path.
+    fn export_spans(&self, session: &Session, ctx: &RequestContext, status: u16) {
+        let Some(trace) = ctx.trace.as_ref().filter(|trace| trace.sampled) else { return };
+        let now = std::time::SystemTime::now();
+        let method = session.req_header().method.as_str().to_string();
+        if let (Some(span_id), Some(started)) = (ctx.upstream_span, ctx.upstream_started) {
+            let start = now - started.elapsed();
+            let mut span =
+                FinishedSpan::child_with_id(trace.span(), span_id, format!("IB {method}"), Kind::Client, start);
+            if let Some(proxied) = &ctx.proxied {
+                span.attributes.push(KeyValue::new("server.address", proxied.target.host.clone()));
+            }
+            span.attributes.push(KeyValue::new("http.request.method", method.clone()));
+            match ctx.upstream_answer {
+                Some((status, _)) => {
+                    span.attributes.push(KeyValue::new("http.response.status_code", i64::from(status)));
+                    span.failed = status >= 500;
+                }
+                None => span.failed = true,
+            }
+            trace::export::record(span);
+        }
+        trace::export::record(FinishedSpan {
+            name: format!("{method} {}", ctx.route_class).into(),
+            kind: Kind::Server,
+            trace_id: trace.trace_id,
+            span_id: trace.span_id,
+            parent: trace.parent_id.map(|parent| (parent, true)),
+            start: now - ctx.started.elapsed(),
+            end: now,
+            attributes: vec![
+                KeyValue::new("http.request.method", method),
+                KeyValue::new("http.route", ctx.route_class),
+                KeyValue::new("http.response.status_code", i64::from(status)),
+                KeyValue::new("ibgw.request_id", ctx.request_id.clone()),
+            ],
+            failed: status >= 500,
+        });
     }
 }
 
@@ -384,12 +451,17 @@ impl ProxyHttp for Gateway {
             replacement_body: None,
             upstream_started: None,
             upstream_answer: None,
+            trace: None,
+            upstream_span: None,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         let now = now_unix();
         let state = &ctx.state;
+        let trace = accept_trace(session.req_header(), state.config.tracing.sample_ratio);
+        let span = trace.span();
+        ctx.trace = Some(trace);
         ctx.forwarded_chain = Self::chain(state, session);
         ctx.downstream_tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         if let Some(id) = session.req_header().headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
@@ -412,7 +484,7 @@ impl ProxyHttp for Gateway {
             state.cors.preflight(Self::origin(session).as_deref())
         } else if route::is_proxy_path(&path) {
             ctx.route_class = "proxy";
-            match self.authorize_proxy(state, session, now).await {
+            match trace::within(span, self.authorize_proxy(state, session, now)).await {
                 Ok(proxied) => {
                     ctx.proxied = Some(proxied);
                     return Ok(false);
@@ -427,7 +499,7 @@ impl ProxyHttp for Gateway {
         } else if crate::oauth::owns(&path) {
             ctx.route_class = route_label(&path);
             let answer = match state.rate_limits.ip(client_ip, now) {
-                Ok(()) => Self::oauth(session, ctx).await,
+                Ok(()) => trace::within(span, Self::oauth(session, ctx)).await,
                 Err(limited) => Err(limited),
             };
             answer.unwrap_or_else(|error| Self::refuse(&error, ctx))
@@ -462,7 +534,14 @@ impl ProxyHttp for Gateway {
             &ctx.forwarded_chain,
             ctx.downstream_tls,
             &ctx.request_id,
-        )
+        )?;
+        if let Some(trace) = &ctx.trace {
+            // A span of its own for each attempt (Pingora may retry a failed connection).
+            let span = SpanId::random();
+            ctx.upstream_span = Some(span);
+            upstream::propagate_trace(upstream_request, &trace.traceparent(span), trace.tracestate.as_deref())?;
+        }
+        Ok(())
     }
 
     async fn response_filter(
@@ -575,10 +654,14 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
-        ctx.state.metrics.request_finished();
         // 499 (the client closed the request) when the client went away, whatever was written before.
         let client_gone = e.is_some_and(|e| *e.esource() == pingora::ErrorSource::Downstream);
         let status = if client_gone { 499 } else { session.response_written().map_or(0, |r| r.status.as_u16()) };
+        if trace::export::enabled() {
+            // Before the request counts as finished: shutdown exports once nothing is in flight.
+            self.export_spans(session, ctx, status);
+        }
+        ctx.state.metrics.request_finished();
         let metrics = &ctx.state.metrics;
         metrics.http_requests.with_label_values(&[ctx.route_class, &status.to_string()]).inc();
         metrics.http_duration.with_label_values(&[ctx.route_class]).observe(ctx.started.elapsed().as_secs_f64());
@@ -605,6 +688,7 @@ impl ProxyHttp for Gateway {
             bytes_out: session.as_ref().body_bytes_sent(),
             session_tag: ctx.proxied.as_ref().map(|p| p.session_id.log_tag()),
             user_agent,
+            trace_id: ctx.trace.as_ref().map(|trace| trace.trace_id),
         });
     }
 }

@@ -102,6 +102,9 @@ const DROPPED: &[&str] = &[
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
+    // The client's trace context: IB is sent ours instead (`propagate_trace`).
+    "traceparent",
+    "tracestate",
 ];
 
 /// Rewrites the request for IB: the path, `Host`, the session's `sid`, forwarding headers and request id;
@@ -142,6 +145,21 @@ pub fn rewrite_request(
     Ok(())
 }
 
+/// Sends IB the gateway's W3C trace context: `traceparent` naming the gateway's span of this call as the parent,
+/// and the `tracestate` that came with the client's (the client's own `traceparent` is dropped by
+/// [`rewrite_request`]).
+pub fn propagate_trace(
+    request: &mut RequestHeader,
+    traceparent: &crate::trace::TraceParent,
+    tracestate: Option<&str>,
+) -> pingora::Result<()> {
+    request.insert_header("traceparent", traceparent.to_string())?;
+    if let Some(tracestate) = tracestate {
+        request.insert_header("tracestate", tracestate)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +189,8 @@ mod tests {
             ("X-Original-URL", "/admin"),
             ("X-Rewrite-URL", "/admin"),
             ("X-HTTP-Method-Override", "DELETE"),
+            ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            ("tracestate", "congo=t61rcWkgMzE"),
         ] {
             request.append_header(name, value).unwrap();
         }
@@ -184,10 +204,25 @@ mod tests {
         assert_eq!(request.headers.get_all("sid").iter().count(), 1);
         assert_eq!(get("host").as_deref(), Some("lbv3us1.intelligencebank.com"));
         assert_eq!(get("x-forwarded-for").as_deref(), Some("10.1.2.3"), "rebuilt, not appended to");
-        for forged in ["x-real-ip", "x-original-url", "x-rewrite-url", "x-http-method-override"] {
+        for forged in
+            ["x-real-ip", "x-original-url", "x-rewrite-url", "x-http-method-override", "traceparent", "tracestate"]
+        {
             assert_eq!(get(forged), None, "{forged}");
         }
         assert_eq!(get("accept").as_deref(), Some("application/json"));
         assert_eq!(request.raw_path(), b"/api/3.0.0/c/resource.limit(1)?a=%2F");
+    }
+
+    #[test]
+    fn the_trace_context_names_the_gateways_span_as_the_parent() {
+        let mut request = RequestHeader::build("GET", b"/proxy/x/y", None).unwrap();
+        request.append_header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        rewrite_request(&mut request, &target(), "sid", &[], false, "req1").unwrap();
+        let ours = crate::trace::TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-b7ad6b7169203331-01").unwrap();
+        propagate_trace(&mut request, &ours, Some("congo=t61rcWkgMzE")).unwrap();
+        let all =
+            |name: &str| -> Vec<&str> { request.headers.get_all(name).iter().map(|v| v.to_str().unwrap()).collect() };
+        assert_eq!(all("traceparent"), ["00-4bf92f3577b34da6a3ce929d0e0e4736-b7ad6b7169203331-01"]);
+        assert_eq!(all("tracestate"), ["congo=t61rcWkgMzE"]);
     }
 }

@@ -16,6 +16,8 @@ use serde_json::Value;
 use super::platform_url::{PlatformPolicy, PlatformUrl};
 use crate::config::Config;
 use crate::session::{IbSid, IbUser, SessionGrant, LOGIN_TIMEOUT_HOURS};
+use crate::trace::{self, export::FinishedSpan, export::Kind};
+use opentelemetry::KeyValue;
 
 const USER_AGENT: &str = concat!("ib-oauth-gateway/", env!("CARGO_PKG_VERSION"));
 /// Login responses are a few hundred bytes; anything past this is not IB talking.
@@ -188,9 +190,33 @@ impl IbClient {
         }
     }
 
-    /// Sends a request and reads at most [`MAX_RESPONSE_BYTES`] of the answer.
+    /// Sends a request and reads at most [`MAX_RESPONSE_BYTES`] of the answer. Within a request's trace
+    /// (see [`crate::trace::within`]) IB is sent a `traceparent` whose parent is a new span of the gateway's,
+    /// exported when spans are.
     async fn send(&self, request: reqwest::RequestBuilder, platform: &PlatformUrl) -> Result<(u16, Bytes), IbError> {
         let host = platform.host();
+        let Some(parent) = trace::current() else {
+            return self.read(request, host).await;
+        };
+        let span_id = trace::SpanId::random();
+        let request = request.header("traceparent", parent.traceparent(span_id).to_string());
+        if !(parent.sampled && trace::export::enabled()) {
+            return self.read(request, host).await;
+        }
+        let start = std::time::SystemTime::now();
+        let result = self.read(request, host).await;
+        let mut span = FinishedSpan::child_with_id(parent, span_id, "IB browser login", Kind::Client, start);
+        span.attributes.push(KeyValue::new("server.address", host.to_string()));
+        match &result {
+            Ok((status, _)) => span.attributes.push(KeyValue::new("http.response.status_code", i64::from(*status))),
+            Err(_) => span.failed = true,
+        }
+        trace::export::record(span);
+        result
+    }
+
+    /// Sends a request and reads at most [`MAX_RESPONSE_BYTES`] of the answer.
+    async fn read(&self, request: reqwest::RequestBuilder, host: &str) -> Result<(u16, Bytes), IbError> {
         let mut response = request.send().await.map_err(|e| classify(e, host))?;
         let status = response.status().as_u16();
         let mut body = BytesMut::new();

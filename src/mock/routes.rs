@@ -8,6 +8,9 @@
 //! - `POST /_mock/fail?token=T`: the login never completes (its token answers 404 forever).
 //! - `POST /_mock/expire?sid=S`: the session ends; API calls with it get 401.
 //! - `GET /_mock/stats`: connections accepted and requests per endpoint.
+//! - `GET /_mock/trace`: the `traceparent` and `tracestate` the last request to each endpoint carried
+//!   (`{"api": {"traceparent": "00-...", "tracestate": null}, "info": ...}`); the control endpoints are not
+//!   recorded.
 
 use bytes::BytesMut;
 use http_body_util::BodyExt;
@@ -51,10 +54,14 @@ pub(super) async fn handle(request: Request<Incoming>, state: &MockState) -> Res
         "/_mock/fail" => "fail",
         "/_mock/expire" => "expire",
         "/_mock/stats" => "stats",
+        "/_mock/trace" => "trace",
         p if p.starts_with(super::api::API_PREFIX) => "api",
         _ => "not_found",
     };
     state.count_request(endpoint);
+    if matches!(endpoint, "token" | "login_page" | "info" | "api") {
+        state.record_trace(endpoint, request.headers());
+    }
     match (endpoint, &method) {
         ("token", &Method::POST | &Method::GET) => start_login(state),
         ("login_page", &Method::GET) => login_page(&request, state),
@@ -63,6 +70,7 @@ pub(super) async fn handle(request: Request<Incoming>, state: &MockState) -> Res
         ("fail", &Method::POST) => fail(request, state).await,
         ("expire", &Method::POST) => expire(&request, state),
         ("stats", &Method::GET) => json_response(StatusCode::OK, &state.stats()),
+        ("trace", &Method::GET) => json_response(StatusCode::OK, &state.trace_headers()),
         ("api", _) => super::api::handle(request, state).await,
         ("not_found", _) => message(StatusCode::NOT_FOUND, "Not Found"),
         _ => message(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed"),

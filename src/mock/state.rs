@@ -1,4 +1,5 @@
-//! What the mock platform remembers: login tokens, IB sessions and request counters.
+//! What the mock platform remembers: login tokens, IB sessions, request counters and the trace context of the
+//! last request to each endpoint.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -73,8 +74,13 @@ pub(super) struct MockState {
     logins: Mutex<HashMap<String, Login>>,
     sessions: Mutex<HashMap<String, MockSession>>,
     requests: Mutex<BTreeMap<&'static str, u64>>,
+    /// Endpoint → the `traceparent` and `tracestate` of its last request (`None`: the header was absent).
+    trace_headers: Mutex<BTreeMap<&'static str, TraceHeaders>>,
     connections: AtomicU64,
 }
+
+/// `traceparent` and `tracestate` as received (every field of each, joined by `, `).
+type TraceHeaders = (Option<String>, Option<String>);
 
 pub(super) fn now() -> i64 {
     std::time::SystemTime::now()
@@ -94,6 +100,7 @@ impl MockState {
             logins: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
             requests: Mutex::new(BTreeMap::new()),
+            trace_headers: Mutex::new(BTreeMap::new()),
             connections: AtomicU64::new(0),
         }
     }
@@ -104,6 +111,27 @@ impl MockState {
 
     pub fn count_request(&self, endpoint: &'static str) {
         *self.requests.lock().entry(endpoint).or_insert(0) += 1;
+    }
+
+    /// Remembers the trace context a request to `endpoint` carried.
+    pub fn record_trace(&self, endpoint: &'static str, headers: &hyper::HeaderMap) {
+        let joined = |name: &str| {
+            let values: Vec<String> =
+                headers.get_all(name).iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect();
+            (!values.is_empty()).then(|| values.join(", "))
+        };
+        self.trace_headers.lock().insert(endpoint, (joined("traceparent"), joined("tracestate")));
+    }
+
+    /// `{endpoint: {"traceparent": ..., "tracestate": ...}}` of the last request to each endpoint.
+    pub fn trace_headers(&self) -> Value {
+        let endpoints: Map<String, Value> = self
+            .trace_headers
+            .lock()
+            .iter()
+            .map(|(name, (parent, state))| (name.to_string(), json!({ "traceparent": parent, "tracestate": state })))
+            .collect();
+        Value::Object(endpoints)
     }
 
     pub fn stats(&self) -> Value {

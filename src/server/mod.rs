@@ -18,6 +18,34 @@ use crate::keys::SigningKeys;
 use crate::metrics::Metrics;
 use crate::state::{AppState, LiveState};
 use crate::store::{self, SharedStore, TokenStore};
+use crate::trace;
+
+/// Exports the spans still queued when the gateway stops: once the requests in flight have finished (their
+/// spans are recorded before they count as finished), or at the end of the grace period, when Pingora drops
+/// what is left. It waits in a blocking task from the start, because at shutdown Pingora waits for running
+/// blocking tasks (up to `graceful_shutdown_timeout_seconds`) but drops a runtime's futures at once.
+struct FlushSpans {
+    metrics: Arc<Metrics>,
+    grace: std::time::Duration,
+    timeout: std::time::Duration,
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for FlushSpans {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let (metrics, grace, timeout) = (self.metrics.clone(), self.grace, self.timeout);
+        let runtime = tokio::runtime::Handle::current();
+        let flush = tokio::task::spawn_blocking(move || {
+            let _ = runtime.block_on(shutdown.changed());
+            let deadline = std::time::Instant::now() + grace;
+            while metrics.requests_in_flight() > 0 && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            trace::export::shutdown(timeout);
+        });
+        let _ = flush.await;
+    }
+}
 
 /// Checks what the configuration schema cannot: that the signing keys parse as keys of their algorithm.
 /// `check-config` and start-up both run it.
@@ -100,6 +128,7 @@ pub fn run(config: Config, config_path: &str, opt: Opt) -> Result<(), String> {
         StoreBackend::Redis => "redis",
     };
     let metrics = Arc::new(Metrics::new(backend));
+    trace::export::install(&config.tracing);
     let store: Arc<dyn TokenStore> = Arc::new(SharedStore::new(config.clone(), metrics.clone()));
     let (keys, ephemeral) = SigningKeys::from_config(&config.signing).map_err(|e| e.to_string())?;
     if ephemeral {
@@ -138,6 +167,16 @@ pub fn run(config: Config, config_path: &str, opt: Opt) -> Result<(), String> {
         }
     }
     server.add_service(gateway);
+
+    if trace::export::enabled() {
+        let flush = FlushSpans {
+            metrics: metrics.clone(),
+            grace: std::time::Duration::from_secs(config.server.grace_period_seconds),
+            timeout: std::time::Duration::from_millis(config.tracing.export_timeout_ms)
+                .min(std::time::Duration::from_secs(config.server.graceful_shutdown_timeout_seconds)),
+        };
+        server.add_service(pingora::services::background::background_service("trace export", flush));
+    }
 
     let app = admin::AdminApp { reloader: reloader.clone(), auth };
     let mut admin = pingora::services::listening::Service::new("admin".into(), app);

@@ -18,6 +18,8 @@ use std::sync::Arc;
 use crate::config::{Config, StoreBackend};
 use crate::session::{Limits, Session, SessionId, SessionState, SessionStatus};
 use crate::tokens::TokenHash;
+use crate::trace::{self, export::FinishedSpan, export::Kind};
+use opentelemetry::KeyValue;
 
 /// The most sessions [`TokenStore::user_sessions`] returns for one user (an operator's listing, not a scan).
 pub const USER_SESSIONS_LIMIT: usize = 1_000;
@@ -241,14 +243,30 @@ impl SharedStore {
         self.inner.get_or_try_init(|| from_config(&self.config)).await
     }
 
+    /// Runs a store operation, timing it into the metrics and, within a sampled trace whose spans are
+    /// exported, into a span under the request's.
     async fn timed<T>(
         &self,
         operation: &'static str,
         work: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
+        let span = trace::export::enabled()
+            .then(trace::current)
+            .flatten()
+            .filter(|parent| parent.sampled)
+            .map(|parent| (parent, std::time::SystemTime::now()));
         let started = std::time::Instant::now();
         let result = work.await;
-        self.metrics.observe_store(operation, self.backend(), started.elapsed(), result.is_ok());
+        let elapsed = started.elapsed();
+        self.metrics.observe_store(operation, self.backend(), elapsed, result.is_ok());
+        if let Some((parent, start)) = span {
+            let mut span = FinishedSpan::child(parent, format!("store {operation}"), Kind::Client, start);
+            span.end = start + elapsed;
+            span.attributes =
+                vec![KeyValue::new("db.system.name", self.backend()), KeyValue::new("db.operation.name", operation)];
+            span.failed = result.is_err();
+            trace::export::record(span);
+        }
         result
     }
 }

@@ -17,6 +17,12 @@ pub async fn mock_stats(mock: &MockHandle) -> Value {
     control_http().get(mock.url("/_mock/stats")).send().await.expect("stats").json().await.expect("stats JSON")
 }
 
+/// The trace context the last request to each mock endpoint carried:
+/// `{"api": {"traceparent": "00-...", "tracestate": null}, "token": ..., "info": ...}` (see `/_mock/trace`).
+pub async fn mock_trace(mock: &MockHandle) -> Value {
+    control_http().get(mock.url("/_mock/trace")).send().await.expect("trace").json().await.expect("trace JSON")
+}
+
 /// Completes the pending login of the IB login token `token` as the test user, through `client`;
 /// `extra_query` is appended (e.g. `&logintimeoutperiod=1`). Returns the IB session id.
 pub async fn complete_login_with(
