@@ -313,6 +313,12 @@ fn validate_store(store: &StoreConfig, problems: &mut Problems) {
     if redis.connect_timeout_ms == 0 {
         problems.add("store.redis.connect_timeout_ms", "must be positive");
     }
+    if redis.session_cache_max_age_ms == 0 {
+        problems.add(
+            "store.redis.session_cache_max_age_ms",
+            "must be positive (turn the cache off with session_cache_max_entries: 0)",
+        );
+    }
     if redis.command_timeout_ms == 0 {
         problems.add("store.redis.command_timeout_ms", "must be positive");
     }

@@ -156,6 +156,11 @@ pub struct RedisConfig {
     pub key_prefix: String,
     pub connect_timeout_ms: u64,
     pub command_timeout_ms: u64,
+    /// Sessions kept in this instance's memory, exact by Redis' invalidation messages (0: no cache; every
+    /// request reads its session from Redis).
+    pub session_cache_max_entries: usize,
+    /// A cached session is read again from Redis after this long, whatever the invalidation channel says.
+    pub session_cache_max_age_ms: u64,
 }
 
 impl Default for RedisConfig {
@@ -169,6 +174,8 @@ impl Default for RedisConfig {
             key_prefix: "ibgw".into(),
             connect_timeout_ms: 2_000,
             command_timeout_ms: 1_000,
+            session_cache_max_entries: 100_000,
+            session_cache_max_age_ms: 1_000,
         }
     }
 }

@@ -9,6 +9,8 @@
 //! token (rule check, `refresh_count` + 1, old token retired, successor stored), ending a session with all its
 //! tokens, redeeming a code exactly once.
 
+pub mod cache;
+mod invalidation;
 pub mod memory;
 pub mod redis;
 

@@ -12,6 +12,9 @@
 //!   two keys are in different slots and cannot change in one step: a stored session is thus always in its
 //!   user's index, and an id whose session never got stored is skipped when listing and pruned by its score.
 //!
+//! - `P:invalidate` — the pub/sub channel on which every script that changes a session publishes its key, in the
+//!   same atomic step, for the instances' local session caches (`store::cache`, `store::invalidation`).
+//!
 //! Every key has a TTL. Atomic operations are Lua scripts (`src/store/lua/`), sent by SHA and loaded on
 //! `NOSCRIPT`. A lost connection or a restarted server gives [`StoreError::Unavailable`] and the connection
 //! is re-established in the background (ConnectionManager, the cluster client, or a Sentinel re-query).
@@ -24,6 +27,8 @@ use async_trait::async_trait;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use super::cache::SessionCache;
+use super::invalidation;
 use super::*;
 use crate::config::{RedisConfig, RedisMode};
 use crate::session::SessionGrant;
@@ -55,6 +60,11 @@ pub(crate) struct SentinelConnection {
 }
 
 impl SentinelConnection {
+    /// A client for the master as the sentinels name it now (for the invalidation subscription).
+    pub(crate) async fn master_client(&self) -> ::redis::RedisResult<::redis::Client> {
+        self.sentinels.lock().await.async_get_client().await
+    }
+
     async fn master(&self) -> ::redis::RedisResult<ConnectionManager> {
         if let Some(manager) = self.current.lock().clone() {
             return Ok(manager);
@@ -114,6 +124,10 @@ impl ConnectionLike for Connection {
 pub struct RedisStore {
     connection: Connection,
     prefix: String,
+    /// `P:invalidate`.
+    channel: String,
+    /// Hot sessions, exact by the invalidation channel; `None` with `session_cache_max_entries: 0`.
+    cache: Option<Arc<SessionCache>>,
 }
 
 fn unavailable(error: ::redis::RedisError) -> StoreError {
@@ -147,9 +161,11 @@ impl RedisStore {
             .set_response_timeout(Some(response_timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(2));
+        let subscribe_to;
         let connection = match config.mode {
             RedisMode::Standalone => {
                 let url = url_with_credentials(&config.urls[0], config, password)?;
+                subscribe_to = invalidation::Source::Urls(vec![url.clone()]);
                 let client = ::redis::Client::open(url).map_err(unavailable)?;
                 let manager = ConnectionManager::new_with_config(client, manager_config).await.map_err(unavailable)?;
                 Connection::Single(manager)
@@ -160,6 +176,7 @@ impl RedisStore {
                     .iter()
                     .map(|u| url_with_credentials(u, config, password))
                     .collect::<Result<Vec<_>, _>>()?;
+                subscribe_to = invalidation::Source::Urls(urls.clone());
                 let client = ::redis::cluster::ClusterClient::builder(urls)
                     .connection_timeout(connect_timeout)
                     .response_timeout(response_timeout)
@@ -189,10 +206,27 @@ impl RedisStore {
                     manager_config,
                 };
                 sentinel.master().await.map_err(unavailable)?;
-                Connection::Sentinel(Arc::new(sentinel))
+                let sentinel = Arc::new(sentinel);
+                subscribe_to = invalidation::Source::Sentinel(sentinel.clone());
+                Connection::Sentinel(sentinel)
             }
         };
-        let store = RedisStore { connection, prefix: config.key_prefix.clone() };
+        let channel = format!("{}:invalidate", config.key_prefix);
+        let cache = (config.session_cache_max_entries > 0).then(|| {
+            let max_age = Duration::from_millis(config.session_cache_max_age_ms);
+            let cache = Arc::new(SessionCache::new(config.session_cache_max_entries, max_age));
+            // A PING at least twice per max age: a silent partition is noticed before a copy could expire.
+            let ping_every = (max_age / 2).clamp(Duration::from_millis(50), Duration::from_secs(5));
+            tokio::spawn(invalidation::run(
+                subscribe_to,
+                channel.clone(),
+                Arc::downgrade(&cache),
+                response_timeout,
+                ping_every,
+            ));
+            cache
+        });
+        let store = RedisStore { connection, prefix: config.key_prefix.clone(), channel, cache };
         store.ping().await?;
         Ok(store)
     }
@@ -218,6 +252,27 @@ impl RedisStore {
         format!("{}:sessions", self.prefix)
     }
 
+    async fn read_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        let fields: Vec<Vec<u8>> = ::redis::cmd("HMGET")
+            .arg(self.session_key(id))
+            .arg(&["g", "ca", "ex", "rc", "lr", "st"])
+            .query_async(&mut self.connection())
+            .await
+            .map_err(unavailable)?;
+        session_from_fields(id, &fields)
+    }
+
+    fn forget(&self, id: &SessionId) {
+        if let Some(cache) = &self.cache {
+            cache.invalidate(id);
+        }
+    }
+
+    /// Is the local session cache serving (on, and its subscription up)? For tests and the admin listener.
+    pub fn session_cache_live(&self) -> bool {
+        self.cache.as_ref().is_some_and(|cache| cache.is_live())
+    }
+
     fn connection(&self) -> Connection {
         self.connection.clone()
     }
@@ -227,6 +282,8 @@ impl RedisStore {
         let mut connection = self.connection();
         let ended: i64 = invocation.invoke_async(&mut connection).await.map_err(unavailable)?;
         if ended == 1 {
+            // The script published the change for every instance; this one need not wait for its own message.
+            self.forget(id);
             // Best effort: the index only feeds the active-sessions estimate.
             let _: ::redis::RedisResult<()> =
                 ::redis::cmd("ZREM").arg(self.index_key()).arg(id.as_str()).query_async(&mut connection).await;
@@ -322,13 +379,18 @@ impl TokenStore for RedisStore {
     }
 
     async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
-        let fields: Vec<Vec<u8>> = ::redis::cmd("HMGET")
-            .arg(self.session_key(id))
-            .arg(&["g", "ca", "ex", "rc", "lr", "st"])
-            .query_async(&mut self.connection())
-            .await
-            .map_err(unavailable)?;
-        session_from_fields(id, &fields)
+        if let Some(cache) = &self.cache {
+            if let Some(session) = cache.get(id) {
+                return Ok(Some(session));
+            }
+            let ticket = cache.begin_read();
+            let session = self.read_session(id).await?;
+            if let Some(session) = &session {
+                cache.keep(ticket, session);
+            }
+            return Ok(session);
+        }
+        self.read_session(id).await
     }
 
     async fn get_session_metered(
@@ -365,6 +427,7 @@ impl TokenStore for RedisStore {
             .arg(request.limits.max_refresh_count)
             .arg(request.grace_seconds)
             .arg(request.refresh_ttl)
+            .arg(&self.channel)
             .invoke_async(&mut self.connection())
             .await
             .map_err(unavailable)?;
@@ -372,7 +435,7 @@ impl TokenStore for RedisStore {
             session_from_fields(request.session_id, &reply[2..])?
                 .ok_or_else(|| StoreError::Corrupt("rotated session vanished".into()))
         };
-        Ok(match reply.first().map(Vec::as_slice) {
+        let outcome = match reply.first().map(Vec::as_slice) {
             Some(b"rotated") if reply.len() == 8 => RotateOutcome::Rotated(session(&reply)?),
             Some(b"repeated") if reply.len() == 8 => RotateOutcome::Repeated {
                 session: session(&reply)?,
@@ -383,18 +446,22 @@ impl TokenStore for RedisStore {
             Some(b"reuse") => RotateOutcome::ReuseDetected,
             Some(b"invalid") => RotateOutcome::Invalid,
             _ => return Err(StoreError::Corrupt("unexpected rotation reply".into())),
-        })
+        };
+        if matches!(outcome, RotateOutcome::Rotated(_) | RotateOutcome::ReuseDetected) {
+            self.forget(request.session_id);
+        }
+        Ok(outcome)
     }
 
     async fn end_session(&self, id: &SessionId, state: SessionState) -> Result<bool, StoreError> {
         let mut invocation = END_SESSION.key(self.session_key(id));
-        invocation.arg(state.as_str());
+        invocation.arg(state.as_str()).arg(&self.channel);
         self.end_with(id, invocation).await
     }
 
     async fn end_issued_session(&self, id: &SessionId, reserve_seconds: u64) -> Result<bool, StoreError> {
         let mut invocation = END_ISSUED_SESSION.key(self.session_key(id));
-        invocation.arg(reserve_seconds.max(1));
+        invocation.arg(reserve_seconds.max(1)).arg(&self.channel);
         self.end_with(id, invocation).await
     }
 
@@ -405,7 +472,7 @@ impl TokenStore for RedisStore {
         client_id: &str,
     ) -> Result<bool, StoreError> {
         let mut invocation = REVOKE_BY_REFRESH.key(self.session_key(id));
-        invocation.arg(presented.encoded()).arg(client_id);
+        invocation.arg(presented.encoded()).arg(client_id).arg(&self.channel);
         self.end_with(id, invocation).await
     }
 

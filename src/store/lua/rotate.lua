@@ -2,7 +2,9 @@
 -- condition of `rules::refresh_status` (state, then sid_expiry, then the refresh limit).
 -- KEYS[1] session key
 -- ARGV: presented hash, successor hash, sealed successor, client id, now, max refresh count,
---       grace seconds, refresh ttl
+--       grace seconds, refresh ttl, the invalidation channel
+-- Every change is published on the invalidation channel (the session key as the message), in the same step,
+-- so the instances' local session caches drop it (src/store/cache.rs).
 local k = KEYS[1]
 local f = redis.call('HMGET', k, 'cl', 'st', 'ex', 'rc', 'rt', 'rx', 'pt', 'pu', 'pb')
 if not f[1] or f[1] ~= ARGV[4] then
@@ -34,6 +36,7 @@ if ARGV[1] == f[5] then
     'pt', ARGV[1], 'pu', string.format('%d', now + tonumber(ARGV[7])), 'pb', ARGV[3],
     'rt', ARGV[2], 'rx', string.format('%d', refresh_expiry),
     'rc', string.format('%d', count + 1), 'lr', ARGV[5])
+  redis.call('PUBLISH', ARGV[9], k)
   return snapshot('rotated', '')
 end
 
@@ -46,6 +49,7 @@ end
 if redis.call('HEXISTS', k, 'u:' .. ARGV[1]) == 1 then
   redis.call('HSET', k, 'st', 'revoked')
   redis.call('HDEL', k, 'pt', 'pu', 'pb')
+  redis.call('PUBLISH', ARGV[9], k)
   return {'reuse'}
 end
 return {'invalid'}
