@@ -898,6 +898,13 @@ mod redis_suite {
         assert!(store.get_session(&session.id).await.unwrap().is_some());
 
         server.stop();
+        // The local session cache is flushed once its subscription notices the server is gone (at once on a
+        // closed connection); from then on every read goes to the server.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while store.session_cache_live() {
+            assert!(Instant::now() < deadline, "the session cache still serves 5 s after the server went away");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         for attempt in 0..3 {
             match store.get_session(&session.id).await {
                 Err(StoreError::Unavailable(_)) => {}

@@ -11,13 +11,18 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::cache::SessionCache;
-use super::redis::SentinelConnection;
+
+/// The master as Sentinel names it now (the subscription follows failovers).
+#[async_trait::async_trait]
+pub(crate) trait MasterClient: Send + Sync {
+    async fn master_client(&self) -> ::redis::RedisResult<::redis::Client>;
+}
 
 /// Where to subscribe.
 pub(crate) enum Source {
     /// Standalone (one URL) or Cluster seed nodes (tried in turn).
     Urls(Vec<String>),
-    Sentinel(Arc<SentinelConnection>),
+    Sentinel(Arc<dyn MasterClient>),
 }
 
 /// The longest wait between reconnection attempts.

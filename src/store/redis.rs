@@ -59,12 +59,15 @@ pub(crate) struct SentinelConnection {
     manager_config: ConnectionManagerConfig,
 }
 
-impl SentinelConnection {
+#[async_trait]
+impl invalidation::MasterClient for SentinelConnection {
     /// A client for the master as the sentinels name it now (for the invalidation subscription).
-    pub(crate) async fn master_client(&self) -> ::redis::RedisResult<::redis::Client> {
+    async fn master_client(&self) -> ::redis::RedisResult<::redis::Client> {
         self.sentinels.lock().await.async_get_client().await
     }
+}
 
+impl SentinelConnection {
     async fn master(&self) -> ::redis::RedisResult<ConnectionManager> {
         if let Some(manager) = self.current.lock().clone() {
             return Ok(manager);
