@@ -5,8 +5,13 @@
 //! Local backend: pingora-limits counters in this process (N instances admit up to N times the limit).
 //! Redis backend: the per-session count is taken in the same store round trip as the session look-up
 //! (`TokenStore::get_session_metered`), so it is exact across instances.
+//! Approximate backend: counted here ([`SharedCounts`]) and added to the same Redis counters every
+//! `sync_interval_ms` by a background task, which learns the other instances' counts in the same step: no round
+//! trip per request, and an overshoot bounded by what the other instances admit in one interval.
 
+use parking_lot::Mutex;
 use pingora_limits::rate::Rate;
+use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -56,6 +61,58 @@ pub struct RateLimits {
     config: RateLimitConfig,
     sessions: Arc<Rate>,
     ips: Arc<Rate>,
+    shared: Arc<SharedCounts>,
+}
+
+/// One session's count in one window, as this instance knows it.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    /// The deployment's count as of this instance's last sync (its own requests included, up to then).
+    synced: u64,
+    /// This instance's requests since then, not yet added to the store.
+    pending: u64,
+}
+
+/// Per-session counts of the approximate backend: exact for this instance's requests, and the other instances'
+/// as of the last sync. The count a verdict uses is never above the deployment's true count (so no session is
+/// refused early); it is below it by what the others admitted since the last sync.
+#[derive(Debug, Default)]
+pub struct SharedCounts {
+    tallies: Mutex<HashMap<(String, u64), Tally>>,
+}
+
+/// What a sync sends for one session and window: `(session id, window, requests to add)`.
+pub type PendingCount = (String, u64, u64);
+
+impl SharedCounts {
+    /// Counts one request of `session_id` in `window`; the count so far, this one included.
+    pub fn count(&self, session_id: &str, window: u64) -> u64 {
+        let mut tallies = self.tallies.lock();
+        let tally = tallies.entry((session_id.to_string(), window)).or_default();
+        tally.pending += 1;
+        tally.synced + tally.pending
+    }
+
+    /// What to add to the store now: the tallies of `window` with requests since their last sync (a session
+    /// this instance does not serve costs no sync; it learns the others' counts with its next request's sync).
+    /// Tallies of earlier windows are dropped (their counters expire in the store).
+    pub fn to_sync(&self, window: u64) -> Vec<PendingCount> {
+        let mut tallies = self.tallies.lock();
+        tallies.retain(|(_, w), _| *w >= window);
+        tallies
+            .iter()
+            .filter(|(_, tally)| tally.pending > 0)
+            .map(|((id, w), tally)| (id.clone(), *w, tally.pending))
+            .collect()
+    }
+
+    /// A sync added `sent` of a tally's pending requests, and the store's counter is now `total`.
+    pub fn synced(&self, session_id: &str, window: u64, sent: u64, total: u64) {
+        if let Some(tally) = self.tallies.lock().get_mut(&(session_id.to_string(), window)) {
+            tally.pending = tally.pending.saturating_sub(sent);
+            tally.synced = tally.synced.max(total);
+        }
+    }
 }
 
 /// Counts an event for `key` in the clock-aligned window: the key carries the window, and pingora-limits
@@ -73,17 +130,30 @@ impl RateLimits {
             config: config.clone(),
             sessions: Arc::new(Rate::new_with_estimator_config(interval, 4, SESSION_SLOTS)),
             ips: Arc::new(Rate::new_with_estimator_config(interval, 4, SESSION_SLOTS)),
+            shared: Arc::new(SharedCounts::default()),
         }
     }
 
     /// New limits that count on with this one's counters (a live reload: this window's counts stay).
     pub fn reconfigured(&self, config: &RateLimitConfig) -> Self {
-        RateLimits { config: config.clone(), sessions: self.sessions.clone(), ips: self.ips.clone() }
+        RateLimits {
+            config: config.clone(),
+            sessions: self.sessions.clone(),
+            ips: self.ips.clone(),
+            shared: self.shared.clone(),
+        }
     }
 
     /// Is the per-session count taken by the store (exact across instances)?
     pub fn counted_by_store(&self) -> bool {
         self.config.backend == RateLimitBackend::Redis && self.config.per_session_per_minute > 0
+    }
+
+    /// The approximate backend's counts, for the task that syncs them with the store (`None` with another
+    /// backend or no per-session limit).
+    pub fn shared_counts(&self) -> Option<Arc<SharedCounts>> {
+        (self.config.backend == RateLimitBackend::Approximate && self.config.per_session_per_minute > 0)
+            .then(|| self.shared.clone())
     }
 
     /// The per-session verdict. `store_count` is the store's count for this window when
@@ -94,9 +164,10 @@ impl RateLimits {
             return Ok(None);
         }
         let (window, reset) = window(now);
-        let count = match store_count {
-            Some(count) => count,
-            None => count(&self.sessions, &(session_id, window)),
+        let count = match (store_count, self.config.backend) {
+            (Some(count), _) => count,
+            (None, RateLimitBackend::Approximate) => self.shared.count(session_id, window),
+            (None, _) => count(&self.sessions, &(session_id, window)),
         };
         Verdict::of(LimitScope::Session, limit, count, reset).map(Some)
     }
@@ -178,6 +249,35 @@ mod tests {
         let raised =
             lowered.reconfigured(&RateLimitConfig { per_session_per_minute: 10, ..RateLimitConfig::default() });
         assert_eq!(raised.session("s", None, now).unwrap().unwrap().remaining, 6);
+    }
+
+    #[test]
+    fn approximate_counts_add_the_others_as_of_the_last_sync_and_never_lose_a_request() {
+        let config = RateLimitConfig {
+            backend: RateLimitBackend::Approximate,
+            per_session_per_minute: 5,
+            ..RateLimitConfig::default()
+        };
+        let limits = RateLimits::new(&config);
+        let shared = limits.shared_counts().expect("approximate");
+        let now = 1_000_000_020;
+        let (window, _) = window(now);
+        assert_eq!(limits.session("s", None, now).unwrap().unwrap().remaining, 4);
+        assert_eq!(limits.session("s", None, now).unwrap().unwrap().remaining, 3);
+        // The sync sends the 2 pending; meanwhile a third request arrives; the store says 4 (others sent 2).
+        assert_eq!(shared.to_sync(window), vec![("s".to_string(), window, 2)]);
+        assert_eq!(limits.session("s", None, now).unwrap().unwrap().remaining, 2, "local count before the sync");
+        shared.synced("s", window, 2, 4);
+        assert_eq!(shared.to_sync(window), vec![("s".to_string(), window, 1)], "the third is still pending");
+        // 4 known + 1 pending + this one = 6 > 5.
+        assert!(limits.session("s", None, now).is_err());
+        shared.synced("s", window, 2, 9);
+        assert!(shared.to_sync(window).is_empty(), "nothing pending: no sync");
+        // An old window's tally is dropped at the next sync.
+        assert!(shared.to_sync(window + 1).is_empty());
+        assert_eq!(limits.session("s", None, now + 60).unwrap().unwrap().remaining, 4, "a new window");
+        // Local and exact backends have none.
+        assert!(RateLimits::new(&RateLimitConfig::default()).shared_counts().is_none());
     }
 
     #[test]

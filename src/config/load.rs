@@ -141,8 +141,13 @@ fn validate(config: &Config) -> Vec<ConfigError> {
     validate_upstream(&config.upstream, &mut problems);
     validate_oauth(&config.oauth, &mut problems);
     validate_cors(&config.cors, &mut problems);
-    if config.rate_limits.backend == RateLimitBackend::Redis && config.store.backend != StoreBackend::Redis {
-        problems.add("rate_limits.backend", "`redis` needs store.backend: redis");
+    let shared_limits = matches!(config.rate_limits.backend, RateLimitBackend::Redis | RateLimitBackend::Approximate);
+    if shared_limits && config.store.backend != StoreBackend::Redis {
+        let backend = if config.rate_limits.backend == RateLimitBackend::Redis { "redis" } else { "approximate" };
+        problems.add("rate_limits.backend", format!("`{backend}` needs store.backend: redis"));
+    }
+    if !(10..=10_000).contains(&config.rate_limits.sync_interval_ms) {
+        problems.add("rate_limits.sync_interval_ms", "must be 10 to 10000");
     }
     if config.logging.level.trim().is_empty() {
         problems.add("logging.level", "must not be empty");

@@ -454,6 +454,9 @@ pub enum RateLimitBackend {
     Local,
     /// Exact across instances, counted in the Redis store.
     Redis,
+    /// Counted in this instance and shared through Redis every `sync_interval_ms`: no round trip per request,
+    /// a bounded overshoot across instances (docs/operations.md).
+    Approximate,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -464,11 +467,18 @@ pub struct RateLimitConfig {
     pub per_session_per_minute: u32,
     /// For requests without a valid session (OAuth endpoints, refused tokens); 0 disables.
     pub per_ip_per_minute: u32,
+    /// `approximate` backend: how often this instance adds its counts to Redis and learns the others'.
+    pub sync_interval_ms: u64,
 }
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
-        RateLimitConfig { backend: RateLimitBackend::Local, per_session_per_minute: 600, per_ip_per_minute: 300 }
+        RateLimitConfig {
+            backend: RateLimitBackend::Local,
+            per_session_per_minute: 600,
+            per_ip_per_minute: 300,
+            sync_interval_ms: 100,
+        }
     }
 }
 

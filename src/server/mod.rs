@@ -5,6 +5,7 @@
 //! reloads the configuration file (see [`reload`]).
 
 pub mod admin;
+pub mod limit_sync;
 pub mod reload;
 pub mod sessions;
 
@@ -155,7 +156,7 @@ pub fn run(config: Config, config_path: &str, opt: Opt) -> Result<(), String> {
     server.bootstrap();
 
     let mut gateway =
-        pingora::proxy::http_proxy_service_with_name(&server.configuration, Gateway::new(live), "gateway");
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, Gateway::new(live.clone()), "gateway");
     for addr in &config.server.listen {
         gateway.add_tcp(addr);
     }
@@ -183,6 +184,10 @@ pub fn run(config: Config, config_path: &str, opt: Opt) -> Result<(), String> {
     admin.add_tcp(&config.server.admin_listen);
     server.add_service(admin);
     server.add_service(background_service("config reload", reload::HangupListener { reloader }));
+    if let Some(counts) = live.load().rate_limits.shared_counts() {
+        let every = std::time::Duration::from_millis(config.rate_limits.sync_interval_ms);
+        server.add_service(background_service("rate-limit sync", limit_sync::LimitSync { live, counts, every }));
+    }
 
     log::info!(
         "ib-oauth-gateway {} listening on {:?}, admin on {}, store {:?}",

@@ -316,6 +316,20 @@ impl TokenStore for MemoryStore {
         Ok((Some(session), count))
     }
 
+    async fn add_to_meter(
+        &self,
+        id: &SessionId,
+        window: u64,
+        add: u64,
+        window_seconds: u64,
+    ) -> Result<u64, StoreError> {
+        let key = (id.clone(), window);
+        let mut meters = self.meters.write();
+        let count = meters.get(&key).copied().unwrap_or(0) + add;
+        meters.insert(key, count, window_seconds)?;
+        Ok(count)
+    }
+
     async fn rotate_refresh(&self, request: &RotateRequest<'_>) -> Result<RotateOutcome, StoreError> {
         let mut sessions = self.sessions.write();
         let Some(entry) = sessions.get_mut(request.session_id) else {

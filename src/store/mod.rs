@@ -142,6 +142,12 @@ pub trait TokenStore: Send + Sync {
         window_seconds: u64,
     ) -> Result<(Option<Session>, u64), StoreError>;
 
+    /// Adds `add` requests (0: none, only read) to the session's count in rate-limit window `window` — the
+    /// counter [`Self::get_session_metered`] increments — and returns the count. The approximate rate-limit
+    /// backend's sync.
+    async fn add_to_meter(&self, id: &SessionId, window: u64, add: u64, window_seconds: u64)
+        -> Result<u64, StoreError>;
+
     /// Rotates a refresh token atomically; see [`RotateOutcome`].
     async fn rotate_refresh(&self, request: &RotateRequest<'_>) -> Result<RotateOutcome, StoreError>;
 
@@ -309,6 +315,17 @@ impl TokenStore for SharedStore {
             self.get().await?.get_session_metered(id, window, window_seconds).await
         })
         .await
+    }
+
+    async fn add_to_meter(
+        &self,
+        id: &SessionId,
+        window: u64,
+        add: u64,
+        window_seconds: u64,
+    ) -> Result<u64, StoreError> {
+        self.timed("add_to_meter", async { self.get().await?.add_to_meter(id, window, add, window_seconds).await })
+            .await
     }
 
     async fn rotate_refresh(&self, request: &RotateRequest<'_>) -> Result<RotateOutcome, StoreError> {

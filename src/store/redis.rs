@@ -41,6 +41,7 @@ static REVOKE_BY_REFRESH: LazyLock<Script> = LazyLock::new(|| Script::new(includ
 static GET_SESSION_METERED: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/get_session_metered.lua")));
 static INDEX_USER_SESSION: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/index_user_session.lua")));
+static ADD_TO_METER: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/add_to_meter.lua")));
 static REDEEM_CODE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/redeem_code.lua")));
 
 /// One connection type for the three deployment modes; cheap to clone.
@@ -238,6 +239,11 @@ impl RedisStore {
         format!("{}:s:{{{}}}", self.prefix, id.as_str())
     }
 
+    /// A session's request counter in one rate-limit window, in the session's slot.
+    fn meter_key(&self, id: &SessionId, window: u64) -> String {
+        format!("{}:rl:{{{}}}:{window}", self.prefix, id.as_str())
+    }
+
     fn code_key(&self, code: &TokenHash) -> String {
         format!("{}:c:{}", self.prefix, code.encoded())
     }
@@ -403,7 +409,7 @@ impl TokenStore for RedisStore {
         window_seconds: u64,
     ) -> Result<(Option<Session>, u64), StoreError> {
         // The counter shares the session's hash tag, so both keys are in one slot and one script.
-        let meter = format!("{}:rl:{{{}}}:{window}", self.prefix, id.as_str());
+        let meter = self.meter_key(id, window);
         let reply: Vec<Vec<u8>> = GET_SESSION_METERED
             .key(self.session_key(id))
             .key(meter)
@@ -417,6 +423,22 @@ impl TokenStore for RedisStore {
             .and_then(|c| c.parse().ok())
             .ok_or_else(|| StoreError::Corrupt("meter count".into()))?;
         Ok((session_from_fields(id, reply.get(1..).unwrap_or_default())?, count))
+    }
+
+    async fn add_to_meter(
+        &self,
+        id: &SessionId,
+        window: u64,
+        add: u64,
+        window_seconds: u64,
+    ) -> Result<u64, StoreError> {
+        ADD_TO_METER
+            .key(self.meter_key(id, window))
+            .arg(add)
+            .arg(window_seconds)
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(unavailable)
     }
 
     async fn rotate_refresh(&self, request: &RotateRequest<'_>) -> Result<RotateOutcome, StoreError> {

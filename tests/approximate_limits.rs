@@ -1,0 +1,82 @@
+//! The approximate rate-limit backend across two real gateway processes sharing one Redis: each instance counts
+//! locally and syncs with Redis every `sync_interval_ms`, so a session's limit holds across instances up to
+//! what the other instances admit in one interval, and no request costs a Redis round trip.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const LIMIT: u32 = 20;
+
+async fn status(gateway: &GatewayProcess, tokens: &Value) -> u16 {
+    let response = http()
+        .get(gateway.url("/api/v3/resource"))
+        .bearer_auth(tokens["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    response.status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_instance_learns_the_others_counts_within_a_sync_interval() {
+    let redis = RedisServer::start();
+    let keys = tempfile::tempdir().unwrap();
+    let shared = shared_redis_yaml(&redis.url(), keys.path(), "approximate")
+        + &format!("  per_session_per_minute: {LIMIT}\n  sync_interval_ms: 100\n");
+    let first = GatewayProcess::start_with(&shared, Some("https://gateway.example.com"));
+    let second = GatewayProcess::start_with(&shared, Some("https://gateway.example.com"));
+    let mock = start_mock(ib_oauth_gateway::mock::MockSettings::default()).await;
+    let tokens = tokens_for(&first, &mock, "").await;
+    // All of this in one clock minute (the windows are aligned to it).
+    let now = ib_oauth_gateway::store::now_unix();
+    if 60 - now % 60 < 20 {
+        tokio::time::sleep(Duration::from_secs(60 - now % 60)).await;
+    }
+
+    // Warm the second instance's cache of the session (one request), then count there from the same window.
+    assert_eq!(status(&second, &tokens).await, 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    redis.cli(&["CONFIG", "RESETSTAT"]);
+
+    // The first instance admits the rest of the limit by itself, exactly: it counts locally.
+    let mut admitted_first = 0;
+    for _ in 0..LIMIT {
+        if status(&first, &tokens).await == 200 {
+            admitted_first += 1;
+        }
+    }
+    assert!(
+        admitted_first == LIMIT - 1 || admitted_first == LIMIT,
+        "the first instance admitted {admitted_first}: it knows the second's request only after a sync"
+    );
+    // The second instance last synced before all that. Its next request may still be admitted (what an
+    // instance admits within one sync interval is the documented overshoot); it syncs, and refuses from then on.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let overshoot = u32::from(status(&second, &tokens).await == 200);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(status(&second, &tokens).await, 429, "the second instance learned the first's count");
+    assert_eq!(status(&first, &tokens).await, 429);
+    let admitted = 1 + admitted_first + overshoot;
+    assert!((LIMIT..=LIMIT + 1).contains(&admitted), "admitted {admitted} of a limit of {LIMIT}");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let total: u64 = {
+        let keys = redis.cli(&["KEYS", "*:rl:*"]);
+        let key = keys.lines().next().expect("a counter in Redis").trim().to_string();
+        redis.cli(&["GET", &key]).trim().parse().unwrap()
+    };
+    assert_eq!(total, 1 + u64::from(LIMIT) + 3, "every request reached the shared counter, refused ones too");
+
+    // No request went to Redis: the counts travel by sync (INCRBY inside EVALSHA), the session by the cache.
+    let stats = redis.cli(&["INFO", "commandstats"]);
+    assert!(!stats.contains("cmdstat_hmget"), "{stats}");
+    let evalsha = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse::<u64>().unwrap());
+    assert!(evalsha < u64::from(LIMIT), "{evalsha} syncs for {} requests: not one per request", LIMIT + 3);
+}
