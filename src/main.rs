@@ -12,6 +12,13 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// mimalloc serves every allocation (unless built with the `system-allocator` feature): the proxy path allocates
+/// per request, and `benches/allocators.sh` measured 1.25x the throughput of glibc's malloc (0.77 against 0.62
+/// of the pass-through's), at a higher resident set under load (67 MiB against 46 MiB).
+#[cfg(not(feature = "system-allocator"))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Where the configuration is when no file is named: `$IBGW_CONFIG`, else this.
 const DEFAULT_CONFIG: &str = "conf/gateway.yaml";
 
