@@ -26,12 +26,7 @@ async fn admin(gateway: &GatewayProcess, method: reqwest::Method, path: &str) ->
 }
 
 async fn proxied(gateway: &GatewayProcess, tokens: &Value) -> (StatusCode, Value) {
-    let response = http()
-        .get(gateway.url("/api/v3/resource"))
-        .bearer_auth(tokens["access_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let response = get_resource_with(gateway, tokens["access_token"].as_str().unwrap()).await;
     let status = response.status();
     (status, response.json().await.unwrap_or(Value::Null))
 }

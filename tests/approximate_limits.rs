@@ -12,13 +12,7 @@ use serde_json::Value;
 const LIMIT: u32 = 20;
 
 async fn status(gateway: &GatewayProcess, tokens: &Value) -> u16 {
-    let response = http()
-        .get(gateway.url("/api/v3/resource"))
-        .bearer_auth(tokens["access_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
-    response.status().as_u16()
+    get_resource_with(gateway, tokens["access_token"].as_str().unwrap()).await.status().as_u16()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -14,7 +14,7 @@ fn access(tokens: &Value) -> String {
 
 /// `GET /api/v3/resource` through `gateway` with the access token of `tokens`.
 async fn get_resource(gateway: &GatewayProcess, tokens: &Value) -> reqwest::Response {
-    http().get(gateway.url("/api/v3/resource")).bearer_auth(access(tokens)).send().await.unwrap()
+    get_resource_with(gateway, &access(tokens)).await
 }
 
 /// The authority of the mock as `/proxy/{host}` wants it.

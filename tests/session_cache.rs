@@ -39,8 +39,7 @@ fn cluster(keys: &std::path::Path) -> String {
 }
 
 async fn proxied(gateway: &GatewayProcess, access_token: &str) -> u16 {
-    let response = http().get(gateway.url("/api/v3/resource")).bearer_auth(access_token).send().await.unwrap();
-    response.status().as_u16()
+    get_resource_with(gateway, access_token).await.status().as_u16()
 }
 
 /// Polls the second instance until it refuses the token; how long that took after the change.

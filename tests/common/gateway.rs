@@ -241,3 +241,8 @@ pub fn shared_redis_yaml(redis_url: &str, key_dir: &Path, rate_limit_backend: &s
         key.display()
     )
 }
+
+/// `GET /api/v3/resource` through `gateway` with `access_token` (the mock answers it for a live session).
+pub async fn get_resource_with(gateway: &GatewayProcess, access_token: &str) -> reqwest::Response {
+    super::http::http().get(gateway.url("/api/v3/resource")).bearer_auth(access_token).send().await.unwrap()
+}
