@@ -53,8 +53,25 @@ BUILT_AT=$SECONDS
 umask 077
 TMP=$(mktemp -d)
 PIDS=()
+PINGORA_PIDS=()
 cleanup() {
-    for pid in ${PIDS[@]+"${PIDS[@]}"}; do kill "$pid" 2>/dev/null || true; done
+    # Pingora servers stop at once on SIGINT (SIGTERM would wait out a graceful shutdown of minutes); the
+    # others on SIGTERM. Whatever is still there after 10 s is killed.
+    local pid _
+    for pid in ${PINGORA_PIDS[@]+"${PINGORA_PIDS[@]}"}; do kill -INT "$pid" 2>/dev/null || true; done
+    for pid in ${PIDS[@]+"${PIDS[@]}"}; do kill -TERM "$pid" 2>/dev/null || true; done
+    for _ in $(seq 1 100); do
+        pid=""
+        for pid in ${PINGORA_PIDS[@]+"${PINGORA_PIDS[@]}"} ${PIDS[@]+"${PIDS[@]}"}; do
+            _ibgw_pid_alive "$pid" && break
+            pid=""
+        done
+        [[ -z $pid ]] && break
+        sleep 0.1
+    done
+    for pid in ${PINGORA_PIDS[@]+"${PINGORA_PIDS[@]}"} ${PIDS[@]+"${PIDS[@]}"}; do
+        kill -KILL "$pid" 2>/dev/null || true
+    done
     wait 2>/dev/null || true
     redis_stop_all "$TMP/redis"
     rm -rf "$TMP"
@@ -181,12 +198,12 @@ for name in "${GATEWAYS[@]}"; do
     GW_BUILT[$name]=1
     "$BIN" --config "$TMP/gw-$name.yaml" >/dev/null 2>"$TMP/gw-$name.log" &
     GW_PID[$name]=$!
-    PIDS+=($!)
+    PINGORA_PIDS+=($!)
 done
 
 PT=$(free_port)
 "$PASSTHROUGH" "127.0.0.1:$PT" "127.0.0.1:$MOCK" "$THREADS" 2>"$TMP/passthrough.log" &
-PIDS+=($!)
+PINGORA_PIDS+=($!)
 
 # nginx: workers equal to the gateway's threads, keepalive to the upstream, its access log on (buffered, as the
 # gateway's is written off the request path). Its own prefix, pid and logs; in the foreground (daemon off). Run
@@ -307,10 +324,15 @@ for name in redis_exact redis_approx redis_local; do
     row="c_$name"
     ROWS+=("$row")
     ROW_URL[$row]="http://127.0.0.1:${GW_PORT[$name]}/api/v3/resource"
-    ROW_HEADER[$row]=lua
+    ROW_HEADER[$row]="lua:$TMP/sessions.tokens"
     ROW_LABEL[$row]="(c) gateway, ${GW_LABEL[$name]}, $SESSIONS sessions at random"
 done
-row_gateway() { local n=${1#?_}; [[ $1 == nginx || $1 == passthrough ]] && return 1; echo "$n"; }
+# The control of (c): the same wrk script (a Lua request() costs wrk more than a fixed request) with 1 token.
+ROWS+=(c1_redis_local)
+ROW_URL[c1_redis_local]="http://127.0.0.1:${GW_PORT[redis_local]}/api/v3/resource"
+ROW_HEADER[c1_redis_local]="lua:$TMP/redis.token"
+ROW_LABEL[c1_redis_local]="(c) control: gateway, ${GW_LABEL[redis_local]}, 1 session through the same wrk script"
+row_gateway() { [[ $1 == nginx || $1 == passthrough ]] && return 1; echo "${1#*_}"; }
 
 to_ms() {
     awk -v v="$1" 'BEGIN {
@@ -323,8 +345,8 @@ to_ms() {
 run() { # ROW: one wrk round; appends req/s, p99 (ms) and failed responses to the row's lists
     local row=$1 out rps p50 p99 bad
     local -a args=(-t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency)
-    if [[ ${ROW_HEADER[$row]} == lua ]]; then
-        args+=(-s benches/random_token.lua "${ROW_URL[$row]}" -- "$TMP/sessions.tokens")
+    if [[ ${ROW_HEADER[$row]} == lua:* ]]; then
+        args+=(-s benches/random_token.lua "${ROW_URL[$row]}" -- "${ROW_HEADER[$row]#lua:}")
     else
         args+=(-H "${ROW_HEADER[$row]}" "${ROW_URL[$row]}")
     fi
@@ -503,6 +525,8 @@ report() {
         c_ratio=$(ratio "${M_RPS[c_$name]}" "${M_RPS[b_$name]}")
         echo "| (c) $SESSIONS sessions within 10% of 1 session, ${GW_LABEL[$name]} | ${c_ratio}× of (b) | $(verdict "$c_ratio >= 0.90") |"
     done
+    c_ratio=$(ratio "${M_RPS[c_redis_local]}" "${M_RPS[c1_redis_local]}")
+    echo "| (c) $SESSIONS sessions within 10% of 1 session, both through the wrk script, ${GW_LABEL[redis_local]} | ${c_ratio}× of the control | $(verdict "$c_ratio >= 0.90") |"
     echo "| (c) memory store throughput at $SESSIONS sessions within 10% of (a) | not measured (see above) | not measured |"
     local store_est
     store_est=$(awk -v i="$IDLE_RSS" -v g="${MEM_STORE_GROWTH:-0}" 'BEGIN { printf "%.1f", (i + g) / 1024 }')
