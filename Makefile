@@ -1,4 +1,4 @@
-.PHONY: run demo test bench
+.PHONY: run demo test bench bench-store
 
 run:
 	./scripts/run.sh
@@ -9,5 +9,10 @@ demo:
 test:
 	./scripts/test.sh
 
+# The whole-gateway load benchmark of issue 8 (under 10 minutes once built): writes benches/results/latest.md.
 bench:
+	./benches/load.sh
+
+# The criterion benches of the store (memory; Redis with IBGW_BENCH_REDIS_URL).
+bench-store:
 	cargo bench --bench store

@@ -1,70 +1,146 @@
 #!/usr/bin/env bash
-# Whole-gateway load test: ib-oauth-gateway (bearer check, session look-up, host binding, header rewrite)
-# against a plain Pingora pass-through built from the same tree (examples/passthrough.rs), both in front of
-# the same mock IntelligenceBank upstream, measured with wrk in one run, alternating, so the ratio is fair.
+# Whole-gateway load test (issue 8, "Benchmark"): ib-oauth-gateway next to two references, nginx `proxy_pass`
+# with upstream keepalive and a plain Pingora pass-through built from the same tree (examples/passthrough.rs),
+# all in front of the same upstream (the mock IntelligenceBank platform, `ib-oauth-gateway mock-platform`),
+# measured with wrk in one run, in alternating rounds, so the ratios are fair. Scenarios:
+#   (a) memory store;
+#   (b) Redis store (a private redis-server): rate limits exact in Redis, approximate (when built), local with
+#       the session cache, and local without the session cache (a Redis round trip per request);
+#   (c) N live sessions (default 100,000) written by examples/session_loader.rs, requests spread at random
+#       (benches/random_token.lua); gateway RSS with them; the memory store's cost per session;
+#   (d) refresh grants per second on Redis (examples/refresh_load.rs: concurrent refresh chains);
+#   (e) a 1 GiB body streamed down and up through the gateway, its RSS before and at peak.
+# Writes the Markdown table to benches/results/latest.md (and prints it).
 #
-# Usage: ./benches/load.sh [SECONDS_PER_ROUND] [CONNECTIONS]     (defaults: 10 s, 32 connections)
-# Needs: the Rust toolchain; installs cmake (build) and wrk (load generator) with apt-get when root.
-# Everything listens on 127.0.0.1 only and stops when the script ends.
+# Usage: ./benches/load.sh [SECONDS_PER_ROUND] [CONNECTIONS]     (defaults: 5 s, 32 connections)
+# Environment: IBGW_BENCH_THREADS (server.threads of the gateway, the pass-through's threads and nginx's
+#   worker_processes; default 2), IBGW_BENCH_SESSIONS (scenario c; default 100000), IBGW_BENCH_ROUNDS
+#   (default 3), IBGW_BENCH_CHAINS (scenario d; default 32), IBGW_BENCH_RESULTS (output file).
+# Needs: the Rust toolchain; installs cmake & co. (build), wrk, nginx and redis-server with apt-get when root,
+# else names the command to run. Everything listens on 127.0.0.1 only and stops when the script ends.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 
-DURATION=${1:-10}
+DURATION=${1:-5}
 CONNECTIONS=${2:-32}
-ROUNDS=3
+THREADS=${IBGW_BENCH_THREADS:-2}
+SESSIONS=${IBGW_BENCH_SESSIONS:-100000}
+ROUNDS=${IBGW_BENCH_ROUNDS:-3}
+CHAINS=${IBGW_BENCH_CHAINS:-32}
+RESULTS=${IBGW_BENCH_RESULTS:-benches/results/latest.md}
+COMMAND="./benches/load.sh $DURATION $CONNECTIONS (threads $THREADS, sessions $SESSIONS, rounds $ROUNDS, refresh chains $CHAINS)"
+GIB=1073741824
+STARTED_AT=$SECONDS
 
+# nginx lives in /usr/sbin, which a non-root PATH may lack.
+export PATH="$PATH:/usr/sbin:/sbin"
 ensure_build_deps
-if ! command -v wrk >/dev/null 2>&1; then
-    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
-    else
-        echo "error: wrk is missing: run: sudo apt-get install -y wrk" >&2
-        exit 1
-    fi
-fi
+ensure_redis
+_ibgw_require "wrk" wrk
+_ibgw_require "nginx" nginx
 
-cargo build --release --locked --bin ib-oauth-gateway --example passthrough
+cargo build --release --locked --bin ib-oauth-gateway \
+    --example passthrough --example session_loader --example refresh_load
 BIN=target/release/ib-oauth-gateway
 PASSTHROUGH=target/release/examples/passthrough
+LOADER=target/release/examples/session_loader
+REFRESH_LOAD=target/release/examples/refresh_load
+BUILT_AT=$SECONDS
 
+# Tokens, keys and the client secret stay in this directory (mode 0700), never on the terminal.
+umask 077
 TMP=$(mktemp -d)
 PIDS=()
+PINGORA_PIDS=()
 cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    # Pingora servers stop at once on SIGINT (SIGTERM would wait out a graceful shutdown of minutes); the
+    # others on SIGTERM. Whatever is still there after 10 s is killed.
+    local pid _
+    for pid in ${PINGORA_PIDS[@]+"${PINGORA_PIDS[@]}"}; do kill -INT "$pid" 2>/dev/null || true; done
+    for pid in ${PIDS[@]+"${PIDS[@]}"}; do kill -TERM "$pid" 2>/dev/null || true; done
+    for _ in $(seq 1 100); do
+        pid=""
+        for pid in ${PINGORA_PIDS[@]+"${PINGORA_PIDS[@]}"} ${PIDS[@]+"${PIDS[@]}"}; do
+            _ibgw_pid_alive "$pid" && break
+            pid=""
+        done
+        [[ -z $pid ]] && break
+        sleep 0.1
+    done
+    for pid in ${PINGORA_PIDS[@]+"${PINGORA_PIDS[@]}"} ${PIDS[@]+"${PIDS[@]}"}; do
+        kill -KILL "$pid" 2>/dev/null || true
+    done
     wait 2>/dev/null || true
+    redis_stop_all "$TMP/redis"
     rm -rf "$TMP"
 }
 trap cleanup EXIT
 
-MOCK=$(free_port)
-GW=$(free_port)
-ADMIN=$(free_port)
-PT=$(free_port)
+log() { printf '%s\n' "$*" >&2; }
 
 wait_port() {
     for _ in $(seq 1 200); do
         (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
         sleep 0.05
     done
-    echo "error: nothing listens on port $1" >&2
+    log "error: nothing listens on port $1"
     exit 1
 }
 
-"$BIN" mock-platform --listen "127.0.0.1:$MOCK" >/dev/null &
+rss_kib() { # PID -> VmRSS in KiB (no fork: the sampler below calls it every 20 ms)
+    local key value _
+    while read -r key value _; do
+        if [[ $key == VmRSS: ]]; then
+            echo "$value"
+            return
+        fi
+    done <"/proc/$1/status"
+}
+
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+
+# How busy the machine is, over 2 s (top's second frame): "idle N% (busiest: COMMAND CPU%, ...)".
+machine_sample() {
+    top -b -n 2 -d 2 -w 200 | awk '
+        /^top -/ { frame++ }
+        frame == 2 && /^%Cpu/ { for (i = 1; i <= NF; i++) if ($i ~ /^id,?$/) idle = $(i - 1) }
+        frame == 2 && header && $9 + 0 >= 5 && shown < 4 { busy = busy sep $12 " " $9 "%"; sep = ", "; shown++ }
+        frame == 2 && $1 == "PID" { header = 1 }
+        END { printf "idle %s%% (processes at 5%% CPU or more: %s)", idle, (busy == "" ? "none" : busy) }'
+}
+
+MOCK=$(free_port)
+"$BIN" mock-platform --listen "127.0.0.1:$MOCK" >/dev/null 2>"$TMP/mock.log" &
 PIDS+=($!)
-SECRET="load-test-secret-0123456789abcdef"
-cat >"$TMP/gateway.yaml" <<YAML
+
+# The signing key all gateways share, so that the loader's tokens verify everywhere.
+"$BIN" keygen --out "$TMP/keys" --kid bench >/dev/null
+
+REDIS_URL=$(redis_start_standalone "$TMP/redis")
+SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+PUBLIC_URL="http://127.0.0.1:$(free_port)"
+# The rate limits are on (production), but far above what the load reaches.
+HIGH=1000000000
+
+# gateway_config NAME PORT ADMIN STORE_YAML RATE_LIMIT_BACKEND -> writes $TMP/gw-NAME.yaml
+gateway_config() {
+    cat >"$TMP/gw-$1.yaml" <<YAML
 server:
-  listen: ['127.0.0.1:$GW']
-  admin_listen: '127.0.0.1:$ADMIN'
-  public_url: http://127.0.0.1:$GW
-  threads: 2
-  upgrade_sock: $TMP/upgrade.sock
-  pid_file: $TMP/gateway.pid
+  listen: ['127.0.0.1:$2']
+  admin_listen: '127.0.0.1:$3'
+  public_url: $PUBLIC_URL
+  threads: $THREADS
+  upgrade_sock: $TMP/gw-$1.sock
+  pid_file: $TMP/gw-$1.pid
 platforms:
   allow_insecure_loopback: true
+signing:
+  algorithm: EdDSA
+  current:
+    kid: bench
+    private_key: { file: $TMP/keys/bench.key }
 oauth:
   clients:
     - client_id: load-test
@@ -72,57 +148,396 @@ oauth:
       redirect_uris: ['https://load.example/cb']
       # The script starts its login without a browser (the sign-in page's binding needs one).
       allow_headless_login: true
+tokens:
+  # Scenario (d) runs each refresh chain for many grants.
+  max_refresh_count: 10000000
 rate_limits:
-  per_session_per_minute: 0
-  per_ip_per_minute: 0
+  backend: $5
+  per_session_per_minute: $HIGH
+  per_ip_per_minute: $HIGH
 logging:
   level: warn
+  access_log: true
+$4
 YAML
-"$BIN" --config "$TMP/gateway.yaml" 2>"$TMP/gateway.log" &
+}
+
+REDIS_STORE="store:
+  backend: redis
+  redis:
+    urls: ['$REDIS_URL']"
+NO_CACHE_STORE="$REDIS_STORE
+    session_cache_max_entries: 0"
+
+# name | store | rate-limit backend | label. All run at once; only the one under load is busy.
+GATEWAYS=(memory redis_exact redis_approx redis_local redis_nocache)
+declare -A GW_PORT GW_PID GW_LABEL GW_BUILT
+GW_LABEL[memory]="memory store, local limits"
+GW_LABEL[redis_exact]="Redis store, exact limits (backend: redis), session cache on"
+GW_LABEL[redis_approx]="Redis store, approximate limits (backend: approximate), session cache on"
+GW_LABEL[redis_local]="Redis store, local limits, session cache on"
+GW_LABEL[redis_nocache]="Redis store, local limits, session cache off"
+for name in "${GATEWAYS[@]}"; do
+    GW_PORT[$name]=$(free_port)
+    case $name in
+        memory) gateway_config "$name" "${GW_PORT[$name]}" "$(free_port)" "" local ;;
+        redis_exact) gateway_config "$name" "${GW_PORT[$name]}" "$(free_port)" "$REDIS_STORE" redis ;;
+        redis_approx) gateway_config "$name" "${GW_PORT[$name]}" "$(free_port)" "$REDIS_STORE" approximate ;;
+        redis_local) gateway_config "$name" "${GW_PORT[$name]}" "$(free_port)" "$REDIS_STORE" local ;;
+        redis_nocache) gateway_config "$name" "${GW_PORT[$name]}" "$(free_port)" "$NO_CACHE_STORE" local ;;
+    esac
+    if ! "$BIN" check-config "$TMP/gw-$name.yaml" >"$TMP/gw-$name.check" 2>&1; then
+        if [[ $name == redis_approx ]]; then
+            GW_BUILT[$name]=0
+            log "note: rate_limits.backend: approximate is not built in this tree: $(head -n 1 "$TMP/gw-$name.check")"
+            continue
+        fi
+        cat "$TMP/gw-$name.check" >&2
+        exit 1
+    fi
+    GW_BUILT[$name]=1
+    "$BIN" --config "$TMP/gw-$name.yaml" >/dev/null 2>"$TMP/gw-$name.log" &
+    GW_PID[$name]=$!
+    PINGORA_PIDS+=($!)
+done
+
+PT=$(free_port)
+"$PASSTHROUGH" "127.0.0.1:$PT" "127.0.0.1:$MOCK" "$THREADS" 2>"$TMP/passthrough.log" &
+PINGORA_PIDS+=($!)
+
+# nginx: workers equal to the gateway's threads, keepalive to the upstream, its access log on (buffered, as the
+# gateway's is written off the request path). Its own prefix, pid and logs; in the foreground (daemon off). Run
+# as root, its master stays root and its workers run as nobody (nginx's default user).
+NGX=$(free_port)
+mkdir -p "$TMP/nginx/logs"
+cat >"$TMP/nginx/nginx.conf" <<NGINX
+worker_processes $THREADS;
+daemon off;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log $TMP/nginx/logs/access.log combined buffer=64k flush=1s;
+    client_body_temp_path $TMP/nginx/client_body;
+    proxy_temp_path $TMP/nginx/proxy;
+    fastcgi_temp_path $TMP/nginx/fastcgi;
+    uwsgi_temp_path $TMP/nginx/uwsgi;
+    scgi_temp_path $TMP/nginx/scgi;
+    upstream mock {
+        server 127.0.0.1:$MOCK;
+        keepalive 64;
+    }
+    server {
+        listen 127.0.0.1:$NGX;
+        location / {
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+NGINX
+nginx -e "$TMP/nginx/logs/error.log" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" &
 PIDS+=($!)
-"$PASSTHROUGH" "127.0.0.1:$PT" "127.0.0.1:$MOCK" 2>"$TMP/passthrough.log" &
-PIDS+=($!)
+
 wait_port "$MOCK"
-wait_port "$GW"
 wait_port "$PT"
+wait_port "$NGX"
+for name in "${GATEWAYS[@]}"; do
+    if ((GW_BUILT[$name])); then wait_port "${GW_PORT[$name]}"; fi
+done
 
-# A session, through the real flow (a confidential client, so no PKCE arithmetic in shell).
+# One session, through the real flow (a confidential client, so no PKCE arithmetic in shell): login PORT NAME
+# writes the access token to $TMP/NAME.token and the IB sid to $TMP/NAME.sid.
 json_field() { sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p"; }
-START=$(curl -sf -H 'Accept: application/json' \
-    "http://127.0.0.1:$GW/authorize?response_type=code&client_id=load-test&redirect_uri=https%3A%2F%2Fload.example%2Fcb&state=s&platform_url=http%3A%2F%2F127.0.0.1%3A$MOCK")
-POLL=$(json_field token <<<"$START")
-IB_TOKEN=$(json_field loginUrl <<<"$START" | sed 's/.*token=//')
-curl -sf -X POST "http://127.0.0.1:$MOCK/_mock/complete?token=$IB_TOKEN" >/dev/null
-REDIRECT=$(curl -sf "http://127.0.0.1:$GW/authorize/poll?token=$POLL" | json_field redirect_url)
-CODE=$(sed -n 's/.*[?&]code=\([^&]*\).*/\1/p' <<<"$REDIRECT")
-TOKENS=$(curl -sf -u "load-test:$SECRET" "http://127.0.0.1:$GW/token" \
-    -d grant_type=authorization_code -d "code=$CODE" -d redirect_uri=https://load.example/cb)
-ACCESS=$(json_field access_token <<<"$TOKENS")
-SID=$(json_field sid <<<"$TOKENS")
-[[ -n $ACCESS && -n $SID ]] || { echo "error: could not obtain a token" >&2; exit 1; }
-curl -sf -H "Authorization: Bearer $ACCESS" "http://127.0.0.1:$GW/api/v3/resource" >/dev/null
+login() {
+    local port=$1 start poll ib_token redirect code tokens access sid
+    start=$(curl -sf -H 'Accept: application/json' \
+        "http://127.0.0.1:$port/authorize?response_type=code&client_id=load-test&redirect_uri=https%3A%2F%2Fload.example%2Fcb&state=s&platform_url=http%3A%2F%2F127.0.0.1%3A$MOCK")
+    poll=$(json_field token <<<"$start")
+    ib_token=$(json_field loginUrl <<<"$start" | sed 's/.*token=//')
+    curl -sf -X POST "http://127.0.0.1:$MOCK/_mock/complete?token=$ib_token" >/dev/null
+    redirect=$(curl -sf "http://127.0.0.1:$port/authorize/poll?token=$poll" | json_field redirect_url)
+    code=$(sed -n 's/.*[?&]code=\([^&]*\).*/\1/p' <<<"$redirect")
+    tokens=$(curl -sf -u "load-test:$SECRET" "http://127.0.0.1:$port/token" \
+        -d grant_type=authorization_code -d "code=$code" -d redirect_uri=https://load.example/cb)
+    access=$(json_field access_token <<<"$tokens")
+    sid=$(json_field sid <<<"$tokens")
+    if [[ -z $access || -z $sid ]]; then
+        log "error: could not obtain a token from the gateway on port $port"
+        exit 1
+    fi
+    printf '%s\n' "$access" >"$TMP/$2.token"
+    printf '%s\n' "$sid" >"$TMP/$2.sid"
+    curl -sf -o /dev/null -H "Authorization: Bearer $access" "http://127.0.0.1:$port/api/v3/resource"
+}
+login "${GW_PORT[memory]}" memory
+login "${GW_PORT[redis_local]}" redis
+SID=$(<"$TMP/memory.sid")
+# Every Redis gateway serves the Redis session.
+for name in redis_exact redis_approx redis_nocache; do
+    if ((GW_BUILT[$name])); then
+        curl -sf -o /dev/null -H "Authorization: Bearer $(<"$TMP/redis.token")" \
+            "http://127.0.0.1:${GW_PORT[$name]}/api/v3/resource"
+    fi
+done
+sleep 1
+IDLE_RSS=$(rss_kib "${GW_PID[memory]}")
 
-run() { # name url header -> requests/s
-    local out
-    out=$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "$3" "$2")
-    local rps p50 p99
+# (c): the sessions, written into Redis by the loader (which also measures what they cost a memory store).
+log "== loading $SESSIONS sessions into Redis (examples/session_loader.rs)"
+"$LOADER" --config "$TMP/gw-redis_local.yaml" --template-token "$TMP/redis.token" --count "$SESSIONS" \
+    --access-out "$TMP/sessions.tokens" --refresh-out "$TMP/refresh.tokens" --refresh-count "$CHAINS" \
+    --memory-rss >"$TMP/loader.out"
+cat "$TMP/loader.out" >&2
+kv() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" "$TMP/loader.out" | head -n 1; }
+MEM_STORE_GROWTH=$(kv growth_kib)
+MEM_STORE_BYTES_PER_SESSION=$(kv bytes_per_session)
+MEM_STORE_COUNT=$(kv memory_store_sessions)
+REDIS_SESSIONS=$(kv sessions_in_store)
+
+declare -A RSS_BEFORE_C
+for name in redis_exact redis_approx redis_local redis_nocache; do
+    if ((GW_BUILT[$name])); then RSS_BEFORE_C[$name]=$(rss_kib "${GW_PID[$name]}"); fi
+done
+
+# The measured rows: name | url | header or "lua"
+declare -A ROW_URL ROW_HEADER ROW_LABEL RPS P99 ERRORS
+ROWS=(nginx passthrough)
+ROW_URL[nginx]="http://127.0.0.1:$NGX/api/3.0.0/mockclient/resource"
+ROW_HEADER[nginx]="sid: $SID"
+ROW_LABEL[nginx]="nginx proxy_pass (keepalive), reference"
+ROW_URL[passthrough]="http://127.0.0.1:$PT/api/3.0.0/mockclient/resource"
+ROW_HEADER[passthrough]="sid: $SID"
+ROW_LABEL[passthrough]="Pingora pass-through, reference"
+for name in memory redis_exact redis_approx redis_local redis_nocache; do
+    row="a_$name"
+    [[ $name == memory ]] || row="b_$name"
+    ROWS+=("$row")
+    ROW_URL[$row]="http://127.0.0.1:${GW_PORT[$name]}/api/v3/resource"
+    token=$TMP/redis.token
+    [[ $name == memory ]] && token=$TMP/memory.token
+    ROW_HEADER[$row]="Authorization: Bearer $(<"$token")"
+    ROW_LABEL[$row]="(${row%%_*}) gateway, ${GW_LABEL[$name]}, 1 session"
+done
+for name in redis_exact redis_approx redis_local; do
+    row="c_$name"
+    ROWS+=("$row")
+    ROW_URL[$row]="http://127.0.0.1:${GW_PORT[$name]}/api/v3/resource"
+    ROW_HEADER[$row]="lua:$TMP/sessions.tokens"
+    ROW_LABEL[$row]="(c) gateway, ${GW_LABEL[$name]}, $SESSIONS sessions at random"
+done
+# The control of (c): the same wrk script (a Lua request() costs wrk more than a fixed request) with 1 token.
+ROWS+=(c1_redis_local)
+ROW_URL[c1_redis_local]="http://127.0.0.1:${GW_PORT[redis_local]}/api/v3/resource"
+ROW_HEADER[c1_redis_local]="lua:$TMP/redis.token"
+ROW_LABEL[c1_redis_local]="(c) control: gateway, ${GW_LABEL[redis_local]}, 1 session through the same wrk script"
+row_gateway() { [[ $1 == nginx || $1 == passthrough ]] && return 1; echo "${1#*_}"; }
+
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0
+        if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /m$/) n *= 60000; else if (v ~ /s$/) n *= 1000
+        printf "%.3f", n
+    }'
+}
+
+run() { # ROW: one wrk round; appends req/s, p99 (ms) and failed responses to the row's lists
+    local row=$1 out rps p50 p99 bad
+    local -a args=(-t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency)
+    if [[ ${ROW_HEADER[$row]} == lua:* ]]; then
+        args+=(-s benches/random_token.lua "${ROW_URL[$row]}" -- "${ROW_HEADER[$row]#lua:}")
+    else
+        args+=(-H "${ROW_HEADER[$row]}" "${ROW_URL[$row]}")
+    fi
+    out=$(wrk "${args[@]}")
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
     p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
-    printf '%-12s %10s req/s   p50 %8s   p99 %8s\n' "$1" "$rps" "$p50" "$p99" >&2
-    echo "$rps"
+    # Non-2xx/3xx answers and socket errors: a row with failures measures the wrong thing.
+    bad=$(awk '/Non-2xx/ {n += $NF} /Socket errors/ {gsub(/[^0-9 ]/, " "); for (i = 1; i <= NF; i++) n += $i} END {print n + 0}' <<<"$out")
+    printf '%-22s %10s req/s   p50 %8s   p99 %8s   failed %s\n' "$row" "$rps" "$p50" "$p99" "$bad" >&2
+    RPS[$row]+="$rps "
+    P99[$row]+="$(to_ms "$p99") "
+    ERRORS[$row]=$((${ERRORS[$row]:-0} + bad))
 }
 
-echo "== $ROUNDS rounds of ${DURATION}s, $CONNECTIONS connections, alternating (machine: $(nproc) cores)" >&2
-GW_TOTAL=0
-PT_TOTAL=0
-for round in $(seq 1 "$ROUNDS"); do
-    echo "-- round $round" >&2
-    pt=$(run passthrough "http://127.0.0.1:$PT/api/3.0.0/mockclient/resource" "sid: $SID")
-    gw=$(run gateway "http://127.0.0.1:$GW/api/v3/resource" "Authorization: Bearer $ACCESS")
-    PT_TOTAL=$(awk -v a="$PT_TOTAL" -v b="$pt" 'BEGIN {print a + b}')
-    GW_TOTAL=$(awk -v a="$GW_TOTAL" -v b="$gw" 'BEGIN {print a + b}')
+# Warm-up, not counted: one pass over the spread sessions per gateway fills its verified-token and session
+# caches, as a gateway serving these sessions for a while would have them.
+for name in redis_exact redis_approx redis_local; do
+    if ((GW_BUILT[$name])); then
+        log "-- warm-up: ${GW_LABEL[$name]}, $SESSIONS sessions"
+        wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -s benches/random_token.lua \
+            "http://127.0.0.1:${GW_PORT[$name]}/api/v3/resource" -- "$TMP/sessions.tokens" >/dev/null
+    fi
 done
-awk -v g="$GW_TOTAL" -v p="$PT_TOTAL" -v n="$ROUNDS" 'BEGIN {
-    printf "\nmean: gateway %.0f req/s, pass-through %.0f req/s, gateway/pass-through = %.2f\n", g / n, p / n, g / p
-}'
+
+IDLE_BEFORE=$(machine_sample)
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+log "== $ROUNDS rounds of ${DURATION}s, $CONNECTIONS connections, wrk -t2, alternating (machine: $(nproc) cores; before: $IDLE_BEFORE)"
+for round in $(seq 1 "$ROUNDS"); do
+    log "-- round $round"
+    for row in "${ROWS[@]}"; do
+        if gw=$(row_gateway "$row") && ((GW_BUILT[$gw] == 0)); then continue; fi
+        run "$row"
+    done
+done
+
+declare -A RSS_AFTER_C
+for name in redis_exact redis_approx redis_local redis_nocache; do
+    if ((GW_BUILT[$name])); then RSS_AFTER_C[$name]=$(rss_kib "${GW_PID[$name]}"); fi
+done
+
+# (d) refresh grants per second on Redis, on the gateway of target (b) (approximate limits) when built, else
+# local limits; the session cache is on, so every rotation also publishes an invalidation.
+REFRESH_GW=redis_approx
+((GW_BUILT[$REFRESH_GW])) || REFRESH_GW=redis_local
+log "== (d) refresh grants: $CHAINS chains for $((DURATION * 2)) s on the ${GW_LABEL[$REFRESH_GW]}"
+REFRESH_OUT=$(IBGW_BENCH_CLIENT_SECRET=$SECRET "$REFRESH_LOAD" "http://127.0.0.1:${GW_PORT[$REFRESH_GW]}/token" \
+    load-test "$TMP/refresh.tokens" "$CHAINS" "$((DURATION * 2))")
+log "$REFRESH_OUT"
+GRANTS_PER_S=$(sed -n 's/.*grants_per_s=\([^ ]*\).*/\1/p' <<<"$REFRESH_OUT")
+GRANTS_P99=$(sed -n 's/.*p99_ms=\([^ ]*\).*/\1/p' <<<"$REFRESH_OUT")
+GRANTS_FAILED=$(sed -n 's/.*failed_chains=\([^ ]*\).*/\1/p' <<<"$REFRESH_OUT")
+
+# (e) 1 GiB down and 1 GiB up through the memory-store gateway, its RSS sampled every 20 ms.
+log "== (e) 1 GiB download and 1 GiB upload through the gateway (memory store)"
+GW_MEM_PID=${GW_PID[memory]}
+STREAM_BEFORE=$(rss_kib "$GW_MEM_PID")
+(
+    peak=0
+    while [[ ! -e $TMP/sampler.stop ]]; do
+        r=$(rss_kib "$GW_MEM_PID")
+        if ((r > peak)); then
+            peak=$r
+            echo "$peak" >"$TMP/sampler.peak"
+        fi
+        sleep 0.02
+    done
+) &
+SAMPLER=$!
+MEM_TOKEN=$(<"$TMP/memory.token")
+DOWN=$(curl -sf -o /dev/null -w '%{http_code} %{size_download} %{speed_download}' \
+    -H "Authorization: Bearer $MEM_TOKEN" \
+    "http://127.0.0.1:${GW_PORT[memory]}/api/v3/asset/1?action=download&mock_bytes=$GIB")
+UP_BODY=$(head -c "$GIB" /dev/zero | curl -sf -T - -X PUT -w ' %{http_code} %{size_upload} %{speed_upload}' \
+    -H "Authorization: Bearer $MEM_TOKEN" "http://127.0.0.1:${GW_PORT[memory]}/api/v3/asset/1")
+touch "$TMP/sampler.stop"
+wait "$SAMPLER" || true
+STREAM_PEAK=$(cat "$TMP/sampler.peak" 2>/dev/null || echo "$STREAM_BEFORE")
+STREAM_AFTER=$(rss_kib "$GW_MEM_PID")
+read -r DOWN_STATUS DOWN_BYTES DOWN_SPEED <<<"$DOWN"
+UP_ECHOED=$(sed -n 's/.*"body_length":\([0-9]*\).*/\1/p' <<<"$UP_BODY")
+read -r UP_STATUS UP_BYTES UP_SPEED <<<"$(awk '{print $(NF-2), $(NF-1), $NF}' <<<"$UP_BODY")"
+log "download: HTTP $DOWN_STATUS, $DOWN_BYTES bytes; upload: HTTP $UP_STATUS, $UP_BYTES bytes sent, ${UP_ECHOED:-?} echoed"
+
+IDLE_AFTER=$(machine_sample)
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+TOTAL=$((SECONDS - STARTED_AT))
+
+# ---- the report
+mean() { awk '{ s = 0; for (i = 1; i <= NF; i++) s += $i; if (NF) printf "%.1f", s / NF; else print "" }' <<<"$1"; }
+declare -A M_RPS M_P99
+for row in "${ROWS[@]}"; do
+    M_RPS[$row]=$(mean "${RPS[$row]:-}")
+    M_P99[$row]=$(mean "${P99[$row]:-}")
+done
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "-"; else printf "%.2f", a / b }'; }
+thousands() { awk -v a="$1" 'BEGIN { if (a == "") print "-"; else printf "%.1fk", a / 1000 }'; }
+verdict() { if awk "BEGIN { exit !($1) }"; then echo "**met**"; else echo "**missed**"; fi; }
+
+CPU_MODEL=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+report() {
+    echo "# Load benchmark: latest results"
+    echo
+    echo "Written by \`benches/load.sh\` (\`make bench\`); issue 8 describes the scenarios and targets."
+    echo
+    echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "- Machine: $(nproc) cores ($CPU_MODEL), $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) RAM; shared."
+    echo "  CPU over 2 s just before the rounds (bench processes idle): $IDLE_BEFORE;"
+    echo "  just after everything: $IDLE_AFTER;"
+    echo "  load average before $LOAD_BEFORE, after $LOAD_AFTER."
+    echo "- Command: \`$COMMAND\`; wrk -t2 -c$CONNECTIONS, $ROUNDS alternating rounds of ${DURATION} s per row; total $TOTAL s"
+    echo "  ($((BUILT_AT - STARTED_AT)) s of it building)."
+    echo "- Upstream for every row: the mock IntelligenceBank platform (\`ib-oauth-gateway mock-platform\`, hyper),"
+    echo "  answering a small JSON echo; not a real IB. Gateways: \`server.threads: $THREADS\`, access log on,"
+    echo "  \`logging.level: warn\`, rate limits on but far above the load ($HIGH/min). The pass-through runs"
+    echo "  $THREADS threads, nginx $THREADS workers. Every process shares the $(nproc) cores with wrk."
+    echo
+    echo "| row | req/s (mean) | p99 ms (mean) | × pass-through | × nginx | failed responses |"
+    echo "|---|---|---|---|---|---|"
+    for row in "${ROWS[@]}"; do
+        if gw=$(row_gateway "$row") && ((GW_BUILT[$gw] == 0)); then
+            echo "| ${ROW_LABEL[$row]} | not built | - | - | - | - |"
+            continue
+        fi
+        echo "| ${ROW_LABEL[$row]} | $(thousands "${M_RPS[$row]}") | ${M_P99[$row]} |" \
+            "$(ratio "${M_RPS[$row]}" "${M_RPS[passthrough]}") | $(ratio "${M_RPS[$row]}" "${M_RPS[nginx]}") |" \
+            "${ERRORS[$row]:-0} |"
+    done
+    echo "| (c) gateway, memory store, $SESSIONS sessions | not measured | - | - | - | - |"
+    echo
+    echo "Per round (req/s): $(for row in "${ROWS[@]}"; do [[ -n ${RPS[$row]:-} ]] && printf '%s: %s; ' "$row" "${RPS[$row]% }"; done)"
+    echo
+    echo "(c) memory store: a loader cannot write into a running gateway's memory store (and a debug endpoint in"
+    echo "production builds is not acceptable), so the memory store's throughput at $SESSIONS sessions is not"
+    echo "measured. What $SESSIONS sessions cost it is: the loader put ${MEM_STORE_COUNT:-?} sessions into an"
+    echo "in-process \`MemoryStore\` and its RSS grew by $(mib "${MEM_STORE_GROWTH:-0}") MiB"
+    echo "(${MEM_STORE_BYTES_PER_SESSION:-?} bytes per session; an upper bound, freed loader memory may stay resident)."
+    echo
+    echo "(c) Redis: the loader wrote ${REDIS_SESSIONS:-?} sessions into Redis (the real one included). Gateway RSS, before"
+    echo "the rounds → after them (sessions cached as they were requested; \`session_cache_max_entries\` default):"
+    for name in redis_exact redis_approx redis_local redis_nocache; do
+        if ((GW_BUILT[$name])); then
+            echo "- ${GW_LABEL[$name]}: $(mib "${RSS_BEFORE_C[$name]}") MiB → $(mib "${RSS_AFTER_C[$name]}") MiB"
+        fi
+    done
+    echo
+    echo "(d) refresh grants on the ${GW_LABEL[$REFRESH_GW]} (\`examples/refresh_load.rs\`, $CHAINS"
+    echo "concurrent refresh chains for $((DURATION * 2)) s, each grant rotating its token): **${GRANTS_PER_S:-?} grants/s**,"
+    echo "p99 ${GRANTS_P99:-?} ms, chains that stopped on an error: ${GRANTS_FAILED:-?}."
+    echo
+    echo "(e) 1 GiB streamed through the gateway (memory store): download HTTP $DOWN_STATUS, $DOWN_BYTES bytes at"
+    echo "$(awk -v s="$DOWN_SPEED" 'BEGIN { printf "%.0f", s / 1048576 }') MiB/s; upload (chunked) HTTP $UP_STATUS, $UP_BYTES bytes on the wire (chunked),"
+    echo "${UP_ECHOED:-?} counted by the mock, at $(awk -v s="$UP_SPEED" 'BEGIN { printf "%.0f", s / 1048576 }') MiB/s."
+    echo "Gateway RSS: idle after start $(mib "$IDLE_RSS") MiB; before streaming (after the load rounds)"
+    echo "$(mib "$STREAM_BEFORE") MiB; peak while streaming $(mib "$STREAM_PEAK") MiB (sampled every 20 ms); after $(mib "$STREAM_AFTER") MiB."
+    echo
+    echo "## Targets (issue 8)"
+    echo
+    echo "| target | measured | verdict |"
+    echo "|---|---|---|"
+    local a_ratio a_p99 b_ratio c_ratio growth
+    a_ratio=$(ratio "${M_RPS[a_memory]}" "${M_RPS[passthrough]}")
+    a_p99=$(awk -v g="${M_P99[a_memory]}" -v p="${M_P99[passthrough]}" 'BEGIN { printf "%+.2f", g - p }')
+    echo "| (a) memory ≥ 0.90× pass-through, access log on | ${a_ratio}× | $(verdict "$a_ratio >= 0.90") |"
+    echo "| (a) p99 within +0.5 ms of the pass-through's | ${M_P99[a_memory]} vs ${M_P99[passthrough]} ms (${a_p99} ms) | $(verdict "$a_p99 <= 0.5") |"
+    if ((GW_BUILT[redis_approx])); then
+        b_ratio=$(ratio "${M_RPS[b_redis_approx]}" "${M_RPS[passthrough]}")
+        echo "| (b) Redis, approximate limits ≥ 0.85× | ${b_ratio}× | $(verdict "$b_ratio >= 0.85") |"
+    else
+        echo "| (b) Redis, approximate limits ≥ 0.85× | approximate mode not built | not measured |"
+    fi
+    echo "| (b) Redis, exact limits (reported, no target) | $(ratio "${M_RPS[b_redis_exact]}" "${M_RPS[passthrough]}")× | - |"
+    echo "| (b) Redis, local limits + session cache (no target) | $(ratio "${M_RPS[b_redis_local]}" "${M_RPS[passthrough]}")× | - |"
+    for name in redis_exact redis_approx redis_local; do
+        ((GW_BUILT[$name])) || continue
+        c_ratio=$(ratio "${M_RPS[c_$name]}" "${M_RPS[b_$name]}")
+        echo "| (c) $SESSIONS sessions within 10% of 1 session, ${GW_LABEL[$name]} | ${c_ratio}× of (b) | $(verdict "$c_ratio >= 0.90") |"
+    done
+    c_ratio=$(ratio "${M_RPS[c_redis_local]}" "${M_RPS[c1_redis_local]}")
+    echo "| (c) $SESSIONS sessions within 10% of 1 session, both through the wrk script, ${GW_LABEL[redis_local]} | ${c_ratio}× of the control | $(verdict "$c_ratio >= 0.90") |"
+    echo "| (c) memory store throughput at $SESSIONS sessions within 10% of (a) | not measured (see above) | not measured |"
+    local store_est
+    store_est=$(awk -v i="$IDLE_RSS" -v g="${MEM_STORE_GROWTH:-0}" 'BEGIN { printf "%.1f", (i + g) / 1024 }')
+    echo "| (c) $SESSIONS sessions in the memory store under 200 MiB RSS | store growth $(mib "${MEM_STORE_GROWTH:-0}") MiB in the loader + idle gateway $(mib "$IDLE_RSS") MiB = ${store_est} MiB (estimate, not one process) | $(verdict "$store_est < 200") (estimate) |"
+    echo "| (d) ≥ 5,000 refresh grants/s on Redis | ${GRANTS_PER_S:-?}/s | $(verdict "${GRANTS_PER_S:-0} >= 5000 && ${GRANTS_FAILED:-1} == 0") |"
+    growth=$(awk -v a="$STREAM_PEAK" -v b="$STREAM_BEFORE" 'BEGIN { printf "%.1f", (a - b) / 1024 }')
+    echo "| (e) RSS grows < 16 MiB while streaming | +${growth} MiB | $(verdict "$growth < 16 && \"$DOWN_BYTES\" == $GIB && \"${UP_ECHOED:-0}\" == $GIB") |"
+    echo "| (e) idle RSS < 40 MiB | $(mib "$IDLE_RSS") MiB | $(verdict "$IDLE_RSS < 40 * 1024") |"
+}
+mkdir -p "$(dirname "$RESULTS")"
+umask 022
+report >"$RESULTS"
+cat "$RESULTS"
+log "results written to $RESULTS ($TOTAL s)"

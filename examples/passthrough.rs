@@ -2,7 +2,8 @@
 //! baseline `benches/load.sh` compares the gateway against. It forwards every request unchanged to one
 //! upstream over Pingora's pooled connections; no authentication, no rewriting, no store.
 //!
-//! Usage: `passthrough LISTEN_ADDR UPSTREAM_ADDR` (both `127.0.0.1:PORT`).
+//! Usage: `passthrough LISTEN_ADDR UPSTREAM_ADDR [THREADS]` (both `127.0.0.1:PORT`; THREADS defaults to 2,
+//! set it to the gateway's `server.threads` for a fair comparison).
 
 use async_trait::async_trait;
 use pingora::prelude::*;
@@ -26,15 +27,23 @@ impl ProxyHttp for PassThrough {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(listen), Some(upstream)) = (args.get(1), args.get(2)) else {
-        eprintln!("usage: passthrough LISTEN_ADDR UPSTREAM_ADDR");
+        eprintln!("usage: passthrough LISTEN_ADDR UPSTREAM_ADDR [THREADS]");
         std::process::exit(2);
     };
     let upstream = upstream.parse().unwrap_or_else(|e| {
         eprintln!("upstream address: {e}");
         std::process::exit(2);
     });
+    let threads = match args.get(3).map(|t| t.parse::<usize>()) {
+        None => 2,
+        Some(Ok(threads)) if threads > 0 => threads,
+        Some(_) => {
+            eprintln!("THREADS must be a positive number");
+            std::process::exit(2);
+        }
+    };
     let conf = ServerConf {
-        threads: 2,
+        threads,
         upgrade_sock: format!("/tmp/passthrough-{}.sock", std::process::id()),
         pid_file: format!("/tmp/passthrough-{}.pid", std::process::id()),
         ..ServerConf::default()
