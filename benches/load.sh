@@ -321,7 +321,7 @@ ROW_LABEL[nginx]="nginx proxy_pass (keepalive), reference"
 ROW_URL[passthrough]="http://127.0.0.1:$PT/api/3.0.0/mockclient/resource"
 ROW_HEADER[passthrough]="sid: $SID"
 ROW_LABEL[passthrough]="Pingora pass-through, reference"
-for name in memory memory_glibc redis_exact redis_approx redis_local redis_nocache; do
+for name in "${GATEWAYS[@]}"; do
     row="a_$name"
     [[ $name == memory* ]] || row="b_$name"
     ROWS+=("$row")

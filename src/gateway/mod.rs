@@ -97,7 +97,7 @@ fn route_label(path: &str) -> &'static str {
 }
 
 /// 64 random bits as 16 hex digits: unique enough to find a request in the logs, cheap on the hot path.
-fn new_request_id() -> String {
+pub fn new_request_id() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 

@@ -78,7 +78,7 @@ pub struct Operator {
 
 impl Operator {
     pub fn new(ip: Option<std::net::IpAddr>) -> Self {
-        Operator { ip, request_id: crate::tokens::random_secret()[..16].to_string() }
+        Operator { ip, request_id: crate::gateway::new_request_id() }
     }
 }
 
