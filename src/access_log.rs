@@ -6,6 +6,7 @@
 //! poll token, `sid` or query string: the caller passes the route class, never the path, and the session's
 //! log tag, never its id.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
@@ -115,26 +116,43 @@ pub fn format_line(record: &AccessRecord, format: LogFormat) -> String {
             format!("{line}\n")
         }
         LogFormat::Text => {
-            let or_dash = |value: Option<String>| value.unwrap_or_else(|| "-".into());
-            format!(
-                "{ts} access request id={} method={} route={} status={} upstream_status={} duration_ms={:.1} \
-                 upstream_ms={} bytes_in={} bytes_out={} client={} session={} trace_id={} client_request_id={} \
-                 user_agent={:?}\n",
-                record.request_id,
-                record.method,
-                record.route,
-                record.status,
-                or_dash(record.upstream_status.map(|s| s.to_string())),
-                millis(record.duration),
-                or_dash(record.upstream_duration.map(|d| format!("{:.1}", millis(d)))),
-                record.bytes_in,
-                record.bytes_out,
-                or_dash(record.client_ip.map(|ip| ip.to_string())),
-                record.session_tag.as_deref().unwrap_or("-"),
-                or_dash(record.trace_id.map(|id| id.to_string())),
+            // Written into one buffer (the writer thread formats every request's line).
+            let mut line = String::with_capacity(320);
+            let _ = write!(
+                line,
+                "{ts} access request id={} method={} route={} status={} upstream_status=",
+                record.request_id, record.method, record.route, record.status
+            );
+            match record.upstream_status {
+                Some(status) => write!(line, "{status}"),
+                None => write!(line, "-"),
+            }
+            .ok();
+            let _ = write!(line, " duration_ms={:.1} upstream_ms=", millis(record.duration));
+            match record.upstream_duration {
+                Some(took) => write!(line, "{:.1}", millis(took)),
+                None => write!(line, "-"),
+            }
+            .ok();
+            let _ = write!(line, " bytes_in={} bytes_out={} client=", record.bytes_in, record.bytes_out);
+            match record.client_ip {
+                Some(ip) => write!(line, "{ip}"),
+                None => write!(line, "-"),
+            }
+            .ok();
+            let _ = write!(line, " session={} trace_id=", record.session_tag.as_deref().unwrap_or("-"));
+            match record.trace_id {
+                Some(id) => write!(line, "{id}"),
+                None => write!(line, "-"),
+            }
+            .ok();
+            let _ = writeln!(
+                line,
+                " client_request_id={} user_agent={:?}",
                 record.client_request_id.as_deref().unwrap_or("-"),
                 record.user_agent.as_deref().unwrap_or("-"),
-            )
+            );
+            line
         }
     }
 }

@@ -46,11 +46,13 @@ impl Verdict {
         Ok(Verdict { limit, remaining: limit - count as u32, reset })
     }
 
-    pub fn headers(&self) -> [(&'static str, String); 3] {
+    /// The `RateLimit-*` headers (numbers written straight into header values: this is on every proxied
+    /// response).
+    pub fn headers(&self) -> [(&'static str, http::HeaderValue); 3] {
         [
-            ("RateLimit-Limit", self.limit.to_string()),
-            ("RateLimit-Remaining", self.remaining.to_string()),
-            ("RateLimit-Reset", self.reset.to_string()),
+            ("RateLimit-Limit", http::HeaderValue::from(self.limit)),
+            ("RateLimit-Remaining", http::HeaderValue::from(self.remaining)),
+            ("RateLimit-Reset", http::HeaderValue::from(self.reset)),
         ]
     }
 }

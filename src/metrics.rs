@@ -16,10 +16,49 @@ use std::time::Duration;
 const LATENCY_BUCKETS: &[f64] =
     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
+/// Statuses below this have their request counter resolved once per route (others: a label look-up each time).
+const RESOLVED_STATUSES: usize = 600;
+
+/// Handles of a labelled metric, resolved once per set of label values: the metrics of every request cost no
+/// label hashing and no allocation. Keys are `&'static str` label values from small fixed sets, so the list is
+/// short and a linear search beats a hash.
+struct Resolved<K, H> {
+    entries: parking_lot::RwLock<Vec<(K, H)>>,
+}
+
+impl<K: PartialEq + Copy, H> Resolved<K, H> {
+    fn new() -> Self {
+        Resolved { entries: parking_lot::RwLock::new(Vec::new()) }
+    }
+
+    /// Runs `use_handle` on the handle of `key`, made by `make` the first time.
+    fn with(&self, key: K, make: impl FnOnce() -> H, use_handle: impl FnOnce(&H)) {
+        if let Some((_, handle)) = self.entries.read().iter().find(|(k, _)| *k == key) {
+            return use_handle(handle);
+        }
+        let mut entries = self.entries.write();
+        if !entries.iter().any(|(k, _)| *k == key) {
+            entries.push((key, make()));
+        }
+        if let Some((_, handle)) = entries.iter().find(|(k, _)| *k == key) {
+            use_handle(handle);
+        }
+    }
+}
+
+/// One route class's request metrics.
+struct RouteHandles {
+    duration: Histogram,
+    /// `ibgw_http_requests_total{route, status}` by status, resolved at the status's first request.
+    by_status: Box<[std::sync::OnceLock<prometheus::IntCounter>]>,
+}
+
 pub struct Metrics {
     registry: Registry,
-    pub http_requests: IntCounterVec,
-    pub http_duration: HistogramVec,
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
+    /// Resolved handles of `http_requests` and `http_duration`, one entry per route class seen.
+    routes: Resolved<&'static str, RouteHandles>,
     pub upstream_duration: Histogram,
     pub upstream_errors: IntCounterVec,
     pub token_refreshes: IntCounterVec,
@@ -29,6 +68,8 @@ pub struct Metrics {
     pub auth_failures: IntCounterVec,
     pub rate_limited: IntCounterVec,
     pub store_duration: HistogramVec,
+    /// Resolved handles of `store_duration`, by operation and backend.
+    store_operations: Resolved<(&'static str, &'static str), Histogram>,
     pub store_errors: IntCounterVec,
     /// Lines the access or audit log lost because its writer could not keep up (`log`: `access`, `audit`).
     pub log_lines_dropped: IntCounterVec,
@@ -86,6 +127,7 @@ impl Metrics {
                 "Time from request to end of response, by route class",
                 &["route"],
             ),
+            routes: Resolved::new(),
             upstream_duration: {
                 let opts = HistogramOpts::new(
                     "upstream_duration_seconds",
@@ -119,6 +161,7 @@ impl Metrics {
                 "Token store operations, by operation and backend",
                 &["operation", "backend"],
             ),
+            store_operations: Resolved::new(),
             store_errors: counter(r, "store_errors_total", "Failed token store operations", &["operation", "backend"]),
             log_lines_dropped: counter(
                 r,
@@ -155,7 +198,8 @@ impl Metrics {
     }
 
     pub fn observe_store(&self, operation: &'static str, backend: &'static str, elapsed: Duration, ok: bool) {
-        self.store_duration.with_label_values(&[operation, backend]).observe(elapsed.as_secs_f64());
+        let make = || self.store_duration.with_label_values(&[operation, backend]);
+        self.store_operations.with((operation, backend), make, |histogram| histogram.observe(elapsed.as_secs_f64()));
         if !ok {
             self.store_errors.with_label_values(&[operation, backend]).inc();
         }
@@ -188,6 +232,23 @@ impl Metrics {
     /// [`Metrics::request_finished`].
     pub fn request_started(&self) {
         self.requests_in_flight.inc();
+    }
+
+    /// A request of route class `route` was answered with `status` (0 when nothing was) after `seconds`:
+    /// `ibgw_http_requests_total` and `ibgw_http_request_duration_seconds`.
+    pub fn request_answered(&self, route: &'static str, status: u16, seconds: f64) {
+        let make = || RouteHandles {
+            duration: self.http_duration.with_label_values(&[route]),
+            by_status: (0..RESOLVED_STATUSES).map(|_| std::sync::OnceLock::new()).collect(),
+        };
+        self.routes.with(route, make, |handles| {
+            handles.duration.observe(seconds);
+            let labelled = || self.http_requests.with_label_values(&[route, &status.to_string()]);
+            match handles.by_status.get(usize::from(status)) {
+                Some(counter) => counter.get_or_init(labelled).inc(),
+                None => labelled().inc(),
+            }
+        });
     }
 
     /// The request counted by [`Metrics::request_started`] is over (answered, failed or abandoned).

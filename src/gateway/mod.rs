@@ -98,7 +98,10 @@ fn route_label(path: &str) -> &'static str {
 
 /// 64 random bits as 16 hex digits: unique enough to find a request in the logs, cheap on the hot path.
 pub fn new_request_id() -> String {
-    format!("{:016x}", rand::random::<u64>())
+    let mut digits = [0u8; 16];
+    // Cannot fail: 8 bytes fill 16 digits exactly.
+    let _ = hex::encode_to_slice(rand::random::<u64>().to_be_bytes(), &mut digits);
+    digits.iter().map(|&digit| char::from(digit)).collect()
 }
 
 /// The TCP peer's address.
@@ -477,14 +480,20 @@ impl ProxyHttp for Gateway {
         }
         let client_ip = ctx.forwarded_chain.first().copied();
         let header = session.req_header();
-        let path = header.uri.path().to_string();
+        let path = header.uri.path();
+        let (is_proxy, oauth_route) = (route::is_proxy_path(path), crate::oauth::owns(path).then(|| route_label(path)));
         let requested_method = header.headers.get("access-control-request-method").and_then(|v| v.to_str().ok());
         let reply = if Cors::is_preflight(&header.method, requested_method) {
             ctx.route_class = "preflight";
             state.cors.preflight(Self::origin(session).as_deref())
-        } else if route::is_proxy_path(&path) {
+        } else if is_proxy {
             ctx.route_class = "proxy";
-            match trace::within(span, self.authorize_proxy(state, session, now)).await {
+            // The span is only read by the store's spans (nothing in this path audits or calls IB's login API),
+            // so it is set only when spans are exported: it costs a task-local scope on every request.
+            let authorized = self.authorize_proxy(state, session, now);
+            let authorized =
+                if trace::export::enabled() { trace::within(span, authorized).await } else { authorized.await };
+            match authorized {
                 Ok(proxied) => {
                     ctx.proxied = Some(proxied);
                     return Ok(false);
@@ -496,8 +505,8 @@ impl ProxyHttp for Gateway {
                     Err(limited) => Self::refuse(&limited, ctx),
                 },
             }
-        } else if crate::oauth::owns(&path) {
-            ctx.route_class = route_label(&path);
+        } else if let Some(route_class) = oauth_route {
+            ctx.route_class = route_class;
             let answer = match state.rate_limits.ip(client_ip, now) {
                 Ok(()) => trace::within(span, Self::oauth(session, ctx)).await,
                 Err(limited) => Err(limited),
@@ -572,32 +581,38 @@ impl ProxyHttp for Gateway {
                 ctx.replacement_body = Some(reply.body);
             }
         }
-        for name in HOP_BY_HOP_RESPONSE.iter().chain(DROPPED_RESPONSE) {
-            upstream_response.remove_header(*name);
-        }
-        if let Some(proxied) = &ctx.proxied {
-            // Whatever else IB might echo the session in never reaches the client.
-            let sid = proxied.grant.sid.expose().as_bytes();
-            let carrying: Vec<http::HeaderName> = upstream_response
-                .headers
-                .iter()
-                .filter(|(_, value)| !sid.is_empty() && value.as_bytes().windows(sid.len()).any(|w| w == sid))
-                .map(|(name, _)| name.clone())
-                .collect();
-            for name in carrying {
-                upstream_response.remove_header(&name);
-            }
+        // Hop-by-hop and dropped headers, and whatever else IB might echo the session in: one pass over the
+        // (few) headers IB sent, rather than a look-up per name that could be dropped.
+        let sid =
+            ctx.proxied.as_ref().map(|proxied| proxied.grant.sid.expose().as_bytes()).filter(|sid| !sid.is_empty());
+        let drops = |(name, value): (&http::HeaderName, &http::HeaderValue)| {
+            let name = name.as_str();
+            HOP_BY_HOP_RESPONSE.contains(&name)
+                || DROPPED_RESPONSE.contains(&name)
+                || sid.is_some_and(|sid| value.as_bytes().windows(sid.len()).any(|w| w == sid))
+        };
+        while let Some(name) =
+            upstream_response.headers.iter().find(|&header| drops(header)).map(|(name, _)| name.clone())
+        {
+            upstream_response.remove_header(&name);
         }
         if ctx.downstream_tls {
             upstream_response.insert_header("Strict-Transport-Security", HSTS)?;
         }
-        for (name, value) in state.cors.response_headers(Self::origin(session).as_deref()) {
-            // Keep IB's own `Vary` (e.g. Accept-Encoding) and add ours to it.
-            let value = match upstream_response.headers.get(name).and_then(|v| v.to_str().ok()) {
-                Some(existing) if name == "Vary" && !existing.is_empty() => format!("{existing}, {value}"),
-                _ => value,
-            };
-            upstream_response.insert_header(name, value)?;
+        let origin = session.req_header().headers.get(http::header::ORIGIN).and_then(|v| v.to_str().ok());
+        let vary_only = origin.is_none() && upstream_response.headers.get(http::header::VARY).is_none();
+        if vary_only {
+            // The common case (no `Origin`, IB sent no `Vary`): the one CORS header, without building the list.
+            upstream_response.insert_header(http::header::VARY, http::HeaderValue::from_static("Origin"))?;
+        } else {
+            for (name, value) in state.cors.response_headers(origin) {
+                // Keep IB's own `Vary` (e.g. Accept-Encoding) and add ours to it.
+                let value = match upstream_response.headers.get(name).and_then(|v| v.to_str().ok()) {
+                    Some(existing) if name == "Vary" && !existing.is_empty() => format!("{existing}, {value}"),
+                    _ => value,
+                };
+                upstream_response.insert_header(name, value)?;
+            }
         }
         if let Some(verdict) = ctx.proxied.as_ref().and_then(|p| p.verdict) {
             for (name, value) in verdict.headers() {
@@ -662,9 +677,7 @@ impl ProxyHttp for Gateway {
             self.export_spans(session, ctx, status);
         }
         ctx.state.metrics.request_finished();
-        let metrics = &ctx.state.metrics;
-        metrics.http_requests.with_label_values(&[ctx.route_class, &status.to_string()]).inc();
-        metrics.http_duration.with_label_values(&[ctx.route_class]).observe(ctx.started.elapsed().as_secs_f64());
+        ctx.state.metrics.request_answered(ctx.route_class, status, ctx.started.elapsed().as_secs_f64());
         if !self.access_log.enabled() {
             return;
         }

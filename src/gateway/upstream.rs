@@ -6,6 +6,7 @@ use parking_lot::RwLock;
 use pingora::http::RequestHeader;
 use pingora::upstreams::peer::HttpPeer;
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -128,19 +129,33 @@ pub fn rewrite_request(
         .flat_map(|v| v.split(',').map(|name| name.trim().to_ascii_lowercase()))
         .filter(|name| !name.is_empty())
         .collect();
-    for name in DROPPED.iter().copied().chain(named.iter().map(String::as_str)) {
-        request.remove_header(name);
+    // One pass over the (few) headers the client sent, rather than a look-up per name that could be dropped.
+    let drops = |name: &http::HeaderName| {
+        let name = name.as_str();
+        DROPPED.contains(&name) || named.iter().any(|named| named == name)
+    };
+    while let Some(name) = request.headers.keys().find(|name| drops(name)).cloned() {
+        request.remove_header(&name);
     }
     let uri = http::Uri::from_maybe_shared(bytes::Bytes::copy_from_slice(&target.path_and_query))
         .map_err(|_| pingora::Error::explain(pingora::ErrorType::InvalidHTTPHeader, "unusable upstream path"))?;
     request.set_uri(uri);
     request.insert_header("Host", target.authority.as_str())?;
+    // Marked sensitive: never put in an HTTP/2 header compression table.
+    let mut sid = http::HeaderValue::from_str(sid)
+        .map_err(|_| pingora::Error::explain(pingora::ErrorType::InvalidHTTPHeader, "unusable sid"))?;
+    sid.set_sensitive(true);
     request.insert_header("sid", sid)?;
     if !forwarded_chain.is_empty() {
-        let chain: Vec<String> = forwarded_chain.iter().map(ToString::to_string).collect();
-        request.insert_header("X-Forwarded-For", chain.join(", "))?;
+        let mut chain = String::with_capacity(forwarded_chain.len() * 17);
+        for (i, ip) in forwarded_chain.iter().enumerate() {
+            let separator = if i == 0 { "" } else { ", " };
+            let _ = write!(chain, "{separator}{ip}");
+        }
+        request.insert_header("X-Forwarded-For", chain)?;
     }
-    request.insert_header("X-Forwarded-Proto", if downstream_tls { "https" } else { "http" })?;
+    let proto = http::HeaderValue::from_static(if downstream_tls { "https" } else { "http" });
+    request.insert_header("X-Forwarded-Proto", proto)?;
     request.insert_header("X-Request-Id", request_id)?;
     Ok(())
 }

@@ -43,8 +43,14 @@ impl SessionId {
     /// about one session can be matched without the logs holding a usable id.
     pub fn log_tag(&self) -> String {
         // The same digest and alphabet as `tokens::TokenHash` (tokens sit above sessions, so not shared).
+        // 9 bytes are exactly 12 base64 characters: the first 12 of the whole digest's encoding.
         let digest = <sha2::Sha256 as sha2::Digest>::digest(self.0.as_bytes());
-        base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, digest)[..12].to_string()
+        let mut tag = [0u8; 12];
+        let engine = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        match base64::Engine::encode_slice(engine, &digest[..9], &mut tag) {
+            Ok(_) => tag.iter().map(|&c| char::from(c)).collect(),
+            Err(_) => base64::Engine::encode(engine, digest)[..12].to_string(),
+        }
     }
 }
 
