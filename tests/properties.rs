@@ -360,11 +360,11 @@ proptest! {
         let (token, exp) = access_token::issue(&f.keys, &f.config, &session, NOW).expect("issue");
         match access_token::verify(&f.keys, &f.config, &token, NOW) {
             Ok(Verified::Valid(claims)) => {
-                prop_assert_eq!(claims.sub, uuid);
-                prop_assert_eq!(claims.scope, scope);
-                prop_assert_eq!(claims.client_id, client);
+                prop_assert_eq!(&claims.sub, &uuid);
+                prop_assert_eq!(&claims.scope, &scope);
+                prop_assert_eq!(&claims.client_id, &client);
                 prop_assert_eq!(claims.exp, exp);
-                prop_assert_eq!(claims.ses, session.id.to_string());
+                prop_assert_eq!(&claims.ses, &session.id.to_string());
             }
             other => prop_assert!(false, "issued token did not verify: {other:?}"),
         }

@@ -4,6 +4,7 @@
 
 use jsonwebtoken::{decode, decode_header, errors::ErrorKind, Validation};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 use crate::config::Config;
 use crate::keys::SigningKeys;
@@ -33,11 +34,12 @@ impl AccessClaims {
 
 /// A token whose signature, issuer and audience check out.
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// The claims are shared (`Arc`): the verified-token cache hands them to every request without copying them.
 pub enum Verified {
-    Valid(AccessClaims),
+    Valid(Arc<AccessClaims>),
     /// Signed by us, but past `exp` (plus leeway). The claims are kept for the caller to tell "refresh"
     /// from "session over".
-    Expired(AccessClaims),
+    Expired(Arc<AccessClaims>),
 }
 
 impl Verified {
@@ -105,7 +107,7 @@ pub fn verify(keys: &SigningKeys, config: &Config, token: &str, now: u64) -> Res
         return Err(Invalid);
     }
     if now >= claims.exp + config.tokens.leeway_seconds {
-        return Ok(Verified::Expired(claims));
+        return Ok(Verified::Expired(Arc::new(claims)));
     }
-    Ok(Verified::Valid(claims))
+    Ok(Verified::Valid(Arc::new(claims)))
 }

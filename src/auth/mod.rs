@@ -36,7 +36,7 @@ pub struct Meter {
 /// A caller whose token and session check out.
 #[derive(Debug)]
 pub struct Authenticated {
-    pub claims: AccessClaims,
+    pub claims: Arc<AccessClaims>,
     pub session: Session,
     /// This window's request count for the session, when a [`Meter`] was given.
     pub count: Option<u64>,

@@ -13,7 +13,7 @@ use crate::keys::SigningKeys;
 
 struct Entry {
     token: Box<str>,
-    claims: AccessClaims,
+    claims: Arc<AccessClaims>,
 }
 
 pub struct VerifiedTokens {
@@ -38,7 +38,7 @@ impl VerifiedTokens {
         let verified = access_token::verify(keys, config, token, now)?;
         if let Verified::Valid(claims) = &verified {
             let ttl = Duration::from_secs((claims.exp + leeway).saturating_sub(now));
-            self.cache.put(token, Arc::new(Entry { token: token.into(), claims: claims.clone() }), Some(ttl));
+            self.cache.put(token, Arc::new(Entry { token: token.into(), claims: Arc::clone(claims) }), Some(ttl));
         }
         Ok(verified)
     }
