@@ -7,7 +7,9 @@
 #   (b) Redis store (a private redis-server): rate limits exact in Redis, approximate (when built), local with
 #       the session cache, and local without the session cache (a Redis round trip per request);
 #   (c) N live sessions (default 100,000) written by examples/session_loader.rs, requests spread at random
-#       (benches/random_token.lua); gateway RSS with them; the memory store's cost per session;
+#       (benches/random_token.lua), each gateway next to a 1-session control through the same script: on Redis
+#       (session cache copies kept 1 s, the default, and 10 minutes), and on a memory-store gateway holding them
+#       (the loader serves its own store, `--serve`); gateway RSS with them; the memory store's cost per session;
 #   (d) refresh grants per second on Redis (examples/refresh_load.rs: concurrent refresh chains);
 #   (e) a 1 GiB body streamed down and up through the gateway, its RSS before and at peak.
 # Writes the Markdown table to benches/results/latest.md (and prints it).
@@ -301,11 +303,31 @@ sleep 1
 IDLE_RSS=$(rss_kib "${GW_PID[memory]}")
 
 # (c): the sessions, written into Redis by the loader (which also measures what they cost a memory store).
-log "== loading $SESSIONS sessions into Redis (examples/session_loader.rs)"
+# The loader puts the same sessions into a memory store of its own and then serves it, as a memory-store gateway
+# (`--serve`, the same server): (c) on the memory store, throughput and RSS measured in one process.
+log "== loading $SESSIONS sessions into Redis and into a memory-store gateway (examples/session_loader.rs)"
+MEM100K_PORT=$(free_port)
+gateway_config memory100k "$MEM100K_PORT" "$(free_port)" "" local
 "$LOADER" --config "$TMP/gw-redis_local.yaml" --template-token "$TMP/redis.token" --count "$SESSIONS" \
     --access-out "$TMP/sessions.tokens" --refresh-out "$TMP/refresh.tokens" --refresh-count "$CHAINS" \
-    --memory-rss >"$TMP/loader.out"
+    --memory-rss --serve "$TMP/gw-memory100k.yaml" >"$TMP/loader.out" 2>"$TMP/gw-memory100k.log" &
+MEM100K_PID=$!
+PINGORA_PIDS+=("$MEM100K_PID")
+for _ in $(seq 1 1200); do
+    grep -q 'sessions_in_store=' "$TMP/loader.out" && break
+    _ibgw_pid_alive "$MEM100K_PID" || break
+    sleep 0.5
+done
+if ! grep -q 'sessions_in_store=' "$TMP/loader.out"; then
+    log "error: the session loader did not finish:"
+    cat "$TMP/loader.out" "$TMP/gw-memory100k.log" >&2
+    exit 1
+fi
+wait_port "$MEM100K_PORT"
 cat "$TMP/loader.out" >&2
+head -n 1 "$TMP/sessions.tokens" >"$TMP/memory100k-one.token"
+sleep 1
+MEM100K_RSS_BEFORE=$(rss_kib "$MEM100K_PID")
 kv() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" "$TMP/loader.out" | head -n 1; }
 MEM_STORE_GROWTH=$(kv growth_kib)
 MEM_STORE_BYTES_PER_SESSION=$(kv bytes_per_session)
@@ -337,18 +359,24 @@ for name in "${GATEWAYS[@]}"; do
     ROW_HEADER[$row]="Authorization: Bearer $(<"$token")"
     ROW_LABEL[$row]="(${row%%_*}) gateway, ${GW_LABEL[$name]}, 1 session"
 done
+# lua_row ROW PORT TOKEN_FILE LABEL: a (c) row, its requests spread by wrk's script over the file's tokens.
+lua_row() {
+    ROWS+=("$1")
+    ROW_URL[$1]="http://127.0.0.1:$2/api/v3/resource"
+    ROW_HEADER[$1]="lua:$3"
+    ROW_LABEL[$1]=$4
+}
+lua_row c_memory "$MEM100K_PORT" "$TMP/sessions.tokens" \
+    "(c) gateway, memory store holding $SESSIONS sessions (the loader serving it), local limits, $SESSIONS sessions at random"
+lua_row c1_memory "$MEM100K_PORT" "$TMP/memory100k-one.token" \
+    "(c) control: the same memory-store gateway, 1 of its sessions through the same wrk script"
 for name in redis_exact redis_approx redis_local redis_longcache; do
-    row="c_$name"
-    ROWS+=("$row")
-    ROW_URL[$row]="http://127.0.0.1:${GW_PORT[$name]}/api/v3/resource"
-    ROW_HEADER[$row]="lua:$TMP/sessions.tokens"
-    ROW_LABEL[$row]="(c) gateway, ${GW_LABEL[$name]}, $SESSIONS sessions at random"
+    lua_row "c_$name" "${GW_PORT[$name]}" "$TMP/sessions.tokens" \
+        "(c) gateway, ${GW_LABEL[$name]}, $SESSIONS sessions at random"
 done
 # The control of (c): the same wrk script (a Lua request() costs wrk more than a fixed request) with 1 token.
-ROWS+=(c1_redis_local)
-ROW_URL[c1_redis_local]="http://127.0.0.1:${GW_PORT[redis_local]}/api/v3/resource"
-ROW_HEADER[c1_redis_local]="lua:$TMP/redis.token"
-ROW_LABEL[c1_redis_local]="(c) control: gateway, ${GW_LABEL[redis_local]}, 1 session through the same wrk script"
+lua_row c1_redis_local "${GW_PORT[redis_local]}" "$TMP/redis.token" \
+    "(c) control: gateway, ${GW_LABEL[redis_local]}, 1 session through the same wrk script"
 row_gateway() { [[ $1 == nginx || $1 == passthrough ]] && return 1; echo "${1#*_}"; }
 
 to_ms() {
@@ -389,6 +417,10 @@ for name in redis_exact redis_approx redis_local redis_longcache; do
     fi
 done
 
+log "-- warm-up: the memory-store gateway holding $SESSIONS sessions"
+wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -s benches/random_token.lua \
+    "http://127.0.0.1:$MEM100K_PORT/api/v3/resource" -- "$TMP/sessions.tokens" >/dev/null
+
 IDLE_BEFORE=$(machine_sample)
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 log "== $ROUNDS rounds of ${DURATION}s, $CONNECTIONS connections, wrk -t2, alternating (machine: $(nproc) cores; before: $IDLE_BEFORE)"
@@ -401,6 +433,7 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 declare -A RSS_AFTER_C
+MEM100K_RSS_AFTER=$(rss_kib "$MEM100K_PID")
 for name in redis_exact redis_approx redis_local redis_nocache redis_longcache; do
     if ((GW_BUILT[$name])); then RSS_AFTER_C[$name]=$(rss_kib "${GW_PID[$name]}"); fi
 done
@@ -492,15 +525,14 @@ report() {
             "$(ratio "${M_RPS[$row]}" "${M_RPS[passthrough]}") | $(ratio "${M_RPS[$row]}" "${M_RPS[nginx]}") |" \
             "${ERRORS[$row]:-0} |"
     done
-    echo "| (c) gateway, memory store, $SESSIONS sessions | not measured | - | - | - | - |"
     echo
     echo "Per round (req/s): $(for row in "${ROWS[@]}"; do [[ -n ${RPS[$row]:-} ]] && printf '%s: %s; ' "$row" "${RPS[$row]% }"; done)"
     echo
-    echo "(c) memory store: a loader cannot write into a running gateway's memory store (and a debug endpoint in"
-    echo "production builds is not acceptable), so the memory store's throughput at $SESSIONS sessions is not"
-    echo "measured. What $SESSIONS sessions cost it is: the loader put ${MEM_STORE_COUNT:-?} sessions into an"
-    echo "in-process \`MemoryStore\` and its RSS grew by $(mib "${MEM_STORE_GROWTH:-0}") MiB"
-    echo "(${MEM_STORE_BYTES_PER_SESSION:-?} bytes per session; an upper bound, freed loader memory may stay resident)."
+    echo "(c) memory store: the loader put ${MEM_STORE_COUNT:-?} sessions into a \`MemoryStore\` of its own (its RSS grew"
+    echo "by $(mib "${MEM_STORE_GROWTH:-0}") MiB, ${MEM_STORE_BYTES_PER_SESSION:-?} bytes per session), dropped everything else and"
+    echo "served that store as a memory-store gateway (\`session_loader --serve\`, \`server::run_with_store\`: the same"
+    echo "server). That process's RSS: $(mib "$MEM100K_RSS_BEFORE") MiB before the rounds, $(mib "$MEM100K_RSS_AFTER") MiB after them"
+    echo "(it includes what the allocator kept from loading)."
     echo
     echo "(c) Redis: the loader wrote ${REDIS_SESSIONS:-?} sessions into Redis (the real one included). Gateway RSS, before"
     echo "the rounds → after them (sessions cached as they were requested; \`session_cache_max_entries\` default):"
@@ -546,10 +578,11 @@ report() {
     echo "| (c) the same with cached copies kept 10 min (the max age's cost; not the default) | ${c_ratio}× of (b) local | $(verdict "$c_ratio >= 0.90") |"
     c_ratio=$(ratio "${M_RPS[c_redis_local]}" "${M_RPS[c1_redis_local]}")
     echo "| (c) $SESSIONS sessions within 10% of 1 session, both through the wrk script, ${GW_LABEL[redis_local]} | ${c_ratio}× of the control | $(verdict "$c_ratio >= 0.90") |"
-    echo "| (c) memory store throughput at $SESSIONS sessions within 10% of (a) | not measured (see above) | not measured |"
-    local store_est
-    store_est=$(awk -v i="$IDLE_RSS" -v g="${MEM_STORE_GROWTH:-0}" 'BEGIN { printf "%.1f", (i + g) / 1024 }')
-    echo "| (c) $SESSIONS sessions in the memory store under 200 MiB RSS | store growth $(mib "${MEM_STORE_GROWTH:-0}") MiB in the loader + idle gateway $(mib "$IDLE_RSS") MiB = ${store_est} MiB (estimate, not one process) | $(verdict "$store_est < 200") (estimate) |"
+    c_ratio=$(ratio "${M_RPS[c_memory]}" "${M_RPS[c1_memory]}")
+    echo "| (c) memory store, $SESSIONS sessions within 10% of 1 session (both through the wrk script, same process) | ${c_ratio}× of the control; $(ratio "${M_RPS[c_memory]}" "${M_RPS[a_memory]}")× of (a) | $(verdict "$c_ratio >= 0.90") |"
+    local rss_peak
+    rss_peak=$(( MEM100K_RSS_AFTER > MEM100K_RSS_BEFORE ? MEM100K_RSS_AFTER : MEM100K_RSS_BEFORE ))
+    echo "| (c) $SESSIONS sessions in the memory store under 200 MiB RSS | $(mib "$rss_peak") MiB (the serving gateway's RSS, after the rounds) | $(verdict "$rss_peak < 200 * 1024") |"
     echo "| (d) ≥ 5,000 refresh grants/s on Redis | ${GRANTS_PER_S:-?}/s | $(verdict "${GRANTS_PER_S:-0} >= 5000 && ${GRANTS_FAILED:-1} == 0") |"
     growth=$(awk -v a="$STREAM_PEAK" -v b="$STREAM_BEFORE" 'BEGIN { printf "%.1f", (a - b) / 1024 }')
     echo "| (e) RSS grows < 16 MiB while streaming | +${growth} MiB | $(verdict "$growth < 16 && \"$DOWN_BYTES\" == $GIB && \"${UP_ECHOED:-0}\" == $GIB") |"

@@ -8,11 +8,15 @@
 //! key file: `ib-oauth-gateway keygen`), so the gateway accepts them.
 //!
 //! With `--memory-rss`, the same sessions also go into an in-process memory store first and the loader prints
-//! how much its own resident memory grew: what N sessions cost the memory store, measured, since a loader
-//! cannot reach into a running gateway's memory store.
+//! how much its own resident memory grew: what N sessions cost the memory store.
+//!
+//! With `--serve GATEWAY_YAML` (a memory-store configuration), the loader then becomes that gateway: it drops
+//! everything but the memory store it filled and serves it (`server::run_with_store`, the same server as
+//! `ib-oauth-gateway`), so the bench measures a memory-store gateway holding N sessions, its throughput and its
+//! resident memory, in one process. The tokens it wrote are valid there too (same sessions, same key).
 //!
 //! Usage: `session_loader --config GATEWAY_YAML --template-token FILE --count N --access-out FILE
-//!         [--refresh-out FILE --refresh-count M] [--memory-rss]`
+//!         [--refresh-out FILE --refresh-count M] [--memory-rss] [--serve MEMORY_GATEWAY_YAML]`
 //! The template token is read from a file (never from the command line); no token is printed.
 
 use std::io::Write;
@@ -24,6 +28,7 @@ use futures_util::{stream, StreamExt, TryStreamExt};
 use ib_oauth_gateway::auth::access_token;
 use ib_oauth_gateway::config::{self, Config};
 use ib_oauth_gateway::keys::SigningKeys;
+use ib_oauth_gateway::server;
 use ib_oauth_gateway::session::{rules, Session, SessionId};
 use ib_oauth_gateway::store::{self, memory::MemoryStore, now_unix, TokenStore};
 use ib_oauth_gateway::tokens::RefreshToken;
@@ -49,9 +54,23 @@ struct Args {
     /// Also load the sessions into an in-process memory store and print its resident-memory growth.
     #[arg(long)]
     memory_rss: bool,
+    /// Then serve the memory store as the gateway this (memory-store) configuration describes.
+    #[arg(long)]
+    serve: Option<String>,
     /// Concurrent store writes.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+}
+
+/// The gateway's allocator (as in `src/main.rs`): with `--serve` this process is the gateway being measured.
+#[cfg(not(feature = "system-allocator"))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[cfg(not(feature = "system-allocator"))]
+unsafe extern "C" {
+    /// mimalloc's "return free memory to the system" (in the mimalloc library the allocator links).
+    fn mi_collect(force: bool);
 }
 
 fn fail(message: impl std::fmt::Display) -> ! {
@@ -118,9 +137,38 @@ fn writer(path: &str) -> std::io::BufWriter<std::fs::File> {
     std::io::BufWriter::new(file)
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+fn main() {
     let args = Args::parse();
+    let served = args.serve.as_ref().map(|path| {
+        let config = config::load(path).unwrap_or_else(|e| fail(format!("{path}: {e}")));
+        (path.clone(), config)
+    });
+    // The loading runs in a runtime of its own, ended before the server starts its own runtimes.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| fail(format!("cannot start a runtime: {e}")));
+    let memory = runtime.block_on(load(&args, served.as_ref().map(|(_, config)| config)));
+    drop(runtime);
+    if let (Some((path, config)), Some(memory)) = (served, memory) {
+        // What loading freed goes back to the system, so the served gateway's RSS is its own: the store, and
+        // what serving adds (the verified-token cache, ...), not the loader's garbage.
+        #[cfg(not(feature = "system-allocator"))]
+        // SAFETY: mimalloc's own collection call, with no pointer passed; any thread may make it.
+        unsafe {
+            mi_collect(true)
+        };
+        ib_oauth_gateway::logging::init(&config.logging);
+        let opt = pingora::server::configuration::Opt::default();
+        if let Err(e) = server::run_with_store(config, &path, opt, Some(memory)) {
+            fail(e);
+        }
+    }
+}
+
+/// Loads the sessions; returns the filled memory store when one was asked for (`--memory-rss`, `--serve`).
+async fn load(args: &Args, served: Option<&Config>) -> Option<Arc<dyn TokenStore>> {
     let config = config::load(&args.config).unwrap_or_else(|e| fail(format!("{}: {e}", args.config)));
     let (keys, ephemeral) = SigningKeys::from_config(&config.signing).unwrap_or_else(|e| fail(e));
     if ephemeral {
@@ -142,8 +190,9 @@ async fn main() {
 
     let sessions: Vec<Session> = (0..args.count).map(|i| session_from(&template, i)).collect();
 
-    if args.memory_rss {
-        let memory = MemoryStore::new(&config.store.memory);
+    let mut kept: Option<Arc<dyn TokenStore>> = None;
+    if args.memory_rss || served.is_some() {
+        let memory = MemoryStore::new(&served.unwrap_or(&config).store.memory);
         // The sessions to insert exist already (they are cloned in): what grows is the store's own copies.
         let copies: Vec<Session> =
             sessions.iter().map(|s| Session { grant: Arc::new((*s.grant).clone()), ..s.clone() }).collect();
@@ -158,6 +207,7 @@ async fn main() {
             after.saturating_sub(before),
             after.saturating_sub(before) * 1024 / (count.max(1)),
         );
+        kept = Some(Arc::new(memory));
     }
 
     let started = std::time::Instant::now();
@@ -184,4 +234,5 @@ async fn main() {
         created.len(),
         created.len() as f64 / elapsed.max(1e-9)
     );
+    kept
 }

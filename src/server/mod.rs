@@ -121,7 +121,23 @@ fn check_store(config: &Config) -> Result<(), String> {
 /// Runs the gateway until it is told to stop. `config_path` is the file `config` was read from, read again
 /// by a reload. Returns an error message for start-up failures.
 pub fn run(config: Config, config_path: &str, opt: Opt) -> Result<(), String> {
+    run_with_store(config, config_path, opt, None)
+}
+
+/// [`run`], serving `store` when given instead of the one `store:` configures: a memory store that
+/// `examples/session_loader.rs` filled with many sessions, so the bench measures a memory-store gateway that
+/// holds them (a running gateway's memory cannot be reached from outside). `store.backend` must then be
+/// `memory`.
+pub fn run_with_store(
+    config: Config,
+    config_path: &str,
+    opt: Opt,
+    store: Option<Arc<dyn TokenStore>>,
+) -> Result<(), String> {
     reload::ignore_hangup_until_ready();
+    if store.is_some() && config.store.backend != StoreBackend::Memory {
+        return Err("a store given to the gateway must be served with store.backend: memory".into());
+    }
     check_store(&config)?;
     let config = Arc::new(config);
     let backend = match config.store.backend {
@@ -130,7 +146,10 @@ pub fn run(config: Config, config_path: &str, opt: Opt) -> Result<(), String> {
     };
     let metrics = Arc::new(Metrics::new(backend));
     trace::export::install(&config.tracing);
-    let store: Arc<dyn TokenStore> = Arc::new(SharedStore::new(config.clone(), metrics.clone()));
+    let store: Arc<dyn TokenStore> = match store {
+        Some(store) => Arc::new(SharedStore::around(store, config.clone(), metrics.clone())),
+        None => Arc::new(SharedStore::new(config.clone(), metrics.clone())),
+    };
     let (keys, ephemeral) = SigningKeys::from_config(&config.signing).map_err(|e| e.to_string())?;
     if ephemeral {
         log::warn!(

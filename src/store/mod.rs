@@ -247,6 +247,12 @@ impl SharedStore {
         SharedStore { config, inner, metrics }
     }
 
+    /// Around a store made already (the bench's loader serves a memory store it filled itself), timed like any.
+    pub fn around(store: Arc<dyn TokenStore>, config: Arc<Config>, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        let inner = tokio::sync::OnceCell::new_with(Some(store));
+        SharedStore { config, inner, metrics }
+    }
+
     async fn get(&self) -> Result<&Arc<dyn TokenStore>, StoreError> {
         self.inner.get_or_try_init(|| from_config(&self.config)).await
     }
