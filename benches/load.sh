@@ -17,7 +17,9 @@
 # Usage: ./benches/load.sh [SECONDS_PER_ROUND] [CONNECTIONS]     (defaults: 5 s, 32 connections)
 # Environment: IBGW_BENCH_THREADS (server.threads of the gateway, the pass-through's threads and nginx's
 #   worker_processes; default 2), IBGW_BENCH_SESSIONS (scenario c; default 100000), IBGW_BENCH_ROUNDS
-#   (default 3), IBGW_BENCH_CHAINS (scenario d; default 32), IBGW_BENCH_RESULTS (output file).
+#   (default 3), IBGW_BENCH_CHAINS (scenario d; default 32), IBGW_BENCH_RESULTS (output file),
+#   IBGW_BENCH_PROFILE=1 (after the rounds, one more (a) run under `perf record -g` on the gateway, not counted;
+#   the profile's top entries go into the report; installs linux-perf).
 # Needs: the Rust toolchain; installs cmake & co. (build), wrk, nginx and redis-server with apt-get when root,
 # else names the command to run. Everything listens on 127.0.0.1 only and stops when the script ends.
 set -euo pipefail
@@ -44,6 +46,8 @@ ensure_build_deps
 ensure_redis
 _ibgw_require "wrk" wrk
 _ibgw_require "nginx" nginx
+PROFILE=${IBGW_BENCH_PROFILE:-0}
+if [[ $PROFILE == 1 ]]; then _ibgw_require "linux-perf" perf; fi
 
 # The allocator row of (a): the same gateway with glibc's malloc instead of mimalloc (feature system-allocator),
 # built first and copied aside (cargo keeps both builds, so switching back is only a copy).
@@ -432,6 +436,19 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 
+# The profile of (a): the memory-store gateway under the same load, in a run of its own (perf slows what it
+# samples, so no measured round carries it). `perf report` of the release binary (its debug symbols are kept).
+PROFILE_TOP=""
+if [[ $PROFILE == 1 ]]; then
+    log "== profile: (a) under perf record -g (not counted)"
+    perf record -F 999 -g -o "$TMP/perf.data" -p "${GW_PID[memory]}" -- sleep "$DURATION" >/dev/null 2>&1 &
+    PERF_PID=$!
+    wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -H "${ROW_HEADER[a_memory]}" "${ROW_URL[a_memory]}" >/dev/null
+    wait "$PERF_PID" || true
+    PROFILE_TOP=$(perf report -i "$TMP/perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null |
+        grep -E '^ +[0-9]' | head -n 25 | cut -c1-150 | sed 's/[[:space:]]*$//' || true)
+fi
+
 declare -A RSS_AFTER_C
 MEM100K_RSS_AFTER=$(rss_kib "$MEM100K_PID")
 for name in redis_exact redis_approx redis_local redis_nocache redis_longcache; do
@@ -552,6 +569,17 @@ report() {
     echo "Gateway RSS: idle after start $(mib "$IDLE_RSS") MiB; before streaming (after the load rounds)"
     echo "$(mib "$STREAM_BEFORE") MiB; peak while streaming $(mib "$STREAM_PEAK") MiB (sampled every 20 ms); after $(mib "$STREAM_AFTER") MiB."
     echo
+    if [[ -n $PROFILE_TOP ]]; then
+        echo "## Profile of (a)"
+        echo
+        echo "\`perf record -F 999 -g -p <gateway>\` during one more (a) run of ${DURATION} s (not counted);"
+        echo "\`perf report --no-children --sort dso,symbol\`, top entries:"
+        echo
+        echo '```'
+        echo "$PROFILE_TOP"
+        echo '```'
+        echo
+    fi
     echo "## Targets (issue 8)"
     echo
     echo "| target | measured | verdict |"
