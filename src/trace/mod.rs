@@ -174,8 +174,9 @@ impl fmt::Display for TraceParent {
 /// state is passed on as it came or not at all.
 pub fn tracestate<'a>(fields: impl IntoIterator<Item = &'a str>) -> Option<String> {
     let mut combined = String::new();
-    for field in fields {
-        if !combined.is_empty() {
+    for (i, field) in fields.into_iter().enumerate() {
+        // Joined exactly as received (an empty first field included), so what is passed on is the list whole.
+        if i > 0 {
             combined.push(',');
         }
         if combined.len() + field.len() > MAX_TRACESTATE_BYTES {
@@ -432,6 +433,9 @@ mod tests {
         );
         assert_eq!(tracestate(["a=1,,b=2,"]).as_deref(), Some("a=1,,b=2,"), "empty members are allowed");
         assert_eq!(tracestate(["a=x y"]).as_deref(), Some("a=x y"), "inner spaces are allowed");
+        // Several fields are one list joined by commas, an empty first field included (found by the property
+        // test: the first field's comma was dropped, so the list passed on was not the one received).
+        assert_eq!(tracestate(["", "a=@"]).as_deref(), Some(",a=@"));
     }
 
     #[test]
