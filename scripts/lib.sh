@@ -256,6 +256,8 @@ _ibgw_redis_launch() {
             break
         fi
         if grep -qE "$busy_re" "$log" 2>/dev/null; then
+            # Say which socket: a cluster node also binds its bus port (port + 10000).
+            _ibgw_log "note: redis-server on port $port: $(grep -m 1 -E "$busy_re" "$log")"
             taken=1
             break
         fi
@@ -284,7 +286,9 @@ _ibgw_redis_start_node() {
     done
     if (($#)); then shift; fi
     local try port rc dir arg
-    for ((try = 1; try <= 5; try++)); do
+    # A port free when picked can be taken before the server binds it (another process's outgoing connection
+    # uses the ephemeral range too): try ten.
+    for ((try = 1; try <= 10; try++)); do
         port=$(free_port ${taken[@]+"${taken[@]}"}) || return 1
         dir=${dir_tmpl//@PORT@/$port}
         extra=()
