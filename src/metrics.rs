@@ -37,12 +37,14 @@ impl<K: PartialEq + Copy, H> Resolved<K, H> {
             return use_handle(handle);
         }
         let mut entries = self.entries.write();
-        if !entries.iter().any(|(k, _)| *k == key) {
-            entries.push((key, make()));
-        }
-        if let Some((_, handle)) = entries.iter().find(|(k, _)| *k == key) {
-            use_handle(handle);
-        }
+        let at = match entries.iter().position(|(k, _)| *k == key) {
+            Some(at) => at,
+            None => {
+                entries.push((key, make()));
+                entries.len() - 1
+            }
+        };
+        use_handle(&entries[at].1);
     }
 }
 

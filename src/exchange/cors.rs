@@ -1,7 +1,7 @@
 //! CORS, per `cors:` in the configuration: preflights answered without authentication, and the
 //! `Access-Control-*` headers added to every response for an allowed origin.
 
-use http::Method;
+use http::{HeaderValue, Method};
 use std::collections::HashSet;
 
 use super::Reply;
@@ -42,20 +42,18 @@ impl Cors {
         }
     }
 
-    /// Headers for an actual (non-preflight) response.
-    pub fn response_headers(&self, origin: Option<&str>) -> Vec<(&'static str, String)> {
-        let mut headers = vec![("Vary", "Origin".to_string())];
-        if let Some(allowed) = self.allowed(origin) {
-            let echoed = allowed != "*";
-            headers.push(("Access-Control-Allow-Origin", allowed));
-            if !self.exposed.is_empty() {
-                headers.push(("Access-Control-Expose-Headers", self.exposed.clone()));
-            }
-            if self.credentials && echoed {
-                headers.push(("Access-Control-Allow-Credentials", "true".into()));
-            }
-        }
-        headers
+    /// Headers for an actual (non-preflight) response. Without an allowed `Origin` (the common case on the proxy
+    /// path) that is `Vary: Origin` alone, made without allocating.
+    pub fn response_headers(&self, origin: Option<&str>) -> impl Iterator<Item = (&'static str, HeaderValue)> + '_ {
+        let allowed = self.allowed(origin).and_then(|allowed| HeaderValue::try_from(allowed).ok());
+        let echoed = allowed.as_ref().is_some_and(|allowed| allowed != "*");
+        let exposed =
+            allowed.as_ref().and_then(|_| HeaderValue::from_str(&self.exposed).ok()).filter(|v| !v.is_empty());
+        let credentials = (self.credentials && echoed).then(|| HeaderValue::from_static("true"));
+        std::iter::once(("Vary", HeaderValue::from_static("Origin")))
+            .chain(allowed.map(|value| ("Access-Control-Allow-Origin", value)))
+            .chain(exposed.map(|value| ("Access-Control-Expose-Headers", value)))
+            .chain(credentials.map(|value| ("Access-Control-Allow-Credentials", value)))
     }
 
     /// Is this an OPTIONS request asking for a preflight?
@@ -90,18 +88,18 @@ mod tests {
             ..CorsConfig::default()
         };
         let cors = Cors::new(&config);
-        let headers = cors.response_headers(Some("https://app.example.com"));
-        assert!(headers.contains(&("Access-Control-Allow-Origin", "https://app.example.com".into())));
-        assert!(headers.contains(&("Access-Control-Allow-Credentials", "true".into())));
-        let other = cors.response_headers(Some("https://evil.example"));
+        let headers: Vec<_> = cors.response_headers(Some("https://app.example.com")).collect();
+        assert!(headers.contains(&("Access-Control-Allow-Origin", HeaderValue::from_static("https://app.example.com"))));
+        assert!(headers.contains(&("Access-Control-Allow-Credentials", HeaderValue::from_static("true"))));
+        let other: Vec<_> = cors.response_headers(Some("https://evil.example")).collect();
         assert!(!other.iter().any(|(name, _)| *name == "Access-Control-Allow-Origin"));
     }
 
     #[test]
     fn wildcard_never_allows_credentials() {
         let cors = Cors::new(&CorsConfig::default());
-        let headers = cors.response_headers(Some("https://any.example"));
-        assert!(headers.contains(&("Access-Control-Allow-Origin", "*".into())));
+        let headers: Vec<_> = cors.response_headers(Some("https://any.example")).collect();
+        assert!(headers.contains(&("Access-Control-Allow-Origin", HeaderValue::from_static("*"))));
         assert!(!headers.iter().any(|(name, _)| *name == "Access-Control-Allow-Credentials"));
     }
 }

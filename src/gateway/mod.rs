@@ -600,18 +600,17 @@ impl ProxyHttp for Gateway {
             upstream_response.insert_header("Strict-Transport-Security", HSTS)?;
         }
         let origin = session.req_header().headers.get(http::header::ORIGIN).and_then(|v| v.to_str().ok());
-        let vary_only = origin.is_none() && upstream_response.headers.get(http::header::VARY).is_none();
-        if vary_only {
-            // The common case (no `Origin`, IB sent no `Vary`): the one CORS header, without building the list.
-            upstream_response.insert_header(http::header::VARY, http::HeaderValue::from_static("Origin"))?;
-        } else {
-            for (name, value) in state.cors.response_headers(origin) {
-                // Keep IB's own `Vary` (e.g. Accept-Encoding) and add ours to it.
-                let value = match upstream_response.headers.get(name).and_then(|v| v.to_str().ok()) {
-                    Some(existing) if name == "Vary" && !existing.is_empty() => format!("{existing}, {value}"),
-                    _ => value,
-                };
-                upstream_response.insert_header(name, value)?;
+        for (name, value) in state.cors.response_headers(origin) {
+            // Keep IB's own `Vary` (e.g. Accept-Encoding) and add ours to it.
+            let merged = match upstream_response.headers.get(name).and_then(|v| v.to_str().ok()) {
+                Some(existing) if name == "Vary" && !existing.is_empty() => {
+                    Some(format!("{existing}, {}", value.to_str().unwrap_or_default()))
+                }
+                _ => None,
+            };
+            match merged {
+                Some(merged) => upstream_response.insert_header(name, merged)?,
+                None => upstream_response.insert_header(name, value)?,
             }
         }
         if let Some(verdict) = ctx.proxied.as_ref().and_then(|p| p.verdict) {
