@@ -227,6 +227,38 @@ async fn cors_preflight_is_answered_without_authentication() {
     assert!(denied.headers().get("access-control-allow-origin").is_none());
 }
 
+/// Proxied answers: the CORS headers of an allowed origin once each, and `Vary: Origin` on every answer (with or
+/// without an `Origin`, allowed or not), so caches never mix them.
+#[tokio::test(flavor = "multi_thread")]
+async fn proxied_answers_carry_cors_for_allowed_origins_and_always_vary_on_origin() {
+    let (gateway, mock) =
+        gateway_and_mock("cors:\n  allowed_origins: ['https://app.example.com']\n  allow_credentials: true\n").await;
+    let tokens = tokens_for(&gateway, &mock, "").await;
+    let call = |origin: Option<&'static str>| {
+        let request = http().get(gateway.url("/api/v3/resource")).bearer_auth(access(&tokens));
+        match origin {
+            Some(origin) => request.header("Origin", origin).send(),
+            None => request.send(),
+        }
+    };
+    let allowed = call(Some("https://app.example.com")).await.unwrap();
+    assert_eq!(allowed.status(), StatusCode::OK);
+    let headers = allowed.headers();
+    assert_eq!(headers["access-control-allow-origin"], "https://app.example.com");
+    assert_eq!(headers["access-control-allow-credentials"], "true");
+    for name in ["access-control-allow-origin", "access-control-allow-credentials", "vary"] {
+        assert_eq!(headers.get_all(name).iter().count(), 1, "{name} is sent once");
+    }
+    assert!(headers["vary"].to_str().unwrap().contains("Origin"));
+    for origin in [None, Some("https://evil.example")] {
+        let answer = call(origin).await.unwrap();
+        assert_eq!(answer.status(), StatusCode::OK);
+        assert!(answer.headers().get("access-control-allow-origin").is_none(), "{origin:?}");
+        assert!(answer.headers().get("access-control-allow-credentials").is_none(), "{origin:?}");
+        assert!(answer.headers()["vary"].to_str().unwrap().contains("Origin"), "{origin:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn rate_limit_answers_429_with_retry_after_then_recovers() {
     let (gateway, mock) = gateway_and_mock("rate_limits:\n  per_session_per_minute: 5\n").await;
