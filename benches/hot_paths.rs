@@ -74,7 +74,7 @@ fn benches(c: &mut Criterion) {
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     c.bench_function("trace_context_continue_and_propagate", |b| {
         b.iter(|| {
-            let trace = TraceContext::accept(Some(black_box(traceparent)), None, 1.0);
+            let trace = TraceContext::accept(Some(black_box(traceparent)), None, 1.0, false);
             trace.traceparent(SpanId::random()).to_string()
         })
     });

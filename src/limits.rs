@@ -78,9 +78,29 @@ struct Tally {
 /// Per-session counts of the approximate backend: exact for this instance's requests, and the other instances'
 /// as of the last sync. The count a verdict uses is never above the deployment's true count (so no session is
 /// refused early); it is below it by what the others admitted since the last sync.
+///
+/// Bounded by one window's sessions: the first count of a new window drops the tallies of earlier ones (their
+/// counters expire in the store), whether or not a sync has run since.
 #[derive(Debug, Default)]
 pub struct SharedCounts {
-    tallies: Mutex<HashMap<(String, u64), Tally>>,
+    tallies: Mutex<Tallies>,
+}
+
+#[derive(Debug, Default)]
+struct Tallies {
+    /// The newest window counted; tallies of earlier windows are gone.
+    window: u64,
+    by_session: HashMap<(String, u64), Tally>,
+}
+
+impl Tallies {
+    /// Moves on to `window` if it is newer, dropping the tallies of the windows before it.
+    fn advance(&mut self, window: u64) {
+        if window > self.window {
+            self.window = window;
+            self.by_session.retain(|(_, w), _| *w >= window);
+        }
+    }
 }
 
 /// What a sync sends for one session and window: `(session id, window, requests to add)`.
@@ -90,7 +110,8 @@ impl SharedCounts {
     /// Counts one request of `session_id` in `window`; the count so far, this one included.
     pub fn count(&self, session_id: &str, window: u64) -> u64 {
         let mut tallies = self.tallies.lock();
-        let tally = tallies.entry((session_id.to_string(), window)).or_default();
+        tallies.advance(window);
+        let tally = tallies.by_session.entry((session_id.to_string(), window)).or_default();
         tally.pending += 1;
         tally.synced + tally.pending
     }
@@ -100,8 +121,9 @@ impl SharedCounts {
     /// Tallies of earlier windows are dropped (their counters expire in the store).
     pub fn to_sync(&self, window: u64) -> Vec<PendingCount> {
         let mut tallies = self.tallies.lock();
-        tallies.retain(|(_, w), _| *w >= window);
+        tallies.advance(window);
         tallies
+            .by_session
             .iter()
             .filter(|(_, tally)| tally.pending > 0)
             .map(|((id, w), tally)| (id.clone(), *w, tally.pending))
@@ -110,7 +132,7 @@ impl SharedCounts {
 
     /// A sync added `sent` of a tally's pending requests, and the store's counter is now `total`.
     pub fn synced(&self, session_id: &str, window: u64, sent: u64, total: u64) {
-        if let Some(tally) = self.tallies.lock().get_mut(&(session_id.to_string(), window)) {
+        if let Some(tally) = self.tallies.lock().by_session.get_mut(&(session_id.to_string(), window)) {
             tally.pending = tally.pending.saturating_sub(sent);
             tally.synced = tally.synced.max(total);
         }
@@ -152,10 +174,10 @@ impl RateLimits {
     }
 
     /// The approximate backend's counts, for the task that syncs them with the store (`None` with another
-    /// backend or no per-session limit).
+    /// backend). There are counts to sync only while `per_session_per_minute` is above 0, but the task runs
+    /// with the backend whatever the limit: a live reload may set one.
     pub fn shared_counts(&self) -> Option<Arc<SharedCounts>> {
-        (self.config.backend == RateLimitBackend::Approximate && self.config.per_session_per_minute > 0)
-            .then(|| self.shared.clone())
+        (self.config.backend == RateLimitBackend::Approximate).then(|| self.shared.clone())
     }
 
     /// The per-session verdict. `store_count` is the store's count for this window when
@@ -280,6 +302,28 @@ mod tests {
         assert_eq!(limits.session("s", None, now + 60).unwrap().unwrap().remaining, 4, "a new window");
         // Local and exact backends have none.
         assert!(RateLimits::new(&RateLimitConfig::default()).shared_counts().is_none());
+    }
+
+    #[test]
+    fn approximate_tallies_hold_one_windows_sessions_even_when_no_sync_runs() {
+        let shared = SharedCounts::default();
+        for session in ["a", "b", "c"] {
+            shared.count(session, 7);
+        }
+        shared.count("d", 8);
+        let tallies = shared.tallies.lock();
+        let kept: Vec<&(String, u64)> = tallies.by_session.keys().collect();
+        assert_eq!(kept, [&("d".to_string(), 8)], "the first count of window 8 dropped window 7's tallies");
+    }
+
+    #[test]
+    fn the_approximate_backend_has_counts_to_sync_even_while_its_limit_is_off() {
+        let config = RateLimitConfig { backend: RateLimitBackend::Approximate, ..RateLimitConfig::default() };
+        let off = RateLimits::new(&RateLimitConfig { per_session_per_minute: 0, ..config.clone() });
+        assert!(off.shared_counts().is_some(), "the sync task starts with the backend, whatever the limit");
+        assert_eq!(off.session("s", None, 60), Ok(None), "no limit, nothing counted");
+        let on = off.reconfigured(&RateLimitConfig { per_session_per_minute: 5, ..config });
+        assert!(Arc::ptr_eq(&off.shared_counts().unwrap(), &on.shared_counts().unwrap()), "the same counts");
     }
 
     #[test]

@@ -75,6 +75,9 @@ pub struct Metrics {
     pub store_errors: IntCounterVec,
     /// Lines the access or audit log lost because its writer could not keep up (`log`: `access`, `audit`).
     pub log_lines_dropped: IntCounterVec,
+    /// Failed authentications the `repeated_auth_failures` table could not follow (full even at its widest
+    /// networks): a flood from many networks at once.
+    pub audit_failures_unfollowed: prometheus::IntCounter,
     store_up: IntGauge,
     active_sessions: IntGauge,
     requests_in_flight: IntGauge,
@@ -91,6 +94,12 @@ fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntC
 fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
     let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
     let metric = HistogramVec::new(opts, labels).expect("static metric definition");
+    registry.register(Box::new(metric.clone())).expect("each metric is registered once");
+    metric
+}
+
+fn unlabelled_counter(registry: &Registry, name: &str, help: &str) -> prometheus::IntCounter {
+    let metric = prometheus::IntCounter::new(name, help).expect("static metric definition");
     registry.register(Box::new(metric.clone())).expect("each metric is registered once");
     metric
 }
@@ -170,6 +179,11 @@ impl Metrics {
                 "log_lines_dropped_total",
                 "Log lines lost because the log's writer could not keep up, by log",
                 &["log"],
+            ),
+            audit_failures_unfollowed: unlabelled_counter(
+                r,
+                "audit_auth_failures_unfollowed_total",
+                "Failed authentications not followed for repeated_auth_failures (its table was full)",
             ),
             store_up: gauge(r, "store_up", "1 when the token store answered the last check, else 0"),
             active_sessions: gauge(

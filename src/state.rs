@@ -11,7 +11,7 @@ use crate::auth::clients::ClientRegistry;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::exchange::cors::Cors;
-use crate::ib::IbClient;
+use crate::ib::{ExtraCas, IbClient};
 use crate::keys::SigningKeys;
 use crate::limits::RateLimits;
 use crate::metrics::Metrics;
@@ -40,6 +40,9 @@ pub struct AppState {
     /// Security events, from the handlers and the gateway that know of them. Shared across reloads (its
     /// destination, `logging.audit`, needs a restart to change; its failure counts survive a reload).
     pub audit: Arc<AuditLog>,
+    /// `platforms.extra_ca_file` as read at start-up: the login client and Pingora's upstream TLS trust these
+    /// until a restart, whatever the file holds by the time of a reload.
+    pub extra_cas: Option<ExtraCas>,
 }
 
 /// Why the shared state could not be built (a start-up or reload failure; the message names the setting).
@@ -61,6 +64,7 @@ struct Shared {
     auth: Arc<Authenticator>,
     registration_limiter: Arc<Rate>,
     audit: Arc<AuditLog>,
+    extra_cas: Option<ExtraCas>,
 }
 
 impl AppState {
@@ -74,12 +78,14 @@ impl AppState {
         let registration_limiter = Arc::new(Rate::new(std::time::Duration::from_secs(3_600)));
         let rate_limits = RateLimits::new(&config.rate_limits);
         let audit = Arc::new(AuditLog::start(&config.logging, &metrics)?);
-        Self::assemble(config, Shared { keys, store, metrics, auth, registration_limiter, audit }, rate_limits)
+        let extra_cas = ExtraCas::read(&config)?;
+        let shared = Shared { keys, store, metrics, auth, registration_limiter, audit, extra_cas };
+        Self::assemble(config, shared, rate_limits)
     }
 
     /// The state for a reloaded `config` (see `config::live`): clients, CORS, limits, the platform policy and
-    /// upstream timeouts from `config`; the keys, store, metrics, authenticator and every limit's counters
-    /// shared with this one, so a reload drops no stored state and resets no count.
+    /// upstream timeouts from `config`; the keys, store, metrics, authenticator, extra CAs and every limit's
+    /// counters shared with this one, so a reload drops no stored state and resets no count.
     pub fn reconfigured(&self, config: Arc<Config>) -> Result<Self, StateError> {
         let shared = Shared {
             keys: self.keys.clone(),
@@ -88,6 +94,7 @@ impl AppState {
             auth: self.auth.clone(),
             registration_limiter: self.registration_limiter.clone(),
             audit: self.audit.clone(),
+            extra_cas: self.extra_cas.clone(),
         };
         let rate_limits = self.rate_limits.reconfigured(&config.rate_limits);
         Self::assemble(config, shared, rate_limits)
@@ -95,7 +102,7 @@ impl AppState {
 
     fn assemble(config: Arc<Config>, shared: Shared, rate_limits: RateLimits) -> Result<Self, StateError> {
         Ok(AppState {
-            ib: IbClient::new(&config)?,
+            ib: IbClient::with_extra_cas(&config, shared.extra_cas.as_ref())?,
             clients: ClientRegistry::from_config(&config.oauth.clients)?,
             cors: Cors::new(&config.cors),
             trusted_proxies: config
@@ -112,6 +119,7 @@ impl AppState {
             auth: shared.auth,
             registration_limiter: shared.registration_limiter,
             audit: shared.audit,
+            extra_cas: shared.extra_cas,
         })
     }
 }

@@ -182,3 +182,35 @@ async fn a_session_ended_on_one_instance_is_refused_by_the_other_at_once() {
     let (status, _) = refresh(&first, tokens["refresh_token"].as_str().unwrap()).await;
     assert_eq!(status, 400);
 }
+
+/// A user with more sessions than one listing holds: the listing says it was cut, and ending by user ends every
+/// one of them (page after page), not just the first thousand.
+#[tokio::test(flavor = "multi_thread")]
+async fn ending_a_user_with_more_sessions_than_a_listing_holds_ends_all_of_them() {
+    use common::store::{grant_for, redis_config, store_session};
+    use ib_oauth_gateway::session::{Session, SessionId};
+    const SESSIONS: usize = ib_oauth_gateway::store::USER_SESSIONS_LIMIT + 1;
+    let redis = RedisServer::start();
+    let keys = tempfile::tempdir().unwrap();
+    let shared = shared_redis_yaml(&redis.url(), keys.path(), "local") + ADMIN_YAML;
+    let prefix = shared.split("key_prefix: ").nth(1).and_then(|rest| rest.lines().next()).unwrap().to_string();
+    let gateway = GatewayProcess::start_with(&shared, Some("https://gateway.example.com"));
+    // The sessions go straight into the gateway's Redis, as a thousand logins would leave them.
+    let config = redis_config(ib_oauth_gateway::config::RedisMode::Standalone, vec![redis.url()], &prefix);
+    let store = ib_oauth_gateway::store::redis::RedisStore::connect(&config).await.unwrap();
+    let now = ib_oauth_gateway::store::now_unix();
+    for n in 0..SESSIONS {
+        let mut grant = grant_for("client-under-test", Some(now - 1_000 + n as u64), Some(8));
+        grant.user.uuid = LEAVER.to_string();
+        store_session(&store, &Session::start(SessionId::generate(), grant, now, 120), now).await;
+    }
+
+    let (_, listing) = admin(&gateway, reqwest::Method::GET, &format!("/admin/sessions?user={LEAVER}")).await;
+    assert_eq!(ids(&listing).len(), ib_oauth_gateway::store::USER_SESSIONS_LIMIT);
+    assert_eq!(listing["truncated"], true, "the listing says it was cut");
+    let (status, ended) = admin(&gateway, reqwest::Method::DELETE, &format!("/admin/sessions?user={LEAVER}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!((ended["ended"].as_u64(), &ended["complete"]), (Some(SESSIONS as u64), &Value::Bool(true)));
+    let (_, after) = admin(&gateway, reqwest::Method::GET, &format!("/admin/sessions?user={LEAVER}")).await;
+    assert_eq!((ids(&after).len(), &after["truncated"]), (0, &Value::Bool(false)), "none left: {after}");
+}

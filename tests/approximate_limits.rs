@@ -79,3 +79,40 @@ async fn each_instance_learns_the_others_counts_within_a_sync_interval() {
         .map_or(0, |n| n.parse::<u64>().unwrap());
     assert!(evalsha < u64::from(LIMIT), "{evalsha} syncs for {} requests: not one per request", LIMIT + 6);
 }
+
+/// A gateway started with the approximate backend and no per-session limit, given one by a live reload: its
+/// counts reach the shared Redis counter (the sync task runs with the backend, not only with a limit at
+/// start-up), so the limit holds across instances instead of each instance limiting alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_per_session_limit_set_by_a_reload_is_synced_across_instances() {
+    let redis = RedisServer::start();
+    let keys = tempfile::tempdir().unwrap();
+    let token = "approximate-reload-admin-token-0123456789";
+    let config = shared_redis_yaml(&redis.url(), keys.path(), "approximate")
+        + "  per_session_per_minute: 0\n  sync_interval_ms: 100\n"
+        + &format!("admin:\n  token: {token}\n");
+    let gateway = GatewayProcess::start_with(&config, Some("https://gateway.example.com"));
+    let mock = start_mock(ib_oauth_gateway::mock::MockSettings::default()).await;
+    let tokens = tokens_for(&gateway, &mock, "").await;
+    let now = ib_oauth_gateway::store::now_unix();
+    if 60 - now % 60 < 20 {
+        tokio::time::sleep(Duration::from_secs(60 - now % 60)).await;
+    }
+    gateway.edit_config("per_session_per_minute: 0", &format!("per_session_per_minute: {LIMIT}"));
+    let reload = send(http().post(format!("{}/admin/reload", gateway.admin)).bearer_auth(token)).await;
+    assert_eq!(reload.status, 200, "{}", reload.text);
+    assert_eq!(reload.body["changed"], serde_json::json!(["rate_limits.per_session_per_minute"]));
+    for _ in 0..5 {
+        assert_eq!(status(&gateway, &tokens).await, 200);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let counters = redis.cli(&["KEYS", "*:rl:*"]);
+        let total = counters.lines().next().map(|key| redis.cli(&["GET", key.trim()]).trim().to_string());
+        if total.as_deref() == Some("5") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the five requests never reached Redis: {total:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

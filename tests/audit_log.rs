@@ -191,6 +191,7 @@ async fn every_security_event_is_one_audit_line_with_its_fields_and_no_secret() 
     let repeated = lines.last().unwrap();
     assert!(repeated["client_id"].is_null() && repeated["user"].is_null() && repeated["session"].is_null());
     assert_eq!((repeated["failures"].as_u64(), repeated["window_seconds"].as_u64()), (Some(3), Some(3600)));
+    assert_eq!(repeated["network"], "127.0.0.1/32", "the network counted: one IPv4 address");
     assert!(failure_ids[1..].contains(&repeated["request_id"].as_str().unwrap().to_string()), "{repeated}");
 
     let text = std::fs::read_to_string(&path).unwrap();

@@ -271,3 +271,51 @@ async fn sighup_reloads_a_daemonized_gateway_too() {
     .await;
     assert!(is_alive(daemon.pid), "SIGHUP never ends the daemon: {}", parent.log());
 }
+
+/// A reload that narrows the platform allowlist reaches the sessions already open: a session whose IB host the
+/// new allowlist does not admit is refused (403 `forbidden`) before anything reaches IB.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_narrowed_platform_allowlist_applies_to_existing_sessions() {
+    let mock = start_mock(MockSettings::default()).await;
+    let gateway = GatewayProcess::start(&admin_and_cors(OLD_ORIGIN));
+    let tokens = tokens_for(&gateway, &mock, "").await;
+    let access = tokens["access_token"].as_str().unwrap().to_string();
+    assert_eq!(send(http().get(gateway.url("/api/v3/resource")).bearer_auth(&access)).await.status, 200);
+    let before = mock_stats(&mock).await["requests"]["api"].as_u64().unwrap_or(0);
+    // The mock platform is on 127.0.0.1: only the development switch admits it.
+    gateway.edit_config("allow_insecure_loopback: true", "allow_insecure_loopback: false");
+    let answer = post_reload(&gateway).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert_eq!(answer.body["changed"], serde_json::json!(["platforms.allow_insecure_loopback"]));
+    let refused = send(http().get(gateway.url("/api/v3/resource")).bearer_auth(&access)).await;
+    assert_eq!((refused.status, refused.body["error"].as_str()), (403, Some("forbidden")), "{}", refused.text);
+    assert_eq!(mock_stats(&mock).await["requests"]["api"].as_u64().unwrap_or(0), before, "nothing reached IB");
+}
+
+/// `platforms.extra_ca_file` is read once: a reload after the file's content changed says the key needs a
+/// restart, and logins (the IB client, rebuilt by the reload for its live timeouts) and proxied calls (Pingora's
+/// upstream TLS) go on trusting the same CAs, those read at start-up.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_extra_ca_file_needs_a_restart_and_logins_and_proxied_calls_keep_trusting_the_same_cas() {
+    let (first, second) = (common::pki::test_pki(), common::pki::test_pki());
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("extra-ca.pem");
+    std::fs::copy(&first.ca, &ca_file).unwrap();
+    let platforms = format!("  extra_ca_file: {}\n", ca_file.display());
+    let gateway = GatewayProcess::start_full(&admin_and_cors(OLD_ORIGIN), None, &platforms, "");
+    let mock = common::pki::start_tls_mock(&first).await;
+    let tokens = tokens_for(&gateway, &mock, "").await;
+    let proxied = async |tokens: &serde_json::Value| {
+        let access = tokens["access_token"].as_str().unwrap();
+        send(http().get(gateway.url("/api/v3/resource")).bearer_auth(access)).await.status
+    };
+    assert_eq!(proxied(&tokens).await, 200);
+
+    std::fs::copy(&second.ca, &ca_file).unwrap();
+    let answer = post_reload(&gateway).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert_eq!(answer.body["restart_required"], serde_json::json!(["platforms.extra_ca_file"]), "{}", answer.text);
+    let again = tokens_for(&gateway, &mock, "").await;
+    assert_eq!(proxied(&again).await, 200, "a login after the reload trusts the CA read at start-up");
+    assert_eq!(proxied(&tokens).await, 200);
+}

@@ -291,3 +291,24 @@ async fn an_unsampled_trace_is_not_exported() {
     let exported = receiver.spans.lock().unwrap().iter().filter(|r| hex(&r.span.trace_id) == unsampled).count();
     assert_eq!(exported, 0);
 }
+
+/// With `sample_ratio: 0` the operator exports nothing: a caller's sampled flag does not change that unless the
+/// caller is a trusted proxy (the edge that made the sampling decision).
+#[tokio::test(flavor = "multi_thread")]
+async fn only_a_trusted_proxys_sampled_flag_overrides_a_sample_ratio_of_zero() {
+    let receiver = Receiver::start();
+    let tracing = tracing_yaml(&receiver.endpoint, 100) + "  sample_ratio: 0\n";
+    let untrusted = GatewayProcess::start(&tracing);
+    let trusted = GatewayProcess::start_full(&tracing, None, "", "  trusted_proxies: ['127.0.0.1']\n");
+    let mock = start_mock(Default::default()).await;
+    let forced = "22222222222222222222222222222222";
+    let tokens = tokens_for(&untrusted, &mock, "").await;
+    proxied_with(&untrusted, &tokens, forced, "01").await;
+    let tokens = tokens_for(&trusted, &mock, "").await;
+    proxied_in_trace(&trusted, &tokens).await;
+    // The trusted caller's trace is exported; by then the untrusted one's, batched first, would be too.
+    receiver.wait_for(TRACE_ID, |spans| spans.iter().any(is_request) && spans.iter().any(is_ib_call));
+    std::thread::sleep(Duration::from_millis(500));
+    let exported = receiver.spans.lock().unwrap().iter().filter(|r| hex(&r.span.trace_id) == forced).count();
+    assert_eq!(exported, 0, "an untrusted caller's sampled flag made the gateway export");
+}

@@ -63,6 +63,63 @@ async fn client_forwarding_headers_never_reach_ib_and_x_forwarded_for_is_rebuilt
     }
 }
 
+/// Every header a CDN or proxy uses for the client's address is the client's to forge: none reaches IB, which
+/// learns the address from the `X-Forwarded-For` the gateway rebuilt.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_cdn_client_ip_header_from_a_client_reaches_ib() {
+    let (gateway, mock) = gateway_and_mock("").await;
+    let tokens = tokens_for(&gateway, &mock, "").await;
+    let forged = [
+        "CF-Connecting-IP",
+        "Fastly-Client-IP",
+        "X-Cluster-Client-IP",
+        "Client-IP",
+        "X-Original-Forwarded-For",
+        "True-Client-IP",
+        "X-Client-IP",
+        "Forwarded",
+    ];
+    let mut request = http().get(gateway.url("/api/v3/resource")).bearer_auth(access(&tokens));
+    for name in forged {
+        request = request.header(name, "6.6.6.6");
+    }
+    let echo: Value = request.send().await.unwrap().json().await.unwrap();
+    let headers = &echo["headers"];
+    for name in forged {
+        assert!(headers.get(name.to_ascii_lowercase()).is_none(), "{name} reached IB: {headers}");
+    }
+    assert!(!headers.to_string().contains("6.6.6.6"), "{headers}");
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+}
+
+/// IB's own CORS answer never reaches the client: only the gateway's policy decides which origins may read a
+/// proxied answer, and whether with credentials.
+#[tokio::test(flavor = "multi_thread")]
+async fn ibs_access_control_headers_are_replaced_by_the_gateways_policy() {
+    let (gateway, mock) =
+        gateway_and_mock("cors:\n  allowed_origins: ['https://app.example.com']\n  allow_credentials: false\n").await;
+    let tokens = tokens_for(&gateway, &mock, "").await;
+    for origin in ["https://evil.example", "https://app.example.com"] {
+        let response = http()
+            .get(gateway.url("/api/v3/resource?mock_cors=1"))
+            .bearer_auth(access(&tokens))
+            .header("Origin", origin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let headers = response.headers();
+        assert!(headers.get("access-control-allow-credentials").is_none(), "{origin}: {headers:?}");
+        assert!(headers.get("access-control-expose-headers").is_none_or(|v| v != "X-IB-Internal"), "{headers:?}");
+        let allowed: Vec<_> = headers.get_all("access-control-allow-origin").iter().collect();
+        if origin == "https://evil.example" {
+            assert!(allowed.is_empty(), "IB's wildcard reached a foreign origin: {headers:?}");
+        } else {
+            assert_eq!(allowed, ["https://app.example.com"], "the gateway's answer, once");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn behind_a_trusted_proxy_ib_sees_the_trusted_chain_only() {
     let gateway = GatewayProcess::start_full("", None, "", "  trusted_proxies: ['127.0.0.1']\n");

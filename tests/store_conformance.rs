@@ -725,7 +725,7 @@ mod suite {
         assert_eq!(store.take_record(RecordKind::LoginAttempt, &short_key).await.unwrap(), None);
         assert_eq!(store.get_session(&short.id).await.unwrap(), None);
         let listed: Vec<SessionId> =
-            store.user_sessions(&short.grant.user.uuid).await.unwrap().into_iter().map(|s| s.id).collect();
+            store.user_sessions(&short.grant.user.uuid, 10).await.unwrap().sessions.into_iter().map(|s| s.id).collect();
         assert_eq!(listed, vec![long.id.clone()], "the user's index forgets the expired session");
         // What had a longer TTL is still there.
         assert_eq!(
@@ -744,7 +744,13 @@ mod suite {
         Session::start(SessionId::generate(), grant, now, 120)
     }
 
-    pub async fn user_sessions_lists_one_users_sessions_in_every_state_oldest_first(store: Arc<dyn TokenStore>) {
+    /// The ids of a user's listing, at most `limit`.
+    async fn listed(store: &dyn TokenStore, user: &str, limit: usize) -> (Vec<SessionId>, bool) {
+        let listing = store.user_sessions(user, limit).await.unwrap();
+        (listing.sessions.into_iter().map(|s| s.id).collect(), listing.truncated)
+    }
+
+    pub async fn user_sessions_lists_one_users_live_sessions_oldest_first(store: Arc<dyn TokenStore>) {
         let now = now_unix();
         let (user, other) = (format!("user-{}", tokens::random_secret()), format!("other-{}", tokens::random_secret()));
         let newer = session_of(&user, now - 10, now);
@@ -753,18 +759,52 @@ mod suite {
         for session in [&newer, &older, &others] {
             store_session(store.as_ref(), session, now).await;
         }
-        let ids = |sessions: Vec<Session>| sessions.into_iter().map(|s| s.id).collect::<Vec<_>>();
-        assert_eq!(ids(store.user_sessions(&user).await.unwrap()), vec![older.id.clone(), newer.id.clone()]);
-        assert_eq!(ids(store.user_sessions(&other).await.unwrap()), vec![others.id.clone()]);
-        assert!(store.user_sessions("nobody").await.unwrap().is_empty());
+        let store = store.as_ref();
+        assert_eq!(listed(store, &user, 10).await, (vec![older.id.clone(), newer.id.clone()], false));
+        assert_eq!(store.user_sessions(&user, 10).await.unwrap().sessions[0], older, "every field as stored");
+        assert_eq!(listed(store, &other, 10).await, (vec![others.id.clone()], false));
+        assert_eq!(listed(store, "nobody", 10).await, (vec![], false));
 
-        // An ended session is still listed, with its state, until its record expires.
+        // An ended session leaves the listing (and the index): it never takes a live session's place.
         assert!(store.end_session(&newer.id, SessionState::Revoked).await.unwrap());
-        let listed = store.user_sessions(&user).await.unwrap();
-        assert_eq!(listed.len(), 2);
-        assert_eq!(listed[0], older, "every field as stored");
-        assert_eq!(listed[1].state, SessionState::Revoked);
-        assert_eq!(ids(store.user_sessions(&other).await.unwrap()), vec![others.id.clone()], "others untouched");
+        assert_eq!(listed(store, &user, 10).await, (vec![older.id.clone()], false));
+        assert_eq!(listed(store, &other, 10).await, (vec![others.id.clone()], false), "others untouched");
+    }
+
+    pub async fn a_users_listing_past_its_limit_says_so_and_ended_sessions_free_their_places(
+        store: Arc<dyn TokenStore>,
+    ) {
+        let now = now_unix();
+        let user = format!("user-{}", tokens::random_secret());
+        let mut sessions: Vec<Session> = (0..12).map(|n| session_of(&user, now - 100 + n, now)).collect();
+        for session in &sessions {
+            store_session(store.as_ref(), session, now).await;
+        }
+        sessions.sort_by_key(|s| s.sid_created_at);
+        let store = store.as_ref();
+        let (first, truncated) = listed(store, &user, 10).await;
+        assert_eq!((first.len(), truncated), (10, true), "12 sessions, 10 listed, and the listing says so");
+        // End three of those listed: the next listing has the other nine, and nothing more to say.
+        for id in &first[..3] {
+            assert!(store.end_session(id, SessionState::Revoked).await.unwrap());
+        }
+        let (rest, truncated) = listed(store, &user, 10).await;
+        assert_eq!((rest.len(), truncated), (9, false));
+        assert!(rest.iter().all(|id| !first[..3].contains(id)), "no ended session is listed");
+        // Ending page after page reaches every session.
+        let mut ended = 3;
+        loop {
+            let (page, truncated) = listed(store, &user, 4).await;
+            for id in &page {
+                assert!(store.end_session(id, SessionState::Revoked).await.unwrap());
+                ended += 1;
+            }
+            if !truncated {
+                break;
+            }
+        }
+        assert_eq!(ended, 12);
+        assert_eq!(listed(store, &user, 10).await, (vec![], false));
     }
 
     pub async fn a_session_refused_at_creation_is_never_listed(store: Arc<dyn TokenStore>) {
@@ -776,7 +816,7 @@ mod suite {
         let token = RefreshToken::generate(&session.id);
         let refused = store.create_session(&session, &token.hash(), now + 60, now).await;
         assert!(matches!(refused, Err(StoreError::SessionIdTaken)), "{refused:?}");
-        assert!(store.user_sessions(&user).await.unwrap().is_empty());
+        assert_eq!(listed(store.as_ref(), &user, 10).await, (vec![], false));
     }
 
     pub async fn session_count_counts_created_sessions(store: Arc<dyn TokenStore>) {
@@ -1022,7 +1062,8 @@ conformance! {
         concurrent_takes_of_one_record_yield_it_once,
         codes_records_and_sessions_expire_with_their_ttl,
         session_count_counts_created_sessions,
-        user_sessions_lists_one_users_sessions_in_every_state_oldest_first,
+        user_sessions_lists_one_users_live_sessions_oldest_first,
+        a_users_listing_past_its_limit_says_so_and_ended_sessions_free_their_places,
         a_session_refused_at_creation_is_never_listed,
     ],
     redis: [

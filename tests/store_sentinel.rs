@@ -58,3 +58,64 @@ async fn store_follows_the_master_through_a_sentinel_failover() {
     let (second, _) = start_session(&store, now_unix()).await;
     assert!(store.get_session(&second.id).await.unwrap().is_some());
 }
+
+/// The invalidation subscriber follows the master through a failover that leaves the old master running (it is
+/// demoted to a replica and still answers `PING`): the subscription moves to the promoted node, and a session
+/// ended after the switch is refused by the instance that had it cached.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_invalidation_subscriber_follows_the_master_when_the_old_one_is_demoted_but_alive() {
+    let common::redis::SentinelSet { master, replica, sentinel } = common::redis::SentinelSet::start();
+    let prefix = unique_prefix();
+    let mut config = redis_config(RedisMode::Sentinel, vec![sentinel.url()], &prefix);
+    config.sentinel_master = "ibgw".into();
+    config.session_cache_max_age_ms = 600_000;
+    let store = RedisStore::connect(&config).await.expect("connect through the sentinel");
+    let channel = format!("{prefix}:invalidate");
+    let subscribers = |server: &RedisServer| -> u32 {
+        let reply = server.cli(&["PUBSUB", "NUMSUB", &channel]);
+        reply.lines().nth(1).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+    };
+    let wait_for = |what: &str, check: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !check() {
+            assert!(Instant::now() < deadline, "never happened: {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for("the subscriber is on the master", &|| subscribers(&master) == 1);
+
+    let now = now_unix();
+    let (session, _) = start_session(&store, now).await;
+    assert!(store.get_session(&session.id).await.unwrap().is_some(), "read once: cached");
+    assert_eq!(sentinel.cli(&["SENTINEL", "FAILOVER", "ibgw"]).trim(), "OK");
+    wait_for("the replica is promoted", &|| replica.cli(&["ROLE"]).starts_with("master"));
+    wait_for("the old master is demoted and alive", &|| master.cli(&["ROLE"]).starts_with("slave"));
+    wait_for("the subscriber moved to the new master", &|| subscribers(&replica) == 1);
+    assert_eq!(subscribers(&master), 0, "nothing left on the demoted node");
+
+    // Another instance ends the session on the new master: this one's cached copy goes.
+    use ib_oauth_gateway::session::SessionState;
+    // The first read after the switch may find the old connection closed (the store then asks the sentinels).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.get_session(&session.id).await.map(|found| found.is_none()).unwrap_or(true) {
+        assert!(Instant::now() < deadline, "the store never read the session from the new master");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let other = RedisStore::connect(&config).await.expect("a second instance");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match other.end_session(&session.id, SessionState::Revoked).await {
+            Ok(ended) => {
+                assert!(ended);
+                break;
+            }
+            Err(e) => assert!(Instant::now() < deadline, "the store never wrote to the new master: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.get_session(&session.id).await.unwrap().unwrap().state != SessionState::Revoked {
+        assert!(Instant::now() < deadline, "the cached copy outlived the session's end");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -131,8 +131,15 @@ async fn new_traces_follow_the_sample_ratio() {
     let (received, _) = proxied(&gateway, &tokens, &[]).await;
     let (_, _, flags) = parts(received["traceparent"].as_str().unwrap());
     assert_eq!(flags, "00");
-    // A caller's decision still wins.
+    // An outside caller cannot raise the ratio: its trace is continued, unsampled.
     let (received, _) = proxied(&gateway, &tokens, &[("traceparent", &client_traceparent("01"))]).await;
+    let (trace_id, _, flags) = parts(received["traceparent"].as_str().unwrap());
+    assert_eq!((trace_id.as_str(), flags.as_str()), (TRACE_ID, "00"));
+    // A trusted proxy's decision wins (the edge sampled it).
+    let trusted =
+        GatewayProcess::start_full("tracing:\n  sample_ratio: 0\n", None, "", "  trusted_proxies: ['127.0.0.1']\n");
+    let tokens = tokens_for(&trusted, &mock, "").await;
+    let (received, _) = proxied(&trusted, &tokens, &[("traceparent", &client_traceparent("01"))]).await;
     assert_eq!(parts(received["traceparent"].as_str().unwrap()).2, "01");
 }
 

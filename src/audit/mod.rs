@@ -9,7 +9,7 @@
 
 mod failures;
 
-pub use failures::FailureWindows;
+pub use failures::{Counted, FailureWindows};
 
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -24,7 +24,7 @@ use crate::session::SessionId;
 
 /// Addresses the repeated-failure count follows in one window at most; past it, new addresses are not
 /// followed until the next window (memory stays bounded under a spread-out attack).
-const FAILURE_ADDRESSES: usize = 65_536;
+const FAILURE_NETWORKS: usize = 65_536;
 
 /// What happened. The names are the `event` field of the line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,8 +47,9 @@ pub enum AuditKind {
     SessionEndedByOperator,
     /// A client registered itself (RFC 7591).
     ClientRegistered,
-    /// One client address (IPv6: its /64) failed to authenticate `failures` times within one window.
-    RepeatedAuthFailures { failures: u32, window_seconds: u64 },
+    /// One client network failed to authenticate `failures` times within one window: an IPv4 address or an
+    /// IPv6 /64, or a wider network when many addresses failed at once (see [`FailureWindows`]).
+    RepeatedAuthFailures { failures: u32, window_seconds: u64, network: ipnet::IpNet },
 }
 
 impl AuditKind {
@@ -147,8 +148,8 @@ impl AuditEvent {
 }
 
 /// One line, newline included: a JSON object with `time`, `type` (`audit`, to tell the lines apart on a
-/// shared standard error), `event` and the fields of [`AuditEvent`] (`null` when unknown), plus `failures` and
-/// `window_seconds` for `repeated_auth_failures`.
+/// shared standard error), `event` and the fields of [`AuditEvent`] (`null` when unknown), plus `failures`,
+/// `window_seconds` and the `network` counted for `repeated_auth_failures`.
 pub fn format_line(event: &AuditEvent) -> String {
     let mut line = serde_json::json!({
         "time": crate::logging::rfc3339(event.at),
@@ -161,9 +162,10 @@ pub fn format_line(event: &AuditEvent) -> String {
         "request_id": event.request_id,
         "trace_id": event.trace_id,
     });
-    if let AuditKind::RepeatedAuthFailures { failures, window_seconds } = event.kind {
+    if let AuditKind::RepeatedAuthFailures { failures, window_seconds, network } = event.kind {
         line["failures"] = failures.into();
         line["window_seconds"] = window_seconds.into();
+        line["network"] = network.to_string().into();
     }
     format!("{line}\n")
 }
@@ -192,6 +194,8 @@ pub struct AuditSetupError {
 pub struct AuditLog {
     writer: Option<LineWriter<AuditEvent>>,
     failures: Mutex<FailureWindows>,
+    /// `ibgw_audit_auth_failures_unfollowed_total`: failures the full table could not follow.
+    unfollowed: prometheus::IntCounter,
 }
 
 impl AuditLog {
@@ -221,8 +225,9 @@ impl AuditLog {
             failures: Mutex::new(FailureWindows::new(
                 config.audit_failure_threshold,
                 config.audit_failure_window_seconds,
-                FAILURE_ADDRESSES,
+                FAILURE_NETWORKS,
             )),
+            unfollowed: metrics.audit_failures_unfollowed.clone(),
         }
     }
 
@@ -245,10 +250,11 @@ impl AuditLog {
     /// that reaches the threshold in its window records `repeated_auth_failures`, naming this request.
     pub fn failed_authentication(&self, client_ip: Option<IpAddr>, request_id: &str, now: u64) {
         let (Some(ip), true) = (client_ip, self.enabled()) else { return };
-        let mut failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(kind) = failures.record(ip, now) {
-            drop(failures);
-            self.record(AuditEvent::new(kind).caused_by(Some(ip), request_id));
+        let counted = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner).record(ip, now);
+        match counted {
+            Counted::Followed(Some(kind)) => self.record(AuditEvent::new(kind).caused_by(Some(ip), request_id)),
+            Counted::Followed(None) => {}
+            Counted::Unfollowed => self.unfollowed.inc(),
         }
     }
 }
@@ -379,7 +385,14 @@ mod tests {
             (AuditKind::SessionEndedByIb, "session_ended_by_ib"),
             (AuditKind::SessionEndedByOperator, "session_ended_by_operator"),
             (AuditKind::ClientRegistered, "client_registered"),
-            (AuditKind::RepeatedAuthFailures { failures: 1, window_seconds: 1 }, "repeated_auth_failures"),
+            (
+                AuditKind::RepeatedAuthFailures {
+                    failures: 1,
+                    window_seconds: 1,
+                    network: "192.0.2.0/24".parse().unwrap(),
+                },
+                "repeated_auth_failures",
+            ),
         ];
         for (kind, name) in kinds {
             assert_eq!(kind.name(), name);

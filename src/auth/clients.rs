@@ -7,7 +7,6 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use subtle::ConstantTimeEq;
 
 use crate::config::{ClientConfig, Secret};
 use crate::errors::ApiError;
@@ -92,7 +91,7 @@ impl Client {
 
     fn secret_matches(&self, presented: &str) -> bool {
         match &self.secret {
-            Some(secret) => secret.expose().as_bytes().ct_eq(presented.as_bytes()).into(),
+            Some(secret) => secret.matches(presented),
             None => false,
         }
     }

@@ -7,7 +7,7 @@
 
 pub mod live;
 mod load;
-mod secret;
+pub mod secret;
 
 pub(crate) use load::check_redirect_uri;
 pub use load::parse_network;

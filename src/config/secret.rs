@@ -78,6 +78,26 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// Is `presented` this secret? Compared as SHA-256 digests in constant time: the time taken does not
+    /// depend on where the two differ, nor on their lengths (a plain comparison returns at once on a
+    /// length mismatch, telling an attacker the secret's length).
+    pub fn matches(&self, presented: &str) -> bool {
+        digests_match(&digest(presented), &digest(self.expose()))
+    }
+}
+
+/// The SHA-256 digest a secret is compared by (see [`Secret::matches`]); keep it, not the secret, where only
+/// comparisons are needed.
+pub fn digest(value: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(value.as_bytes()).into()
+}
+
+/// Two digests of [`digest`], compared in constant time.
+pub fn digests_match(presented: &[u8; 32], expected: &[u8; 32]) -> bool {
+    use subtle::ConstantTimeEq;
+    presented.ct_eq(expected).into()
 }
 
 impl std::fmt::Debug for Secret {
@@ -95,6 +115,17 @@ mod tests {
         let secret = SecretSource::Inline("hunter2".into()).resolve().unwrap();
         assert!(!format!("{secret:?}").contains("hunter2"));
         assert!(!format!("{:?}", SecretSource::Inline("hunter2".into())).contains("hunter2"));
+    }
+
+    #[test]
+    fn a_secret_matches_itself_only_whatever_the_presented_length() {
+        let secret = Secret::new("s3cret-value");
+        assert!(secret.matches("s3cret-value"));
+        for wrong in ["", "s", "s3cret-valu", "s3cret-value ", "S3cret-value", &"s3cret-value".repeat(100)] {
+            assert!(!secret.matches(wrong), "{wrong:?}");
+        }
+        assert!(Secret::new("").matches(""));
+        assert_eq!(digest("a").len(), digest(&"a".repeat(10_000)).len(), "fixed-size digests are compared");
     }
 
     #[test]

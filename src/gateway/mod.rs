@@ -135,7 +135,8 @@ pub fn client_ip(peer: Option<IpAddr>, forwarded_for: &[&str], trusted: &[ipnet:
 }
 
 /// The trace of a request: its `traceparent` continued when it is valid and the only one, else a new trace.
-fn accept_trace(header: &RequestHeader, sample_ratio: f64) -> TraceContext {
+/// The parent's sampled flag is followed only from a trusted proxy (see [`TraceContext::accept`]).
+fn accept_trace(header: &RequestHeader, sample_ratio: f64, parent_trusted: bool) -> TraceContext {
     let mut fields = header.headers.get_all("traceparent").iter();
     let traceparent = match (fields.next(), fields.next()) {
         (Some(only), None) => only.to_str().ok(),
@@ -145,7 +146,7 @@ fn accept_trace(header: &RequestHeader, sample_ratio: f64) -> TraceContext {
     let tracestate = traceparent
         .and_then(|_| header.headers.get_all("tracestate").iter().map(|v| v.to_str().ok()).collect::<Option<Vec<_>>>())
         .and_then(trace::tracestate);
-    TraceContext::accept(traceparent, tracestate, sample_ratio)
+    TraceContext::accept(traceparent, tracestate, sample_ratio, parent_trusted)
 }
 
 /// Methods forwarded to IB: those its API uses. Others (TRACE, TRACK, CONNECT, anything invented) are refused
@@ -163,7 +164,8 @@ const PROXIED_METHODS_ALLOW: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTION
 
 /// Response headers of IB's that never reach the client: cookies (IB's own, e.g. load-balancer stickiness,
 /// mean nothing on the gateway's origin and must not be planted there) and the session header itself. Any
-/// other header whose value carries the session's `sid` is dropped too (see `response_filter`).
+/// other header whose value carries the session's `sid` is dropped too, and so is every `Access-Control-*`
+/// header of IB's: the gateway's CORS policy alone says which origins may read an answer (see `response_filter`).
 const DROPPED_RESPONSE: &[&str] = &["set-cookie", "set-cookie2", "sid"];
 
 /// Sent on every response when the client reached the gateway over TLS.
@@ -361,8 +363,10 @@ impl Gateway {
         let counted = Refusal::CountedAgainstSession;
         let verdict = verdict.map_err(counted)?;
         let target = route::bind(&route, &stored).map_err(counted)?;
-        if !target.tls && !state.config.platforms.allow_insecure_loopback {
-            log::error!("session {} has a plain-HTTP IB host while the development switch is off", stored.id.log_tag());
+        // The session's hosts were allowed when it logged in; the allowlist in force now decides (a reload may
+        // have narrowed `platforms.allowed_host_suffixes` or turned off the loopback switch since).
+        if !state.ib.policy().allows_host(&target.host, target.tls) {
+            log::warn!("session {} has an IB host the platform allowlist no longer allows", stored.id.log_tag());
             return Err(counted(ApiError::HostNotAllowed));
         }
         let addr = self.dns.resolve(&target.authority, &target.host, target.port).await.map_err(counted)?;
@@ -462,7 +466,8 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         let now = now_unix();
         let state = &ctx.state;
-        let trace = accept_trace(session.req_header(), state.config.tracing.sample_ratio);
+        let from_trusted_proxy = Self::peer_is_trusted(state, session);
+        let trace = accept_trace(session.req_header(), state.config.tracing.sample_ratio, from_trusted_proxy);
         let span = trace.span();
         ctx.trace = Some(trace);
         ctx.forwarded_chain = Self::chain(state, session);
@@ -471,7 +476,7 @@ impl ProxyHttp for Gateway {
             // A plain token only. Adopted from a trusted proxy (the id the edge made); from anyone else it is
             // kept apart, for the log line, and never forwarded.
             if (8..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
-                if Self::peer_is_trusted(state, session) {
+                if from_trusted_proxy {
                     ctx.request_id = id.to_string();
                 } else {
                     ctx.client_request_id = Some(id.to_string());
@@ -589,6 +594,7 @@ impl ProxyHttp for Gateway {
             let name = name.as_str();
             HOP_BY_HOP_RESPONSE.contains(&name)
                 || DROPPED_RESPONSE.contains(&name)
+                || name.starts_with("access-control-")
                 || sid.is_some_and(|sid| value.as_bytes().windows(sid.len()).any(|w| w == sid))
         };
         while let Some(name) =

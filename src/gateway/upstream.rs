@@ -86,17 +86,12 @@ const DROPPED: &[&str] = &[
     "te",
     "trailer",
     "upgrade",
-    "forwarded",
     "x-forwarded-host",
     // Rebuilt from the trusted chain below, never appended to what a client sent.
-    "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-port",
     "x-forwarded-prefix",
-    // Headers some servers believe about the client's address, URL or method: the client does not choose them.
-    "x-real-ip",
-    "x-client-ip",
-    "true-client-ip",
+    // Headers some servers believe about the client's URL or method: the client does not choose them.
     "x-original-url",
     "x-rewrite-url",
     "x-original-host",
@@ -106,6 +101,30 @@ const DROPPED: &[&str] = &[
     // The client's trace context: IB is sent ours instead (`propagate_trace`).
     "traceparent",
     "tracestate",
+];
+
+/// Every header a CDN, load balancer or proxy uses to name the client's address. IB may believe any of them,
+/// and a client could write any of them itself: all are dropped, and IB is told the chain the gateway believes
+/// in `X-Forwarded-For` alone (rebuilt below). A new CDN's header belongs here, nowhere else.
+pub const CLIENT_IP_HEADERS: &[&str] = &[
+    "forwarded",
+    "x-forwarded-for",
+    "x-original-forwarded-for",
+    "x-real-ip",
+    "x-client-ip",
+    "client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "cf-connecting-ipv6",
+    "fastly-client-ip",
+    "akamai-client-ip",
+    "x-cluster-client-ip",
+    "x-originating-ip",
+    "x-remote-ip",
+    "x-remote-addr",
+    "x-envoy-external-address",
+    "x-azure-clientip",
+    "x-appengine-user-ip",
 ];
 
 /// Rewrites the request for IB: the path, `Host`, the session's `sid`, forwarding headers and request id;
@@ -132,7 +151,7 @@ pub fn rewrite_request(
     // One pass over the (few) headers the client sent, rather than a look-up per name that could be dropped.
     let drops = |name: &http::HeaderName| {
         let name = name.as_str();
-        DROPPED.contains(&name) || named.iter().any(|named| named == name)
+        DROPPED.contains(&name) || CLIENT_IP_HEADERS.contains(&name) || named.iter().any(|named| named == name)
     };
     while let Some(name) = request.headers.keys().find(|name| drops(name)).cloned() {
         request.remove_header(&name);

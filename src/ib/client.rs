@@ -113,6 +113,31 @@ pub enum IbSetupError {
     Client(String),
 }
 
+/// The CAs of `platforms.extra_ca_file`, read once at start-up and kept for the life of the process: the login
+/// client and Pingora's upstream TLS trust the same ones, and a reload rebuilds the login client (its timeouts
+/// are live) with these, not with the file as it is then (see `server::reload`).
+#[derive(Debug, Clone)]
+pub struct ExtraCas {
+    /// The file's bytes, as read.
+    pub pem: std::sync::Arc<Vec<u8>>,
+    certs: Vec<reqwest::Certificate>,
+}
+
+impl ExtraCas {
+    /// Reads and parses the file `platforms.extra_ca_file` names (`None` without one).
+    pub fn read(config: &Config) -> Result<Option<Self>, IbSetupError> {
+        let Some(path) = &config.platforms.extra_ca_file else { return Ok(None) };
+        let pem = std::fs::read(path)
+            .map_err(|e| IbSetupError::CaFileUnreadable { path: path.clone(), reason: e.to_string() })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| IbSetupError::CaFileNotPem { path: path.clone(), reason: e.to_string() })?;
+        if certs.is_empty() {
+            return Err(IbSetupError::CaFileEmpty { path: path.clone() });
+        }
+        Ok(Some(ExtraCas { pem: std::sync::Arc::new(pem), certs }))
+    }
+}
+
 /// The Browser Login calls, over one pooled HTTPS client shared by every request.
 #[derive(Debug, Clone)]
 pub struct IbClient {
@@ -121,8 +146,15 @@ pub struct IbClient {
 }
 
 impl IbClient {
-    /// Builds the shared client from `platforms` and `upstream`. The error names the configuration key.
+    /// Builds the shared client from `platforms` and `upstream`, reading `platforms.extra_ca_file`. The error
+    /// names the configuration key.
     pub fn new(config: &Config) -> Result<Self, IbSetupError> {
+        Self::with_extra_cas(config, ExtraCas::read(config)?.as_ref())
+    }
+
+    /// [`Self::new`] trusting `extra` (read before) besides the system roots, whatever `platforms.extra_ca_file`
+    /// says now.
+    pub fn with_extra_cas(config: &Config, extra: Option<&ExtraCas>) -> Result<Self, IbSetupError> {
         super::install_crypto_provider();
         let upstream = &config.upstream;
         let mut builder = reqwest::Client::builder()
@@ -132,15 +164,8 @@ impl IbClient {
             .pool_idle_timeout(Duration::from_secs(upstream.idle_timeout_seconds))
             .pool_max_idle_per_host(upstream.pool_size)
             .redirect(reqwest::redirect::Policy::none());
-        if let Some(path) = &config.platforms.extra_ca_file {
-            let pem = std::fs::read(path)
-                .map_err(|e| IbSetupError::CaFileUnreadable { path: path.clone(), reason: e.to_string() })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| IbSetupError::CaFileNotPem { path: path.clone(), reason: e.to_string() })?;
-            if certs.is_empty() {
-                return Err(IbSetupError::CaFileEmpty { path: path.clone() });
-            }
-            builder = builder.tls_certs_merge(certs);
+        if let Some(extra) = extra {
+            builder = builder.tls_certs_merge(extra.certs.clone());
         }
         let http = builder.build().map_err(|e| IbSetupError::Client(e.to_string()))?;
         Ok(IbClient { http, policy: PlatformPolicy::new(&config.platforms) })

@@ -11,7 +11,7 @@
 pub mod client;
 pub mod platform_url;
 
-pub use client::{CompletedLogin, IbClient, IbError, IbSetupError, LoginPoll};
+pub use client::{CompletedLogin, ExtraCas, IbClient, IbError, IbSetupError, LoginPoll};
 pub use platform_url::{PlatformPolicy, PlatformUrl, PlatformUrlError};
 
 /// Makes aws-lc-rs the process-wide rustls crypto provider.

@@ -116,6 +116,15 @@ impl PlatformPolicy {
         }
     }
 
+    /// May the gateway talk to `host` (lowercase, as a stored session names it) now? The check of
+    /// [`Self::validate`] for a host already validated once: a live reload may have narrowed the allowlist since.
+    pub fn allows_host(&self, host: &str, tls: bool) -> bool {
+        if self.allow_insecure_loopback && host == LOOPBACK_HOST {
+            return true;
+        }
+        tls && self.host_allowed(host)
+    }
+
     fn host_allowed(&self, host: &str) -> bool {
         self.allowed_host_suffixes.iter().any(|suffix| match suffix.strip_prefix('.') {
             Some(domain) => host.len() > suffix.len() && host.ends_with(suffix.as_str()) && !domain.is_empty(),
@@ -471,6 +480,20 @@ mod tests {
         assert!(policy.validate("ib.example.org").is_ok());
         assert_eq!(policy.validate("badexample.org"), Err(E::HostNotAllowed));
         assert_eq!(policy.validate("company.intelligencebank.com"), Err(E::HostNotAllowed));
+    }
+
+    #[test]
+    fn a_stored_host_is_allowed_only_while_the_allowlist_in_force_allows_it() {
+        let narrowed = PlatformPolicy::new(&PlatformConfig {
+            allowed_host_suffixes: vec![".eu.intelligencebank.com".into()],
+            ..PlatformConfig::default()
+        });
+        assert!(policy().allows_host("company.intelligencebank.com", true));
+        assert!(!narrowed.allows_host("company.intelligencebank.com", true), "narrowed since the login");
+        assert!(narrowed.allows_host("company.eu.intelligencebank.com", true));
+        assert!(!narrowed.allows_host("company.eu.intelligencebank.com", false), "plain HTTP never, but loopback");
+        assert!(loopback_policy().allows_host("127.0.0.1", false));
+        assert!(!policy().allows_host("127.0.0.1", false), "the development switch turned off");
     }
 
     #[test]

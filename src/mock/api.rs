@@ -4,7 +4,8 @@
 //! for byte), the headers, and how many body bytes arrived. Query parameters steer the answer:
 //! `mock_bytes=N` streams N bytes of [`pattern_byte`] instead, `mock_delay_ms=N` waits first and
 //! `mock_status=N` answers with that status, and `mock_cookies=1` adds what a load balancer or a chatty
-//! server in front of IB may send (`Set-Cookie: AWSALB=...` and `X-Debug-Session: <the sid>`). `GET .../resource.limit(N)...` adds an IB-style list to the echo.
+//! server in front of IB may send (`Set-Cookie: AWSALB=...` and `X-Debug-Session: <the sid>`), `mock_cors=1` IB's
+//! own permissive CORS answer (`Access-Control-Allow-Origin: *` with credentials). `GET .../resource.limit(N)...` adds an IB-style list to the echo.
 //! Bodies are counted and produced chunk by chunk; nothing is buffered.
 
 use std::convert::Infallible;
@@ -109,6 +110,12 @@ pub(super) async fn handle(request: Request<Incoming>, state: &MockState) -> Res
         if let Some(sid) = sid.as_deref().and_then(|sid| HeaderValue::from_str(&format!("sid={sid}")).ok()) {
             headers.insert("x-debug-session", sid);
         }
+    }
+    if param("mock_cors").is_some() {
+        let headers = response.headers_mut();
+        headers.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+        headers.insert("access-control-allow-credentials", HeaderValue::from_static("true"));
+        headers.insert("access-control-expose-headers", HeaderValue::from_static("X-IB-Internal"));
     }
     response
 }

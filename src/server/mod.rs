@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, ConfigError, StoreBackend};
 use crate::gateway::Gateway;
+use crate::ib::ExtraCas;
 use crate::keys::SigningKeys;
 use crate::metrics::Metrics;
 use crate::state::{AppState, LiveState};
@@ -63,12 +64,13 @@ pub fn check(config: &Config) -> Result<(), ConfigError> {
 }
 
 /// Pingora's upstream TLS trusts one CA file instead of the system roots; with `platforms.extra_ca_file`
-/// we give it the system roots plus the extra CAs, written once at start-up.
-fn upstream_ca_bundle(config: &Config) -> Result<Option<String>, String> {
-    let Some(extra) = &config.platforms.extra_ca_file else {
+/// we give it the system roots plus the extra CAs (as the state read them: the login client trusts the same),
+/// written once at start-up.
+fn upstream_ca_bundle(extra: Option<&ExtraCas>) -> Result<Option<String>, String> {
+    let Some(extra) = extra else {
         return Ok(None);
     };
-    let extra_pem = std::fs::read_to_string(extra).map_err(|e| format!("platforms.extra_ca_file: {e}"))?;
+    let extra_pem = String::from_utf8_lossy(&extra.pem);
     let mut bundle = String::new();
     let native = pingora::tls::load_native_certs().map_err(|e| format!("cannot read the system CA roots: {e}"))?;
     for cert in native {
@@ -160,6 +162,7 @@ pub fn run_with_store(
         );
     }
     let state = AppState::new(config.clone(), Arc::new(keys), store, metrics.clone()).map_err(|e| e.to_string())?;
+    let ca_file = upstream_ca_bundle(state.extra_cas.as_ref())?;
     let live = Arc::new(LiveState::from_pointee(state));
     metrics.config_loaded(store::now_unix());
     let auth = admin::auth::AdminAuth::from_config(&config.admin).map_err(|e| format!("admin.token: {e}"))?;
@@ -170,7 +173,7 @@ pub fn run_with_store(
     let reloader = Arc::new(reload::Reloader::new(config_path, live.clone(), auth.clone()));
 
     let mut conf = server_conf(&config, &opt);
-    conf.ca_file = upstream_ca_bundle(&config)?;
+    conf.ca_file = ca_file;
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 

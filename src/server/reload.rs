@@ -1,7 +1,8 @@
 //! Live reload: `SIGHUP` and `POST /admin/reload` read the configuration file the process started with,
 //! validate it as start-up does, and swap in what can change live (`config::live::LIVE_KEYS`: OAuth clients,
 //! CORS, rate limits, the platform allowlist, upstream timeouts, the log level, the admin token). Keys that
-//! need a restart keep their running value and are named (logged at `warn`, listed in the answer).
+//! need a restart keep their running value and are named (logged at `warn`, listed in the answer); so does
+//! `platforms.extra_ca_file` when only the file's content changed (the CAs read at start-up stay trusted).
 //!
 //! All or nothing: if anything is invalid, nothing changes and the errors are logged and returned. The new
 //! state shares the store, keys, metrics and every limit's counters with the old one, and requests in flight
@@ -110,8 +111,20 @@ impl Reloader {
             };
             failed(key, e.to_string())
         })?;
-        Ok(Prepared { state, admin, changed: plan.changed, restart_required: plan.restart_required })
+        let mut restart_required = plan.restart_required;
+        if extra_cas_changed(running) && !restart_required.iter().any(|key| key == "platforms.extra_ca_file") {
+            restart_required.push("platforms.extra_ca_file".into());
+        }
+        Ok(Prepared { state, admin, changed: plan.changed, restart_required })
     }
+}
+
+/// Does `platforms.extra_ca_file` hold other bytes than it did at start-up (or can it no longer be read)? The
+/// CAs read then stay in force, for the login client and Pingora's upstream TLS alike, until a restart.
+fn extra_cas_changed(running: &AppState) -> bool {
+    let Some(path) = &running.config.platforms.extra_ca_file else { return false };
+    let read_at_start = running.extra_cas.as_ref().map(|cas| cas.pem.as_slice());
+    std::fs::read(path).ok().as_deref() != read_at_start
 }
 
 /// A reload checked and built, not yet in force.

@@ -6,8 +6,10 @@
 //! a secret; an access token is signed), and is what `DELETE /admin/sessions/<id>` takes.
 //!
 //! Ending a session here is the same store operation as any other revocation (`end_session`, state
-//! `revoked`): every gateway instance reads the session on every request, so it is refused everywhere from
-//! the next request on.
+//! `revoked`): every gateway instance refuses it from its next read of the session (with Redis, its cached
+//! copy is dropped by the invalidation message; see docs/operations.md for the bound). Ending by user ends
+//! every session of the user, page after page, and says whether it got them all (`complete`); a listing says
+//! when it was cut at [`USER_SESSIONS_LIMIT`] (`truncated`).
 
 use serde_json::{json, Value};
 
@@ -15,7 +17,7 @@ use crate::errors::ApiError;
 use crate::exchange::{Params, Reply};
 use crate::session::{rules, Limits, Session, SessionId, SessionState};
 use crate::state::AppState;
-use crate::store::now_unix;
+use crate::store::{now_unix, USER_SESSIONS_LIMIT};
 
 /// The path the API answers on, and under which a session id follows.
 pub const PATH: &str = "/admin/sessions";
@@ -96,21 +98,14 @@ async fn run(state: &AppState, action: Action, operator: &Operator) -> Result<Re
     let describe = |session: &Session| describe(session, now, &limits);
     Ok(match action {
         Action::ListUser(user) => {
-            let sessions = state.store.user_sessions(&user).await?;
-            Reply::json(200, &json!({"user": user, "sessions": sessions.iter().map(describe).collect::<Vec<_>>()}))
+            let listed = state.store.user_sessions(&user, USER_SESSIONS_LIMIT).await?;
+            let sessions: Vec<Value> = listed.sessions.iter().map(describe).collect();
+            Reply::json(200, &json!({"user": user, "sessions": sessions, "truncated": listed.truncated}))
         }
         Action::EndUser(user) => {
-            let mut ended = 0;
-            for session in state.store.user_sessions(&user).await? {
-                if session.state == SessionState::Active && end(state, &session, operator).await? {
-                    ended += 1;
-                }
-            }
-            let sessions = state.store.user_sessions(&user).await?;
-            Reply::json(
-                200,
-                &json!({"user": user, "ended": ended, "sessions": sessions.iter().map(describe).collect::<Vec<_>>()}),
-            )
+            let (ended, complete) = end_user(state, &user, operator).await?;
+            let sessions: Vec<Value> = ended.iter().map(describe).collect();
+            Reply::json(200, &json!({"user": user, "ended": ended.len(), "complete": complete, "sessions": sessions}))
         }
         Action::Show(id) => match state.store.get_session(&id).await? {
             Some(session) => Reply::json(200, &describe(&session)),
@@ -126,6 +121,38 @@ async fn run(state: &AppState, action: Action, operator: &Operator) -> Result<Re
         },
     })
 }
+
+/// Ends every session of `user`, a page at a time (each page's ended sessions leave the index, so the next page
+/// holds others): the sessions it ended, as they are now, and whether none is left. It stops short (`false`)
+/// only when a whole page could not be ended — another operator or IB ended them first, and the next call
+/// finds what is left — or after [`END_USER_PAGES`] pages.
+async fn end_user(
+    state: &AppState,
+    user: &str,
+    operator: &Operator,
+) -> Result<(Vec<Session>, bool), crate::store::StoreError> {
+    let mut ended = Vec::new();
+    for _ in 0..END_USER_PAGES {
+        let page = state.store.user_sessions(user, USER_SESSIONS_LIMIT).await?;
+        let before = ended.len();
+        for mut session in page.sessions {
+            if end(state, &session, operator).await? {
+                session.state = SessionState::Revoked;
+                ended.push(session);
+            }
+        }
+        if !page.truncated {
+            return Ok((ended, true));
+        }
+        if ended.len() == before {
+            break;
+        }
+    }
+    Ok((ended, false))
+}
+
+/// At most this many pages of [`USER_SESSIONS_LIMIT`] sessions are ended by one request (a million sessions).
+const END_USER_PAGES: usize = 1_000;
 
 /// Ends one session as an operator; `false` when it had already ended.
 async fn end(state: &AppState, session: &Session, operator: &Operator) -> Result<bool, crate::store::StoreError> {

@@ -4,7 +4,10 @@
 //! The cache is live only while the subscription is: the connection dropping, a `PING` going unanswered within
 //! the command timeout, or a failed reconnection all flush it, and reads go to Redis until a new subscription
 //! is confirmed. In a Cluster, a classic `PUBLISH` reaches every node, so one seed node is enough (the next
-//! one is tried when it fails); with Sentinel, the subscription follows the current master.
+//! one is tried when it fails); with Sentinel, the subscription follows the current master: with every `PING`
+//! the subscribed node is asked its `ROLE` (on a second connection: a subscribed one takes no other command),
+//! and once it is no longer the master (a demoted master still answers `PING`) the subscription is dropped —
+//! the cache flushed — and made again on the master the sentinels name.
 
 use futures_util::StreamExt;
 use std::sync::{Arc, Weak};
@@ -75,7 +78,20 @@ async fn subscribe(
             let url = &urls[attempt % urls.len().max(1)];
             ::redis::Client::open(url.as_str()).map_err(|e| e.to_string())?
         }
-        Source::Sentinel(sentinel) => sentinel.master_client().await.map_err(|e| e.to_string())?,
+        Source::Sentinel(sentinel) => tokio::time::timeout(timeout, sentinel.master_client())
+            .await
+            .map_err(within("asking the sentinels"))?
+            .map_err(|e| e.to_string())?,
+    };
+    // With Sentinel, a plain connection to the same node, to ask its role.
+    let mut role_check = match source {
+        Source::Sentinel(_) => Some(
+            tokio::time::timeout(timeout, client.get_multiplexed_async_connection())
+                .await
+                .map_err(within("connecting"))?
+                .map_err(|e| e.to_string())?,
+        ),
+        Source::Urls(_) => None,
     };
     let pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
         .await
@@ -107,6 +123,15 @@ async fn subscribe(
                     .await
                     .map_err(within("PING"))?
                     .map_err(|e| e.to_string())?;
+                if let Some(connection) = role_check.as_mut() {
+                    let role: Vec<::redis::Value> = tokio::time::timeout(timeout, ::redis::cmd("ROLE").query_async(connection))
+                        .await
+                        .map_err(within("ROLE"))?
+                        .map_err(|e| e.to_string())?;
+                    if !matches!(role.first(), Some(::redis::Value::BulkString(role)) if role == b"master") {
+                        return Err("the subscribed node is no longer the master".into());
+                    }
+                }
             }
         }
     }

@@ -440,19 +440,26 @@ impl TokenStore for MemoryStore {
         Ok(self.records(kind).write().remove(&key.to_string()))
     }
 
-    async fn user_sessions(&self, user: &str) -> Result<Vec<Session>, StoreError> {
+    async fn user_sessions(&self, user: &str, limit: usize) -> Result<UserSessions, StoreError> {
         let sessions = self.sessions.read();
-        let users = self.users.read();
-        let mut found: Vec<Session> = users
+        let mut users = self.users.write();
+        let read: Vec<Session> = users
             .get(user)
             .into_iter()
             .flatten()
             .filter_map(|id| sessions.get(id))
             .map(|entry| entry.session.clone())
             .collect();
-        found.sort_by(|a, b| (a.sid_created_at, &a.id).cmp(&(b.sid_created_at, &b.id)));
-        found.truncate(USER_SESSIONS_LIMIT);
-        Ok(found)
+        let (listed, ended) = split_user_sessions(read, limit);
+        if let Some(ids) = users.get_mut(user) {
+            for id in &ended {
+                ids.remove(id);
+            }
+            if ids.is_empty() {
+                users.remove(user);
+            }
+        }
+        Ok(listed)
     }
 
     /// Active sessions not past `sid_expiry` (the same meaning as the Redis index), by a scan.
@@ -521,7 +528,8 @@ mod tests {
         let expired = Session::start(SessionId::generate(), crate::session::SessionGrant::example("client"), now, 1);
         store.sessions.write().insert(expired.id.clone(), entry_for(&expired), 0).unwrap();
         store.users.write().entry(expired.grant.user.uuid.clone()).or_default().insert(expired.id.clone());
-        assert!(store.user_sessions(&expired.grant.user.uuid).await.unwrap().is_empty(), "invisible at once");
+        let listed = store.user_sessions(&expired.grant.user.uuid, USER_SESSIONS_LIMIT).await.unwrap();
+        assert!(listed.sessions.is_empty(), "invisible at once");
 
         let fresh = Session::start(SessionId::generate(), crate::session::SessionGrant::example("client"), now, 1);
         store.create_session(&fresh, &TokenHash::of("r"), now + 60, now).await.unwrap();

@@ -23,8 +23,29 @@ use crate::tokens::TokenHash;
 use crate::trace::{self, export::FinishedSpan, export::Kind};
 use opentelemetry::KeyValue;
 
-/// The most sessions [`TokenStore::user_sessions`] returns for one user (an operator's listing, not a scan).
+/// The most sessions an operator's listing of one user shows ([`TokenStore::user_sessions`]'s `limit` from the
+/// admin API); ending a user's sessions goes on page after page until none is left.
 pub const USER_SESSIONS_LIMIT: usize = 1_000;
+
+/// One user's sessions that have not ended, oldest first, as [`TokenStore::user_sessions`] lists them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSessions {
+    pub sessions: Vec<Session>,
+    /// The user has more than the listing's limit: these are that many of them (the others are listed once
+    /// these have ended).
+    pub truncated: bool,
+}
+
+/// A user's sessions as read from the index, split by [`TokenStore::user_sessions`]'s rule: those not ended,
+/// oldest first and cut at `limit`, and the ids of the ended ones (to leave the index).
+fn split_user_sessions(read: Vec<Session>, limit: usize) -> (UserSessions, Vec<SessionId>) {
+    let (mut live, ended): (Vec<Session>, Vec<Session>) =
+        read.into_iter().partition(|session| session.state == SessionState::Active);
+    live.sort_by(|a, b| (a.sid_created_at, &a.id).cmp(&(b.sid_created_at, &b.id)));
+    let truncated = live.len() > limit;
+    live.truncate(limit);
+    (UserSessions { sessions: live, truncated }, ended.into_iter().map(|session| session.id).collect())
+}
 
 /// How long a session's record stays after `sid_expiry`, so a late client is told `Session has expired`
 /// instead of a generic invalid token.
@@ -196,11 +217,12 @@ pub trait TokenStore: Send + Sync {
     /// Reads and deletes a record in one step: of two concurrent takers, one gets it.
     async fn take_record(&self, kind: RecordKind, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
-    /// Every stored session of one IB user (by `IbUser::uuid`), in any state, until its record expires
-    /// (`sid_expiry` plus [`EXPIRED_SESSION_TAIL_SECONDS`]); at most [`USER_SESSIONS_LIMIT`], oldest first.
-    /// The index behind it is written with the session (memory: under the same lock; Redis: before it, so a
-    /// stored session is always in its user's index).
-    async fn user_sessions(&self, user: &str) -> Result<Vec<Session>, StoreError>;
+    /// The stored sessions of one IB user (by `IbUser::uuid`) that have not ended (they may be past `sid_expiry`,
+    /// until their record expires: `sid_expiry` plus [`EXPIRED_SESSION_TAIL_SECONDS`]); at most `limit`, oldest
+    /// first, and whether there are more. The index behind it is written with the session (memory: under the
+    /// same lock; Redis: before it, so a stored session is always in its user's index). An ended session leaves
+    /// the index when a listing meets it, so ended sessions never take the places of live ones.
+    async fn user_sessions(&self, user: &str, limit: usize) -> Result<UserSessions, StoreError>;
 
     /// Sessions currently stored (exact for memory; for Redis, see the implementation).
     async fn session_count(&self) -> Result<u64, StoreError>;
@@ -390,8 +412,8 @@ impl TokenStore for SharedStore {
         self.timed("take_record", async { self.get().await?.take_record(kind, key).await }).await
     }
 
-    async fn user_sessions(&self, user: &str) -> Result<Vec<Session>, StoreError> {
-        self.timed("user_sessions", async { self.get().await?.user_sessions(user).await }).await
+    async fn user_sessions(&self, user: &str, limit: usize) -> Result<UserSessions, StoreError> {
+        self.timed("user_sessions", async { self.get().await?.user_sessions(user, limit).await }).await
     }
 
     async fn session_count(&self) -> Result<u64, StoreError> {

@@ -40,6 +40,8 @@ static END_ISSUED_SESSION: LazyLock<Script> = LazyLock::new(|| Script::new(inclu
 static REVOKE_BY_REFRESH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/revoke_by_refresh.lua")));
 static GET_SESSION_METERED: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/get_session_metered.lua")));
+/// How many ids of a user's index one read takes.
+const USER_INDEX_PAGE: usize = 500;
 static INDEX_USER_SESSION: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/index_user_session.lua")));
 static ADD_TO_METER: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/add_to_meter.lua")));
 static REDEEM_CODE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/redeem_code.lua")));
@@ -582,27 +584,48 @@ impl TokenStore for RedisStore {
             .map_err(unavailable)
     }
 
-    async fn user_sessions(&self, user: &str) -> Result<Vec<Session>, StoreError> {
-        let ids: Vec<String> = ::redis::cmd("ZRANGEBYSCORE")
-            .arg(self.user_key(user))
-            .arg(format!("({}", now_unix()))
-            .arg("+inf")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(USER_SESSIONS_LIMIT)
-            .query_async(&mut self.connection())
-            .await
-            .map_err(unavailable)?;
-        // Each session is its own key (its own slot in a Cluster): read them concurrently.
-        let reads =
-            ids.iter().filter_map(|id| SessionId::parse(id)).map(|id| async move { self.get_session(&id).await });
-        let mut found = Vec::with_capacity(ids.len());
-        for read in futures_util::future::join_all(reads).await {
-            // The hash could only collide by accident, but the index must never list another user's session.
-            found.extend(read?.filter(|session| session.grant.user.uuid == user));
+    async fn user_sessions(&self, user: &str, limit: usize) -> Result<UserSessions, StoreError> {
+        let key = self.user_key(user);
+        let now = now_unix();
+        let mut read = Vec::new();
+        // Page through the index (ordered by record expiry, not age) until `limit` live sessions are found
+        // beyond the first, or the index ends; ended sessions met on the way leave it below.
+        let mut offset = 0;
+        loop {
+            let ids: Vec<String> = ::redis::cmd("ZRANGEBYSCORE")
+                .arg(&key)
+                .arg(format!("({now}"))
+                .arg("+inf")
+                .arg("LIMIT")
+                .arg(offset)
+                .arg(USER_INDEX_PAGE)
+                .query_async(&mut self.connection())
+                .await
+                .map_err(unavailable)?;
+            offset += ids.len();
+            // Each session is its own key (its own slot in a Cluster): read them concurrently.
+            let reads =
+                ids.iter().filter_map(|id| SessionId::parse(id)).map(|id| async move { self.get_session(&id).await });
+            for session in futures_util::future::join_all(reads).await {
+                // The hash could only collide by accident, but the index must never list another user's session.
+                // An id with no session stays: it is indexed before it is stored, and may be being created now.
+                read.extend(session?.filter(|session| session.grant.user.uuid == user));
+            }
+            let live = read.iter().filter(|session| session.state == SessionState::Active).count();
+            if ids.len() < USER_INDEX_PAGE || live > limit {
+                break;
+            }
         }
-        found.sort_by(|a, b| (a.sid_created_at, &a.id).cmp(&(b.sid_created_at, &b.id)));
-        Ok(found)
+        let (listed, ended) = split_user_sessions(read, limit);
+        if !ended.is_empty() {
+            ::redis::cmd("ZREM")
+                .arg(&key)
+                .arg(ended.iter().map(SessionId::as_str).collect::<Vec<_>>())
+                .query_async::<()>(&mut self.connection())
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(listed)
     }
 
     /// An estimate: sessions created and neither ended nor past `sid_expiry`, from the `P:sessions` index,

@@ -238,17 +238,32 @@ pub struct TraceContext {
     pub tracestate: Option<String>,
 }
 
+/// One draw: sampled with probability `ratio` (always at 1, never at 0).
+fn sampled_at(ratio: f64) -> bool {
+    ratio >= 1.0 || rand::random::<f64>() < ratio
+}
+
 impl TraceContext {
     /// Continues the trace of `traceparent` (the value of the request's only `traceparent` field; absent or
     /// several fields: `None`), or starts a new one, sampled with probability `sample_ratio`.
     /// `tracestate` is kept only with a valid `traceparent`.
-    pub fn accept(traceparent: Option<&str>, tracestate: Option<String>, sample_ratio: f64) -> Self {
+    ///
+    /// A parent's sampled flag is followed when `parent_trusted` (it came through `server.trusted_proxies`, whose
+    /// edge made the decision). Anyone else's flag can only decline: their trace is sampled when they ask for
+    /// it *and* `sample_ratio` picks it, so an untrusted caller cannot make the gateway export more than the
+    /// operator chose (with `sample_ratio: 0`, nothing).
+    pub fn accept(
+        traceparent: Option<&str>,
+        tracestate: Option<String>,
+        sample_ratio: f64,
+        parent_trusted: bool,
+    ) -> Self {
         match traceparent.map(TraceParent::parse) {
             Some(Ok(parent)) => TraceContext {
                 trace_id: parent.trace_id,
                 span_id: SpanId::random(),
                 parent_id: Some(parent.parent_id),
-                sampled: parent.sampled(),
+                sampled: parent.sampled() && (parent_trusted || sampled_at(sample_ratio)),
                 tracestate,
             },
             _ => Self::start(sample_ratio),
@@ -261,7 +276,7 @@ impl TraceContext {
             trace_id: TraceId::random(),
             span_id: SpanId::random(),
             parent_id: None,
-            sampled: sample_ratio >= 1.0 || rand::random::<f64>() < sample_ratio,
+            sampled: sampled_at(sample_ratio),
             tracestate: None,
         }
     }
@@ -374,20 +389,33 @@ mod tests {
 
     #[test]
     fn a_valid_traceparent_is_continued_with_a_span_of_ours() {
-        let context = TraceContext::accept(Some(VALID), Some("congo=t61rcWkgMzE".into()), 0.0);
+        let context = TraceContext::accept(Some(VALID), Some("congo=t61rcWkgMzE".into()), 0.0, true);
         assert_eq!(context.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(context.parent_id.map(|p| p.to_string()).as_deref(), Some("00f067aa0ba902b7"));
         assert_ne!(context.span_id.to_string(), "00f067aa0ba902b7");
-        assert!(context.sampled, "the client's sampling decision, not the ratio");
+        assert!(context.sampled, "a trusted proxy's sampling decision, not the ratio");
         assert_eq!(context.tracestate.as_deref(), Some("congo=t61rcWkgMzE"));
         let next = context.traceparent(context.span_id).to_string();
         assert_eq!(next, format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{}-01", context.span_id));
     }
 
     #[test]
+    fn an_untrusted_callers_sampled_flag_can_decline_but_never_force_export() {
+        let unsampled = format!("{}-00", &VALID[..52]);
+        for ratio in [0.0, 1.0] {
+            // The trace is continued either way (its id correlates logs); only the export decision differs.
+            let forced = TraceContext::accept(Some(VALID), None, ratio, false);
+            assert_eq!(forced.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+            assert_eq!(forced.sampled, ratio == 1.0, "ratio {ratio}: sampled only when the ratio picks it too");
+            assert!(!TraceContext::accept(Some(&unsampled), None, ratio, false).sampled, "declined at ratio {ratio}");
+            assert!(!TraceContext::accept(Some(&unsampled), None, ratio, true).sampled, "declined at ratio {ratio}");
+        }
+    }
+
+    #[test]
     fn an_invalid_traceparent_starts_a_new_trace_without_its_tracestate() {
         for value in [Some("00-zz-00f067aa0ba902b7-01"), None] {
-            let context = TraceContext::accept(value, Some("congo=t61rcWkgMzE".into()), 1.0);
+            let context = TraceContext::accept(value, Some("congo=t61rcWkgMzE".into()), 1.0, true);
             assert_ne!(context.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
             assert_eq!(context.parent_id, None);
             assert!(context.sampled, "ratio 1");
@@ -398,9 +426,9 @@ mod tests {
 
     #[test]
     fn only_the_sampled_flag_is_passed_on() {
-        let context = TraceContext::accept(Some(&format!("{}-ff", &VALID[..52])), None, 1.0);
+        let context = TraceContext::accept(Some(&format!("{}-ff", &VALID[..52])), None, 1.0, true);
         assert!(context.traceparent(context.span_id).to_string().ends_with("-01"));
-        let context = TraceContext::accept(Some(&format!("{}-fe", &VALID[..52])), None, 1.0);
+        let context = TraceContext::accept(Some(&format!("{}-fe", &VALID[..52])), None, 1.0, true);
         assert!(context.traceparent(context.span_id).to_string().ends_with("-00"));
     }
 

@@ -128,6 +128,33 @@ impl Drop for RedisServer {
     }
 }
 
+/// A master, a replica in sync with it, and one sentinel that monitors them as `ibgw` and fails over one second
+/// after the master stops answering (or at once on `SENTINEL FAILOVER ibgw`).
+pub struct SentinelSet {
+    pub master: RedisServer,
+    pub replica: RedisServer,
+    pub sentinel: RedisServer,
+}
+
+impl SentinelSet {
+    /// Returns once the replica is in sync, so that what is written to the master survives a failover.
+    pub fn start() -> Self {
+        let master = RedisServer::start();
+        let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+        let sentinel = RedisServer::sentinel(&format!(
+            "sentinel monitor ibgw 127.0.0.1 {} 1\nsentinel down-after-milliseconds ibgw 1000\n\
+             sentinel failover-timeout ibgw 5000\n",
+            master.port
+        ));
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !replica.cli(&["INFO", "replication"]).contains("master_link_status:up") {
+            assert!(Instant::now() < deadline, "the replica did not sync");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        SentinelSet { master, replica, sentinel }
+    }
+}
+
 /// Runs a command with redis-cli against the server on `port` and returns its output.
 pub fn cli(port: u16, args: &[&str]) -> String {
     let output = Command::new("redis-cli").arg("-p").arg(port.to_string()).args(args).output().unwrap();

@@ -6,10 +6,9 @@
 
 use http::{Response, StatusCode};
 use pingora::http::RequestHeader;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use super::reply::{json, not_found, with_header};
+use crate::config::secret::{digest, digests_match};
 use crate::config::{AdminConfig, Secret, SecretError};
 
 /// The admin token (if any) and what it protects.
@@ -26,10 +25,6 @@ impl std::fmt::Debug for AdminAuth {
             .field("protect_metrics", &self.protect_metrics)
             .finish()
     }
-}
-
-fn digest(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
 }
 
 impl AdminAuth {
@@ -63,7 +58,7 @@ impl AdminAuth {
         };
         let presented = crate::exchange::bearer_token(request.headers.get(http::header::AUTHORIZATION));
         match presented {
-            Ok(Some(token)) if bool::from(digest(token).ct_eq(expected)) => Ok(()),
+            Ok(Some(token)) if digests_match(&digest(token), expected) => Ok(()),
             Ok(Some(_)) | Err(_) => Err(unauthorized(Some("The admin token is not valid"))),
             Ok(None) => Err(unauthorized(None)),
         }
