@@ -158,6 +158,39 @@ fn every_module_imports_only_from_layers_below_it() {
     assert!(wrong.is_empty(), "imports that go up or sideways:\n{}", wrong.join("\n"));
 }
 
+/// The gateway's rooms, by the order of a request's phases (docs/architecture.md): a room imports only rooms
+/// below it, and the hall (`gateway/mod.rs`) holds the hooks that call them.
+const GATEWAY_ROOMS: &[(&str, u8)] =
+    &[("route", 0), ("upstream", 1), ("context", 1), ("edge", 2), ("decide", 2), ("respond", 3), ("telemetry", 3)];
+
+#[test]
+fn the_gateways_rooms_import_only_rooms_below_them() {
+    let room = |path: &ModulePath| -> Option<(String, u8)> {
+        let name = path.get(1)?;
+        (path.first()? == "gateway").then_some(())?;
+        GATEWAY_ROOMS.iter().find(|(room, _)| room == name).map(|(room, rank)| (room.to_string(), *rank))
+    };
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/gateway");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    for file in files {
+        let name = file.file_stem().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name == "mod" || GATEWAY_ROOMS.iter().any(|(room, _)| *room == name),
+            "src/gateway/{name}.rs is missing from GATEWAY_ROOMS in tests/layers.rs"
+        );
+    }
+    let mut wrong = Vec::new();
+    for (from, to) in edges() {
+        if let (Some((a, rank_a)), Some((b, rank_b))) = (room(&from), room(&to)) {
+            if a != b && rank_a <= rank_b {
+                wrong.push(format!("gateway::{a} (room {rank_a}) imports gateway::{b} (room {rank_b})"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "gateway rooms importing sideways or up:\n{}", wrong.join("\n"));
+}
+
 #[test]
 fn files_of_one_folder_never_import_each_other_in_a_circle() {
     let mut graph: BTreeMap<ModulePath, BTreeSet<ModulePath>> = BTreeMap::new();

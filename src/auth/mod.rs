@@ -67,6 +67,17 @@ impl Authenticator {
         meter: Option<Meter>,
     ) -> Result<Authenticated, ApiError> {
         let token = bearer_token(authorization)?.ok_or(ApiError::MissingToken)?;
+        self.authenticate_token(token, now, meter).await
+    }
+
+    /// [`Self::authenticate`] for a token that did not come in an `Authorization` header (RFC 7662
+    /// introspection's `token` parameter): the same checks, the same verified-token cache.
+    pub async fn authenticate_token(
+        &self,
+        token: &str,
+        now: u64,
+        meter: Option<Meter>,
+    ) -> Result<Authenticated, ApiError> {
         let invalid = || ApiError::InvalidToken(INVALID_ACCESS_TOKEN);
         let verified = self.verified.verify(&self.keys, &self.config, token, now).map_err(|_| invalid())?;
         let session_id = verified.claims().session_id().ok_or_else(invalid)?;

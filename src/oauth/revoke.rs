@@ -1,12 +1,11 @@
-//! `POST /revoke` (RFC 7009) and `POST /introspect` (RFC 7662).
-//! Revocation answers 200 whatever the token; revoking any token of a session ends the session.
-//! Introspection needs a confidential client and says only `{"active": false}` about inactive tokens.
+//! `POST /revoke` (RFC 7009): answers 200 whatever the token; revoking any token of a session ends the
+//! session.
 
 use crate::audit::{AuditEvent, AuditKind};
 use crate::auth::access_token;
 use crate::errors::ApiError;
 use crate::exchange::{Reply, Request};
-use crate::session::{rules, Limits, SessionState};
+use crate::session::SessionState;
 use crate::state::AppState;
 use crate::store::now_unix;
 use crate::tokens::RefreshToken;
@@ -48,68 +47,4 @@ pub(super) async fn revoke(state: &AppState, request: &Request) -> Result<Reply,
         );
     }
     Ok(Reply::json(200, &serde_json::json!({})))
-}
-
-pub(super) async fn introspect(state: &AppState, request: &Request) -> Result<Reply, ApiError> {
-    let form = request.form()?;
-    let client = state.clients.authenticate(state.store.as_ref(), request, &form).await?;
-    if client.is_public() {
-        return Err(ApiError::InvalidClient {
-            description: "Introspection needs an authenticated confidential client".into(),
-            basic: false,
-        });
-    }
-    let token = form.required("token")?;
-    let now = now_unix();
-    let inactive = Reply::json(200, &serde_json::json!({ "active": false }));
-    let issuer = access_token::audience(&state.config);
-    if let Some((session_id, refresh)) = RefreshToken::parse(token) {
-        let Some((session, expires_at)) = state.store.find_by_refresh(&session_id, &refresh.hash()).await? else {
-            return Ok(inactive);
-        };
-        if now >= expires_at || !rules::refresh_status(&session, now, &Limits::from(state.config.as_ref())).is_usable()
-        {
-            return Ok(inactive);
-        }
-        return Ok(Reply::json(
-            200,
-            &serde_json::json!({
-                "active": true,
-                "token_type": "refresh_token",
-                "client_id": session.grant.oauth_client_id,
-                "scope": session.grant.scope,
-                "sub": session.grant.user.uuid,
-                "exp": expires_at,
-                "iss": issuer,
-            }),
-        ));
-    }
-    let Ok(access_token::Verified::Valid(claims)) = access_token::verify(&state.keys, &state.config, token, now) else {
-        return Ok(inactive);
-    };
-    let Some(session_id) = claims.session_id() else {
-        return Ok(inactive);
-    };
-    let active = match state.store.get_session(&session_id).await? {
-        Some(session) => rules::access_status(&session, now, &Limits::from(state.config.as_ref())).is_usable(),
-        None => false,
-    };
-    if !active {
-        return Ok(inactive);
-    }
-    Ok(Reply::json(
-        200,
-        &serde_json::json!({
-            "active": true,
-            "token_type": "Bearer",
-            "client_id": claims.client_id,
-            "scope": claims.scope,
-            "sub": claims.sub,
-            "exp": claims.exp,
-            "iat": claims.iat,
-            "iss": claims.iss,
-            "aud": claims.aud,
-            "jti": claims.jti,
-        }),
-    ))
 }
