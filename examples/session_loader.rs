@@ -161,7 +161,7 @@ fn main() {
         };
         ib_oauth_gateway::logging::init(&config.logging);
         let opt = pingora::server::configuration::Opt::default();
-        if let Err(e) = server::run_with_store(config, &path, opt, Some(memory)) {
+        if let Err(e) = server::run_with_store(config, &path, opt, memory) {
             fail(e);
         }
     }

@@ -1,6 +1,6 @@
 //! Rate limits in fixed one-minute windows aligned to the clock: per session (default 600/min, IB's
 //! documented per-user quota, so the gateway answers 429 before IB would) and per client IP for traffic
-//! without a valid session.
+//! without a valid session; and client registrations (RFC 7591) per client IP per hour.
 //!
 //! Local backend: pingora-limits counters in this process (N instances admit up to N times the limit).
 //! Redis backend: the per-session count is taken in the same store round trip as the session look-up
@@ -64,7 +64,12 @@ pub struct RateLimits {
     sessions: Arc<Rate>,
     ips: Arc<Rate>,
     shared: Arc<SharedCounts>,
+    /// Registrations per client IP, over an hour (this instance's count).
+    registrations: Arc<Rate>,
 }
+
+/// The window of the registration limit.
+const REGISTRATION_WINDOW: Duration = Duration::from_secs(3_600);
 
 /// One session's count in one window, as this instance knows it.
 #[derive(Debug, Default, Clone, Copy)]
@@ -155,6 +160,7 @@ impl RateLimits {
             sessions: Arc::new(Rate::new_with_estimator_config(interval, 4, SESSION_SLOTS)),
             ips: Arc::new(Rate::new_with_estimator_config(interval, 4, SESSION_SLOTS)),
             shared: Arc::new(SharedCounts::default()),
+            registrations: Arc::new(Rate::new(REGISTRATION_WINDOW)),
         }
     }
 
@@ -165,6 +171,7 @@ impl RateLimits {
             sessions: self.sessions.clone(),
             ips: self.ips.clone(),
             shared: self.shared.clone(),
+            registrations: self.registrations.clone(),
         }
     }
 
@@ -204,6 +211,23 @@ impl RateLimits {
         };
         let (window, reset) = window(now);
         Verdict::of(LimitScope::Ip, limit, count(&self.ips, &(client_key(ip), window)), reset).map(|_| ())
+    }
+}
+
+impl RateLimits {
+    /// Counts one client registration from `ip` and refuses it past `per_hour` (`oauth.registration.
+    /// per_ip_per_hour`; 0: no limit) with 429 and `Retry-After` of the hour.
+    pub fn registration(&self, ip: Option<IpAddr>, per_hour: u32) -> Result<(), ApiError> {
+        let Some(ip) = ip.filter(|_| per_hour > 0) else { return Ok(()) };
+        let seen = self.registrations.observe(&client_key(ip), 1);
+        if seen > i64::from(per_hour) as isize {
+            return Err(ApiError::RateLimited {
+                limit: per_hour,
+                retry_after: REGISTRATION_WINDOW.as_secs(),
+                scope: LimitScope::Registration,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -324,6 +348,21 @@ mod tests {
         assert_eq!(off.session("s", None, 60), Ok(None), "no limit, nothing counted");
         let on = off.reconfigured(&RateLimitConfig { per_session_per_minute: 5, ..config });
         assert!(Arc::ptr_eq(&off.shared_counts().unwrap(), &on.shared_counts().unwrap()), "the same counts");
+    }
+
+    #[test]
+    fn registrations_are_limited_per_client_address_and_hour_and_zero_means_no_limit() {
+        let limits = RateLimits::new(&RateLimitConfig::default());
+        let ip = Some("192.0.2.1".parse().unwrap());
+        assert!(limits.registration(ip, 2).is_ok());
+        assert!(limits.registration(ip, 2).is_ok());
+        assert_eq!(
+            limits.registration(ip, 2),
+            Err(ApiError::RateLimited { limit: 2, retry_after: 3_600, scope: LimitScope::Registration })
+        );
+        assert!(limits.registration(Some("192.0.2.2".parse().unwrap()), 2).is_ok(), "another address");
+        assert!(limits.registration(ip, 0).is_ok(), "0: no limit");
+        assert!(limits.registration(None, 2).is_ok(), "no address known");
     }
 
     #[test]

@@ -115,36 +115,57 @@ fn parse_algorithm(text: &str) -> Result<SigningAlgorithm, String> {
 const EXIT_BAD_CONFIG: u8 = 2;
 
 /// Loads the configuration, or prints every problem, one line each (`error: PATH: KEY: message`), and gives the
-/// exit code for an invalid configuration.
-fn load_config(path: &str) -> Result<config::Config, ExitCode> {
-    let config = config::load_all(path).and_then(|config| match server::check(&config) {
-        Ok(()) => Ok(config),
-        Err(e) => Err(config::ConfigErrors::one(e)),
+/// exit code for an invalid configuration. With `keys`, the signing keys are parsed too (`check-config`,
+/// `print-config`); a command that runs the gateway parses them once, as it starts (see [`run`]).
+fn load_config(path: &str, keys: bool) -> Result<config::Config, ExitCode> {
+    let config = config::load_all(path).and_then(|config| match keys.then(|| server::check(&config)) {
+        Some(Err(e)) => Err(config::ConfigErrors::one(e)),
+        _ => Ok(config),
     });
-    config.map_err(|errors| {
-        for e in errors.iter() {
-            if e.key == path {
-                // The file itself (cannot be read): name it once.
-                eprintln!("error: {path}: {}", e.message);
-            } else {
-                eprintln!("error: {path}: {e}");
-            }
+    config.map_err(|errors| refuse_config(path, errors.iter()))
+}
+
+/// Prints configuration problems (`error: PATH: KEY: message`) and gives the exit code for an invalid
+/// configuration.
+fn refuse_config<'a>(path: &str, errors: impl Iterator<Item = &'a config::ConfigError>) -> ExitCode {
+    for e in errors {
+        if e.key == path {
+            // The file itself (cannot be read): name it once.
+            eprintln!("error: {path}: {}", e.message);
+        } else {
+            eprintln!("error: {path}: {e}");
         }
-        ExitCode::from(EXIT_BAD_CONFIG)
-    })
+    }
+    ExitCode::from(EXIT_BAD_CONFIG)
+}
+
+/// Runs the gateway on `config` until it stops. A configured key that does not parse is a configuration error
+/// (exit 2, as `check-config` reports it); any other start-up failure exits 1.
+fn run(config: config::Config, path: &str, opt: Opt) -> ExitCode {
+    match server::run(config, path, opt) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(server::StartError::Keys(ib_oauth_gateway::keys::KeyError::Setting { setting, problem })) => {
+            let error = config::ConfigError { key: setting, message: problem.to_string() };
+            refuse_config(path, std::iter::once(&error))
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::CheckConfig { file }) => match load_config(&file) {
+        Some(Command::CheckConfig { file }) => match load_config(&file, true) {
             Ok(_) => {
                 println!("{file}: ok");
                 ExitCode::SUCCESS
             }
             Err(code) => code,
         },
-        Some(Command::PrintConfig { file }) => match load_config(&file) {
+        Some(Command::PrintConfig { file }) => match load_config(&file, true) {
             // Secrets serialize as where they come from (`file:PATH`, `env:NAME`) or `***`, never their value.
             Ok(config) => match serde_yaml::to_string(&config) {
                 Ok(yaml) => {
@@ -192,19 +213,13 @@ fn main() -> ExitCode {
         None => {
             // Before anything else: from here on a SIGHUP reloads the configuration, never ends the process.
             server::reload::ignore_hangup_until_ready();
-            let config = match load_config(&cli.config) {
+            let config = match load_config(&cli.config, false) {
                 Ok(config) => config,
                 Err(code) => return code,
             };
             logging::init(&config.logging);
             let opt = Opt { upgrade: cli.upgrade, daemon: cli.daemon, test: cli.test, ..Opt::default() };
-            match server::run(config, &cli.config, opt) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            run(config, &cli.config, opt)
         }
     }
 }
@@ -212,7 +227,7 @@ fn main() -> ExitCode {
 /// The whole flow on one machine: the mock platform in a thread, the gateway in the foreground.
 #[cfg(feature = "mock")]
 fn demo(config_path: &str, mock_listen: &str) -> ExitCode {
-    let config = match load_config(config_path) {
+    let config = match load_config(config_path, false) {
         Ok(config) => config,
         Err(code) => return code,
     };
@@ -236,14 +251,7 @@ fn demo(config_path: &str, mock_listen: &str) -> ExitCode {
     println!("1. Open in a browser:\n   {base}/authorize?response_type=code&client_id=mcp-public-client&redirect_uri={redirect}&scope=profile&state=demo&code_challenge={challenge}&code_challenge_method=S256\n");
     println!("2. Enter the platform URL http://{mock_listen} and press the login button in the popup.\n");
     println!("3. The browser lands on {redirect}?code=...; exchange the code:\n   curl -s {base}/token -d grant_type=authorization_code -d client_id=mcp-public-client -d redirect_uri={redirect} -d code_verifier={verifier} -d code=CODE\n");
-    let opt = Opt::default();
-    match server::run(config, config_path, opt) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    run(config, config_path, Opt::default())
 }
 
 /// `health`: one plain HTTP/1.1 GET of the admin listener's `/readyz` (or `url`); exit 0 on `200`, else 1.

@@ -3,7 +3,6 @@
 //! [`AppState::new`]; a live reload builds the next one with [`AppState::reconfigured`] and swaps it into the
 //! [`LiveState`]. The OAuth handlers and the gateway read it, nothing below them knows it exists.
 
-use pingora_limits::rate::Rate;
 use std::sync::Arc;
 
 use crate::audit::AuditLog;
@@ -30,10 +29,8 @@ pub struct AppState {
     /// configuration (issuer, lifetimes, leeway, session rules) needs a restart to change.
     pub auth: Arc<Authenticator>,
     pub cors: Cors,
-    /// Registrations per client IP per hour (RFC 7591 endpoint); shared across reloads, so no count is lost.
-    pub registration_limiter: Arc<Rate>,
     pub rate_limits: RateLimits,
-    /// `server.trusted_proxies`, parsed.
+    /// `server.trusted_proxies` (parsed when the file was read).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub store: Arc<dyn TokenStore>,
     pub metrics: Arc<Metrics>,
@@ -62,7 +59,6 @@ struct Shared {
     store: Arc<dyn TokenStore>,
     metrics: Arc<Metrics>,
     auth: Arc<Authenticator>,
-    registration_limiter: Arc<Rate>,
     audit: Arc<AuditLog>,
     extra_cas: Option<ExtraCas>,
 }
@@ -75,11 +71,10 @@ impl AppState {
         metrics: Arc<Metrics>,
     ) -> Result<Self, StateError> {
         let auth = Arc::new(Authenticator::new(config.clone(), keys.clone(), store.clone()));
-        let registration_limiter = Arc::new(Rate::new(std::time::Duration::from_secs(3_600)));
         let rate_limits = RateLimits::new(&config.rate_limits);
         let audit = Arc::new(AuditLog::start(&config.logging, &metrics)?);
         let extra_cas = ExtraCas::read(&config)?;
-        let shared = Shared { keys, store, metrics, auth, registration_limiter, audit, extra_cas };
+        let shared = Shared { keys, store, metrics, auth, audit, extra_cas };
         Self::assemble(config, shared, rate_limits)
     }
 
@@ -92,7 +87,6 @@ impl AppState {
             store: self.store.clone(),
             metrics: self.metrics.clone(),
             auth: self.auth.clone(),
-            registration_limiter: self.registration_limiter.clone(),
             audit: self.audit.clone(),
             extra_cas: self.extra_cas.clone(),
         };
@@ -105,19 +99,13 @@ impl AppState {
             ib: IbClient::with_extra_cas(&config, shared.extra_cas.as_ref())?,
             clients: ClientRegistry::from_config(&config.oauth.clients)?,
             cors: Cors::new(&config.cors),
-            trusted_proxies: config
-                .server
-                .trusted_proxies
-                .iter()
-                .filter_map(|p| crate::config::parse_network(p))
-                .collect(),
+            trusted_proxies: config.server.trusted_proxies.iter().map(|network| network.0).collect(),
             rate_limits,
             config,
             keys: shared.keys,
             store: shared.store,
             metrics: shared.metrics,
             auth: shared.auth,
-            registration_limiter: shared.registration_limiter,
             audit: shared.audit,
             extra_cas: shared.extra_cas,
         })

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use crate::audit::{AuditEvent, AuditKind};
 use crate::auth::clients::Client;
 use crate::config::check_redirect_uri;
-use crate::errors::{ApiError, LimitScope};
+use crate::errors::ApiError;
 use crate::exchange::{Reply, Request};
 use crate::state::AppState;
 use crate::store::{now_unix, RecordKind};
@@ -32,17 +32,7 @@ pub(super) async fn register(state: &AppState, request: &Request) -> Result<Repl
     if !registration.enabled {
         return Err(ApiError::NotFound);
     }
-    // 0 disables the limit, as for the other rate limits.
-    if let Some(ip) = request.client_ip.filter(|_| registration.per_ip_per_hour > 0) {
-        let seen = state.registration_limiter.observe(&crate::limits::client_key(ip), 1);
-        if seen > i64::from(registration.per_ip_per_hour) as isize {
-            return Err(ApiError::RateLimited {
-                limit: registration.per_ip_per_hour,
-                retry_after: 3_600,
-                scope: LimitScope::Registration,
-            });
-        }
-    }
+    state.rate_limits.registration(request.client_ip, registration.per_ip_per_hour)?;
     let content_type = request.header("content-type").unwrap_or_default();
     if !content_type.split(';').next().unwrap_or_default().trim().eq_ignore_ascii_case("application/json") {
         return Err(ApiError::UnsupportedMediaType("application/json"));

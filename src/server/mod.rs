@@ -7,7 +7,6 @@
 pub mod admin;
 pub mod limit_sync;
 pub mod reload;
-pub mod sessions;
 
 use pingora::prelude::*;
 use pingora::server::configuration::{Opt, ServerConf};
@@ -49,6 +48,30 @@ impl pingora::services::background::BackgroundService for FlushSpans {
     }
 }
 
+/// Why the gateway could not start. `Display` is the one line `main` prints after `error: `; it names the
+/// setting at fault where there is one.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("store: {0}")]
+    Store(#[from] store::StoreError),
+    #[error("cannot start a runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot read the system CA roots: {0}")]
+    SystemRoots(String),
+    #[error("cannot write the upstream CA bundle: {0}")]
+    CaBundle(std::io::Error),
+    #[error(transparent)]
+    Keys(#[from] crate::keys::KeyError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error("admin.token: {0}")]
+    AdminToken(crate::config::SecretError),
+    #[error("server.tls: cannot use certificate or key: {0}")]
+    Tls(String),
+    #[error("a store given to the gateway must be served with store.backend: memory")]
+    StoreNotMemory,
+}
+
 /// Checks what the configuration schema cannot: that the signing keys parse as keys of their algorithm.
 /// `check-config` and start-up both run it.
 pub fn check(config: &Config) -> Result<(), ConfigError> {
@@ -58,7 +81,9 @@ pub fn check(config: &Config) -> Result<(), ConfigError> {
     }
     match SigningKeys::from_config(signing) {
         Ok(_) => Ok(()),
-        Err(crate::keys::KeyError::Setting { setting, problem }) => Err(ConfigError { key: setting, message: problem }),
+        Err(crate::keys::KeyError::Setting { setting, problem }) => {
+            Err(ConfigError { key: setting, message: problem.to_string() })
+        }
         Err(other) => Err(ConfigError { key: "signing".into(), message: other.to_string() }),
     }
 }
@@ -66,13 +91,13 @@ pub fn check(config: &Config) -> Result<(), ConfigError> {
 /// Pingora's upstream TLS trusts one CA file instead of the system roots; with `platforms.extra_ca_file`
 /// we give it the system roots plus the extra CAs (as the state read them: the login client trusts the same),
 /// written once at start-up.
-fn upstream_ca_bundle(extra: Option<&ExtraCas>) -> Result<Option<String>, String> {
+fn upstream_ca_bundle(extra: Option<&ExtraCas>) -> Result<Option<String>, StartError> {
     let Some(extra) = extra else {
         return Ok(None);
     };
     let extra_pem = String::from_utf8_lossy(&extra.pem);
     let mut bundle = String::new();
-    let native = pingora::tls::load_native_certs().map_err(|e| format!("cannot read the system CA roots: {e}"))?;
+    let native = pingora::tls::load_native_certs().map_err(|e| StartError::SystemRoots(e.to_string()))?;
     for cert in native {
         let encoded = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, cert.as_ref());
         bundle.push_str("-----BEGIN CERTIFICATE-----\n");
@@ -84,7 +109,7 @@ fn upstream_ca_bundle(extra: Option<&ExtraCas>) -> Result<Option<String>, String
     }
     bundle.push_str(&extra_pem);
     let path = std::env::temp_dir().join(format!("ib-oauth-gateway-ca-{}.pem", std::process::id()));
-    std::fs::write(&path, bundle).map_err(|e| format!("cannot write the upstream CA bundle: {e}"))?;
+    std::fs::write(&path, bundle).map_err(StartError::CaBundle)?;
     Ok(Some(path.display().to_string()))
 }
 
@@ -106,40 +131,48 @@ pub fn server_conf(config: &Config, opt: &Opt) -> ServerConf {
 /// Checks at start-up that the configured store answers, so a misconfigured gateway stops at once.
 /// (The serving connection is made later, inside Pingora's runtime: a runtime made here would not survive
 /// daemonizing.)
-fn check_store(config: &Config) -> Result<(), String> {
+fn check_store(config: &Config) -> Result<(), StartError> {
     if config.store.backend != StoreBackend::Redis {
         return Ok(());
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(StartError::Runtime)?;
     runtime.block_on(async {
-        let store = store::from_config(config).await.map_err(|e| format!("store: {e}"))?;
-        store.ping().await.map_err(|e| format!("store: {e}"))
+        let store = store::from_config(config).await?;
+        Ok(store.ping().await?)
     })
 }
 
 /// Runs the gateway until it is told to stop. `config_path` is the file `config` was read from, read again
 /// by a reload. Returns an error message for start-up failures.
-pub fn run(config: Config, config_path: &str, opt: Opt) -> Result<(), String> {
-    run_with_store(config, config_path, opt, None)
+pub fn run(config: Config, config_path: &str, opt: Opt) -> Result<(), StartError> {
+    serve(config, config_path, opt, |config, metrics| Arc::new(SharedStore::new(config, metrics)))
 }
 
-/// [`run`], serving `store` when given instead of the one `store:` configures: a memory store that
+/// [`run`], serving `store` instead of the one `store:` configures: a memory store that
 /// `examples/session_loader.rs` filled with many sessions, so the bench measures a memory-store gateway that
 /// holds them (a running gateway's memory cannot be reached from outside). `store.backend` must then be
-/// `memory`.
+/// `memory`. Not in production builds (feature `test-support`).
+#[cfg(feature = "test-support")]
 pub fn run_with_store(
     config: Config,
     config_path: &str,
     opt: Opt,
-    store: Option<Arc<dyn TokenStore>>,
-) -> Result<(), String> {
-    reload::ignore_hangup_until_ready();
-    if store.is_some() && config.store.backend != StoreBackend::Memory {
-        return Err("a store given to the gateway must be served with store.backend: memory".into());
+    store: Arc<dyn TokenStore>,
+) -> Result<(), StartError> {
+    if config.store.backend != StoreBackend::Memory {
+        return Err(StartError::StoreNotMemory);
     }
+    serve(config, config_path, opt, |config, metrics| Arc::new(SharedStore::around(store, config, metrics)))
+}
+
+/// Runs the gateway on the store `store` makes (from the configuration and the metrics).
+fn serve(
+    config: Config,
+    config_path: &str,
+    opt: Opt,
+    store: impl FnOnce(Arc<Config>, Arc<Metrics>) -> Arc<dyn TokenStore>,
+) -> Result<(), StartError> {
+    reload::ignore_hangup_until_ready();
     check_store(&config)?;
     let config = Arc::new(config);
     let backend = match config.store.backend {
@@ -148,11 +181,8 @@ pub fn run_with_store(
     };
     let metrics = Arc::new(Metrics::new(backend));
     trace::export::install(&config.tracing);
-    let store: Arc<dyn TokenStore> = match store {
-        Some(store) => Arc::new(SharedStore::around(store, config.clone(), metrics.clone())),
-        None => Arc::new(SharedStore::new(config.clone(), metrics.clone())),
-    };
-    let (keys, ephemeral) = SigningKeys::from_config(&config.signing).map_err(|e| e.to_string())?;
+    let store = store(config.clone(), metrics.clone());
+    let (keys, ephemeral) = SigningKeys::from_config(&config.signing)?;
     if ephemeral {
         log::warn!(
             "NO SIGNING KEY CONFIGURED (signing.current): using an ephemeral {:?} key. Access tokens will NOT \
@@ -161,11 +191,11 @@ pub fn run_with_store(
             config.signing.algorithm
         );
     }
-    let state = AppState::new(config.clone(), Arc::new(keys), store, metrics.clone()).map_err(|e| e.to_string())?;
+    let state = AppState::new(config.clone(), Arc::new(keys), store, metrics.clone())?;
     let ca_file = upstream_ca_bundle(state.extra_cas.as_ref())?;
     let live = Arc::new(LiveState::from_pointee(state));
     metrics.config_loaded(store::now_unix());
-    let auth = admin::auth::AdminAuth::from_config(&config.admin).map_err(|e| format!("admin.token: {e}"))?;
+    let auth = admin::auth::AdminAuth::from_config(&config.admin).map_err(StartError::AdminToken)?;
     if !auth.enabled() {
         log::info!("no admin.token configured: the admin API (/admin/...) is off");
     }
@@ -184,9 +214,7 @@ pub fn run_with_store(
     }
     if let Some(tls) = &config.server.tls {
         for addr in &tls.listen {
-            gateway
-                .add_tls(addr, &tls.cert_file, &tls.key_file)
-                .map_err(|e| format!("server.tls: cannot use certificate or key: {e}"))?;
+            gateway.add_tls(addr, &tls.cert_file, &tls.key_file).map_err(|e| StartError::Tls(e.to_string()))?;
         }
     }
     server.add_service(gateway);

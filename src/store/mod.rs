@@ -270,6 +270,8 @@ impl SharedStore {
     }
 
     /// Around a store made already (the bench's loader serves a memory store it filled itself), timed like any.
+    /// Not in production builds (feature `test-support`).
+    #[cfg(feature = "test-support")]
     pub fn around(store: Arc<dyn TokenStore>, config: Arc<Config>, metrics: Arc<crate::metrics::Metrics>) -> Self {
         let inner = tokio::sync::OnceCell::new_with(Some(store));
         SharedStore { config, inner, metrics }

@@ -263,6 +263,15 @@ impl RedisStore {
         format!("{}:sessions", self.prefix)
     }
 
+    /// A record's value by `GET`, or by `GETDEL` (read and deleted in one step).
+    async fn read_record(&self, command: &str, kind: RecordKind, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        ::redis::cmd(command)
+            .arg(self.record_key(kind, key))
+            .query_async(&mut self.connection())
+            .await
+            .map_err(unavailable)
+    }
+
     async fn read_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
         let fields: Vec<Vec<u8>> = ::redis::cmd("HMGET")
             .arg(self.session_key(id))
@@ -569,19 +578,11 @@ impl TokenStore for RedisStore {
     }
 
     async fn get_record(&self, kind: RecordKind, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        ::redis::cmd("GET")
-            .arg(self.record_key(kind, key))
-            .query_async(&mut self.connection())
-            .await
-            .map_err(unavailable)
+        self.read_record("GET", kind, key).await
     }
 
     async fn take_record(&self, kind: RecordKind, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        ::redis::cmd("GETDEL")
-            .arg(self.record_key(kind, key))
-            .query_async(&mut self.connection())
-            .await
-            .map_err(unavailable)
+        self.read_record("GETDEL", kind, key).await
     }
 
     async fn user_sessions(&self, user: &str, limit: usize) -> Result<UserSessions, StoreError> {

@@ -54,7 +54,7 @@ impl AdminAuth {
     #[allow(clippy::result_large_err)]
     pub fn authorize(&self, request: &RequestHeader) -> Result<(), Response<Vec<u8>>> {
         let Some(expected) = &self.token_digest else {
-            return Err(not_found());
+            return Err(not_found("No such path"));
         };
         let presented = crate::exchange::bearer_token(request.headers.get(http::header::AUTHORIZATION));
         match presented {

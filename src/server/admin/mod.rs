@@ -1,6 +1,7 @@
 //! The admin listener (`server.admin_listen`): the probes `/healthz` (the process answers) and `/readyz` (the
 //! store answers), `/metrics` (Prometheus text format), and the admin API under `/admin/`:
-//! `POST /admin/reload` (read the configuration file again, see `server::reload`).
+//! `POST /admin/reload` (read the configuration file again, see `server::reload`) and the session API
+//! ([`sessions`]: find and end an IB user's sessions). Every answer is made by [`reply`].
 //!
 //! One router decides for every request, in this order: who may ask ([`auth::AdminAuth::authorize`]: every
 //! `/admin/` path, and `/metrics` with `admin.protect_metrics`), whether the path exists (`404`), whether the
@@ -10,6 +11,7 @@
 
 pub mod auth;
 pub mod reply;
+pub mod sessions;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -19,8 +21,6 @@ use pingora::protocols::http::ServerSession;
 use std::sync::Arc;
 
 use super::reload::{ReloadOutcome, Reloader};
-use super::sessions;
-use crate::exchange::Reply;
 use auth::AdminAuth;
 use reply::{json, method_not_allowed, not_found, text};
 
@@ -87,7 +87,7 @@ impl Route {
         match self {
             Route::Healthz | Route::Readyz | Route::Metrics => None,
             Route::Reload => Some(&[Method::POST]),
-            Route::Sessions => Some(&[Method::GET, Method::HEAD, Method::DELETE]),
+            Route::Sessions => Some(sessions::METHODS),
         }
     }
 }
@@ -113,7 +113,7 @@ impl AdminApp {
         if needs_token {
             auth.authorize(request)?;
         }
-        let route = route.ok_or_else(not_found)?;
+        let route = route.ok_or_else(|| not_found("No such path"))?;
         match route.methods() {
             Some(methods) if !methods.contains(&request.method) => Err(method_not_allowed(methods)),
             _ => Ok(route),
@@ -125,14 +125,13 @@ impl AdminApp {
         match route {
             Route::Sessions => {
                 let request = session.req_header();
-                let reply = match sessions::action(&request.method, request.uri.path(), request.uri.query()) {
+                match sessions::action(&request.method, request.uri.path(), request.uri.query()) {
                     Ok(action) => {
                         let operator = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
                         sessions::serve(&state, action, &sessions::Operator::new(operator)).await
                     }
                     Err(refused) => refused,
-                };
-                from_reply(reply)
+                }
             }
             Route::Healthz => text(StatusCode::OK, "application/json", r#"{"status":"ok"}"#),
             Route::Readyz => match state.store.ping().await {
@@ -188,15 +187,6 @@ impl AdminApp {
             }
         }
     }
-}
-
-/// A reply made by the layers below, as the admin service answers it.
-fn from_reply(reply: Reply) -> Response<Vec<u8>> {
-    let mut builder = Response::builder().status(reply.status);
-    for (name, value) in &reply.headers {
-        builder = builder.header(*name, value);
-    }
-    builder.header(http::header::CONTENT_LENGTH, reply.body.len()).body(reply.body.to_vec()).unwrap_or_default()
 }
 
 #[async_trait]

@@ -1,6 +1,9 @@
-//! The admin listener's answers: JSON or text that no cache keeps, and the refusals every route shares.
+//! The admin listener's answers, the one reply type of every admin route: JSON or text that no cache keeps,
+//! and the refusals every route shares (`{"error": …, "error_description": …}`, as the OAuth errors).
 
 use http::{Method, Response, StatusCode};
+
+use crate::errors::ApiError;
 
 /// A JSON answer.
 pub fn json(status: StatusCode, body: &serde_json::Value) -> Response<Vec<u8>> {
@@ -18,9 +21,15 @@ pub fn text(status: StatusCode, content_type: &str, body: impl Into<Vec<u8>>) ->
         .unwrap_or_default()
 }
 
-/// `404 not_found`, the answer of any path the admin listener does not serve.
-pub fn not_found() -> Response<Vec<u8>> {
-    json(StatusCode::NOT_FOUND, &serde_json::json!({"error": "not_found"}))
+/// `404 not_found`: a path the admin listener does not serve, or a thing (`what`) that does not exist.
+pub fn not_found(what: &str) -> Response<Vec<u8>> {
+    json(StatusCode::NOT_FOUND, &serde_json::json!({"error": "not_found", "error_description": what}))
+}
+
+/// A refusal in the words of [`ApiError`]: its status, `error` and `error_description`.
+pub fn error(error: &ApiError) -> Response<Vec<u8>> {
+    let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json(status, &error.body())
 }
 
 /// `405` with the `Allow` header.

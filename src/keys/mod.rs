@@ -14,28 +14,24 @@
 //! of key was found, never its bytes; `Debug` shows kids and algorithms only; the JWK Set carries public
 //! members only; [`keygen`] writes the private key to a mode 0600 file and does not echo it.
 
+//!
+//! The rooms: this file loads and uses keys ([`SigningKeys`]); `material` parses, checks and encodes key
+//! material (and says what a PEM that does not parse is); `keygen` makes new key pairs and writes their files.
+
+mod keygen;
+mod material;
+
 use std::fmt;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
 use std::sync::Once;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use p256::elliptic_curve::sec1::ToEncodedPoint;
-use rsa::pkcs1::EncodeRsaPrivateKey;
-use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding};
-use rsa::rand_core::OsRng;
-use rsa::traits::PublicKeyParts;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
-use zeroize::Zeroizing;
 
 use crate::config::{SigningAlgorithm, SigningConfig};
+pub use keygen::{generate_pem, keygen, KeygenError};
+pub use material::KeyProblem;
+use material::{PrivateKey, PublicKey};
 
-/// RSA keys shorter than this are refused (RFC 7518 section 3.3 requires 2048 bits for RS256).
-const MIN_RSA_BITS: usize = 2048;
 /// Length of a default kid: the RFC 7638 thumbprint (43 characters) truncated to 96 bits.
 const DEFAULT_KID_LEN: usize = 16;
 /// `typ` of an OAuth 2.0 JWT access token (RFC 9068 section 2.1).
@@ -47,16 +43,16 @@ const ACCESS_TOKEN_TYP: &str = "at+jwt";
 pub enum KeyError {
     /// A configured key is unusable; `setting` is the configuration key (e.g. `signing.current.private_key`).
     #[error("{setting}: {problem}")]
-    Setting { setting: String, problem: String },
+    Setting { setting: String, problem: KeyProblem },
     /// The crypto backend failed: generating, signing, or the start-up self-test.
     #[error("{0}")]
-    Crypto(String),
+    Crypto(KeyProblem),
     /// `keygen` could not write its files (or was given an unusable `--kid`).
     #[error("{0}")]
-    Files(String),
+    Files(KeygenError),
 }
 
-fn setting(at: impl Into<String>) -> impl FnOnce(String) -> KeyError {
+fn setting(at: impl Into<String>) -> impl FnOnce(KeyProblem) -> KeyError {
     let setting = at.into();
     move |problem| KeyError::Setting { setting, problem }
 }
@@ -101,7 +97,7 @@ impl SigningKeys {
             Some(current) => {
                 check_kid(&current.kid).map_err(setting("signing.current.kid"))?;
                 let at = "signing.current.private_key";
-                let pem = current.private_key.resolve().map_err(|e| setting(at)(e.to_string()))?;
+                let pem = current.private_key.resolve().map_err(|e| setting(at)(KeyProblem::Secret(e)))?;
                 let what = format!("signing.algorithm is {:?}", config.algorithm);
                 let private = PrivateKey::from_pem(config.algorithm, pem.expose(), &what).map_err(setting(at))?;
                 let keys = SigningKeys::new(config.algorithm, current.kid.clone(), &private).map_err(setting(at))?;
@@ -113,7 +109,7 @@ impl SigningKeys {
             let at = format!("signing.previous[{i}]");
             check_kid(&previous.kid).map_err(setting(format!("{at}.kid")))?;
             if keys.verifiers.iter().any(|v| v.kid == previous.kid) {
-                return Err(setting(format!("{at}.kid"))(format!("kid `{}` is used twice", previous.kid)));
+                return Err(setting(format!("{at}.kid"))(KeyProblem::KidUsedTwice(previous.kid.clone())));
             }
             let algorithm = previous.algorithm.unwrap_or(config.algorithm);
             let what = match previous.algorithm {
@@ -121,7 +117,7 @@ impl SigningKeys {
                 None => format!("{at}.algorithm defaults to signing.algorithm, {algorithm:?}"),
             };
             let at = format!("{at}.public_key");
-            let pem = previous.public_key.resolve().map_err(|e| setting(&at)(e.to_string()))?;
+            let pem = previous.public_key.resolve().map_err(|e| setting(&at)(KeyProblem::Secret(e)))?;
             let public = PublicKey::from_pem(algorithm, pem.expose(), &what).map_err(setting(&at))?;
             let verifier = VerificationKey::new(previous.kid.clone(), jwt_algorithm(algorithm), &public);
             keys.verifiers.push(verifier.map_err(setting(&at))?);
@@ -137,7 +133,7 @@ impl SigningKeys {
         SigningKeys::new(algorithm, kid, &private).map_err(KeyError::Crypto)
     }
 
-    fn new(algorithm: SigningAlgorithm, kid: String, private: &PrivateKey) -> Result<SigningKeys, String> {
+    fn new(algorithm: SigningAlgorithm, kid: String, private: &PrivateKey) -> Result<SigningKeys, KeyProblem> {
         install_crypto_provider();
         let public = private.public();
         let mut header = Header::new(jwt_algorithm(algorithm));
@@ -156,17 +152,18 @@ impl SigningKeys {
 
     /// Signs a probe and verifies it with the current key's public half, so that a broken key or crypto
     /// backend is a startup error rather than a failure (or panic) on the first token request.
-    fn self_test(&self) -> Result<(), String> {
+    fn self_test(&self) -> Result<(), KeyProblem> {
         let probe = json!({ "probe": true });
-        let token = self.sign(&probe).map_err(|e| format!("self-test failed: {e}"))?;
-        let (key, algorithm) = self.verifier(&self.kid).ok_or("self-test failed: no verifier for the current kid")?;
+        let token = self.sign(&probe).map_err(|e| KeyProblem::SelfTest(e.to_string()))?;
+        let (key, algorithm) =
+            self.verifier(&self.kid).ok_or_else(|| KeyProblem::SelfTest("no verifier for the current kid".into()))?;
         let mut validation = Validation::new(algorithm);
         validation.required_spec_claims.clear();
         validation.validate_exp = false;
         validation.validate_aud = false;
         jsonwebtoken::decode::<Value>(&token, key, &validation)
             .map(|_| ())
-            .map_err(|e| format!("self-test failed: the key's own signature does not verify: {e}"))
+            .map_err(|e| KeyProblem::SelfTest(format!("the key's own signature does not verify: {e}")))
     }
 
     /// The algorithm of the current key, which signs new tokens.
@@ -179,14 +176,15 @@ impl SigningKeys {
     }
 
     /// Every kid that verifies tokens: the current one first, then the previous ones.
-    pub fn kids(&self) -> impl Iterator<Item = &str> {
+    #[cfg(test)]
+    fn kids(&self) -> impl Iterator<Item = &str> {
         self.verifiers.iter().map(|v| v.kid.as_str())
     }
 
     /// Signs claims with the current key; the JWT header carries `alg`, `kid` and `typ: at+jwt` (RFC 9068).
     pub fn sign<T: serde::Serialize>(&self, claims: &T) -> Result<String, KeyError> {
         jsonwebtoken::encode(&self.header, claims, &self.encoding)
-            .map_err(|e| KeyError::Crypto(format!("cannot sign a token: {e}")))
+            .map_err(|e| KeyError::Crypto(KeyProblem::Sign(e.to_string())))
     }
 
     /// The decoding key and pinned algorithm for a `kid` (current or previous); None for unknown kids.
@@ -203,9 +201,9 @@ impl SigningKeys {
 }
 
 impl VerificationKey {
-    fn new(kid: String, algorithm: Algorithm, public: &PublicKey) -> Result<VerificationKey, String> {
+    fn new(kid: String, algorithm: Algorithm, public: &PublicKey) -> Result<VerificationKey, KeyProblem> {
         let mut jwk = public.jwk_members();
-        let members = jwk.as_object_mut().ok_or("internal error: a JWK is not an object")?;
+        let members = jwk.as_object_mut().ok_or(KeyProblem::Jwk)?;
         members.insert("kid".into(), Value::String(kid.clone()));
         members.insert("alg".into(), Value::String(format!("{algorithm:?}")));
         members.insert("use".into(), Value::String("sig".into()));
@@ -213,111 +211,14 @@ impl VerificationKey {
     }
 }
 
-/// Generates a key pair as (PKCS#8 private PEM, SPKI public PEM). RS256 keys have 2048 bits.
-pub fn generate_pem(algorithm: SigningAlgorithm) -> Result<(String, String), KeyError> {
-    let pems = || -> Result<(String, String), String> {
-        let private = PrivateKey::generate(algorithm)?;
-        Ok((private.to_pkcs8_pem()?.to_string(), private.public().to_spki_pem()?))
-    };
-    pems().map_err(KeyError::Crypto)
-}
-
-/// The `keygen` command: writes `DIR/KID.key` (PKCS#8 PEM, mode 0600) and `DIR/KID.pub` (SPKI PEM), creating
-/// DIR if needed, and returns what to print: the kid, both paths and the YAML to put under `signing:`. Never
-/// the private key. Refuses to overwrite existing files. Without `kid`, the kid is the key's RFC 7638
-/// thumbprint truncated to 16 characters.
-pub fn keygen(algorithm: SigningAlgorithm, out_dir: &Path, kid: Option<&str>) -> Result<String, KeyError> {
-    if let Some(kid) = kid {
-        check_file_kid(kid).map_err(KeyError::Files)?;
-    }
-    let private = PrivateKey::generate(algorithm).map_err(KeyError::Crypto)?;
-    write_key_pair(algorithm, &private, out_dir, kid).map_err(KeyError::Files)
-}
-
-fn write_key_pair(
-    algorithm: SigningAlgorithm,
-    private: &PrivateKey,
-    out_dir: &Path,
-    kid: Option<&str>,
-) -> Result<String, String> {
-    let public = private.public();
-    let kid = kid.map_or_else(|| default_kid(&public), str::to_string);
-
-    std::fs::create_dir_all(out_dir).map_err(|e| format!("cannot create directory {}: {e}", out_dir.display()))?;
-    let dir = std::fs::canonicalize(out_dir).map_err(|e| format!("cannot resolve {}: {e}", out_dir.display()))?;
-    let key_path = dir.join(format!("{kid}.key"));
-    let pub_path = dir.join(format!("{kid}.pub"));
-    for path in [&key_path, &pub_path] {
-        if std::fs::symlink_metadata(path).is_ok() {
-            return Err(format!("refusing to overwrite {}", path.display()));
-        }
-    }
-    let key_file = utf8_path(&key_path)?;
-    let pub_file = utf8_path(&pub_path)?;
-
-    write_new_file(&key_path, private.to_pkcs8_pem()?.as_bytes(), 0o600)?;
-    if let Err(e) = public.to_spki_pem().and_then(|pem| write_new_file(&pub_path, pem.as_bytes(), 0o644)) {
-        let _ = std::fs::remove_file(&key_path);
-        return Err(e);
-    }
-
-    let q = |s: &str| serde_json::to_string(s).unwrap_or_default();
-    Ok(format!(
-        "Generated an {algorithm:?} signing key with kid {kid_q}.\n\
-         Private key: {key_file} (mode 0600; keep it secret)\n\
-         Public key:  {pub_file}\n\
-         \n\
-         Configuration (merge into an existing `signing:` section):\n\
-         \n\
-         signing:\n  algorithm: {algorithm:?}\n  current:\n    kid: {kid_q}\n    private_key: {{file: {key_q}}}\n\
-         \n\
-         When a newer key replaces this one, keep its tokens valid until they expire by listing it under\n\
-         `signing.previous`:\n\
-         \n  previous:\n    - kid: {kid_q}\n      algorithm: {algorithm:?}\n      public_key: {{file: {pub_q}}}\n",
-        kid_q = q(&kid),
-        key_q = q(key_file),
-        pub_q = q(pub_file),
-    ))
-}
-
-fn utf8_path(path: &Path) -> Result<&str, String> {
-    path.to_str().ok_or_else(|| format!("{} is not a UTF-8 path", path.display()))
-}
-
-/// Creates `path` with `mode`, failing if anything (even a dangling symlink) is already there.
-fn write_new_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), String> {
-    let mut file =
-        std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => format!("refusing to overwrite {}", path.display()),
-            _ => format!("cannot create {}: {e}", path.display()),
-        })?;
-    file.write_all(contents).and_then(|()| file.sync_all()).map_err(|e| {
-        let _ = std::fs::remove_file(path);
-        format!("cannot write {}: {e}", path.display())
-    })
-}
-
-fn check_kid(kid: &str) -> Result<(), String> {
+fn check_kid(kid: &str) -> Result<(), KeyProblem> {
     if kid.is_empty() {
-        return Err("must not be empty".into());
+        return Err(KeyProblem::EmptyKid);
     }
     if kid.len() > 128 || kid.chars().any(char::is_control) {
-        return Err("must be at most 128 characters, none of them control characters".into());
+        return Err(KeyProblem::UnusableKid);
     }
     Ok(())
-}
-
-/// A kid that becomes a file name: 1 to 64 of `A-Z a-z 0-9 . _ -`, not starting with `.`. Every default kid
-/// (base64url) qualifies.
-fn check_file_kid(kid: &str) -> Result<(), String> {
-    let ok = (1..=64).contains(&kid.len())
-        && kid.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        && !kid.starts_with('.');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("--kid `{kid}`: must be 1 to 64 of A-Z a-z 0-9 . _ -, not starting with ."))
-    }
 }
 
 fn jwt_algorithm(algorithm: SigningAlgorithm) -> Algorithm {
@@ -345,242 +246,15 @@ fn default_kid(public: &PublicKey) -> String {
     thumbprint
 }
 
-fn b64(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// What a key is for, in error messages.
-fn key_name(algorithm: SigningAlgorithm) -> &'static str {
-    match algorithm {
-        SigningAlgorithm::EdDSA => "Ed25519",
-        SigningAlgorithm::ES256 => "P-256",
-        SigningAlgorithm::RS256 => "RSA",
-    }
-}
-
-/// A private signing key, parsed and checked.
-enum PrivateKey {
-    Ed25519(ed25519_dalek::SigningKey),
-    P256(p256::SecretKey),
-    Rsa(Box<rsa::RsaPrivateKey>),
-}
-
-/// A public verification key, parsed and checked.
-enum PublicKey {
-    Ed25519(ed25519_dalek::VerifyingKey),
-    P256(p256::PublicKey),
-    Rsa(rsa::RsaPublicKey),
-}
-
-impl PrivateKey {
-    fn generate(algorithm: SigningAlgorithm) -> Result<PrivateKey, String> {
-        Ok(match algorithm {
-            SigningAlgorithm::EdDSA => PrivateKey::Ed25519(ed25519_dalek::SigningKey::generate(&mut OsRng)),
-            SigningAlgorithm::ES256 => PrivateKey::P256(p256::SecretKey::random(&mut OsRng)),
-            SigningAlgorithm::RS256 => PrivateKey::Rsa(Box::new(
-                rsa::RsaPrivateKey::new(&mut OsRng, MIN_RSA_BITS)
-                    .map_err(|e| format!("cannot generate an RSA key: {e}"))?,
-            )),
-        })
-    }
-
-    /// Parses a PKCS#8 PEM private key of `algorithm`. `setting` says where the algorithm comes from, for
-    /// the error when the key is of another algorithm.
-    fn from_pem(algorithm: SigningAlgorithm, pem: &str, setting: &str) -> Result<PrivateKey, String> {
-        let pem = pem.trim();
-        let parsed = match algorithm {
-            SigningAlgorithm::EdDSA => ed25519_dalek::SigningKey::from_pkcs8_pem(pem).ok().map(PrivateKey::Ed25519),
-            SigningAlgorithm::ES256 => p256::SecretKey::from_pkcs8_pem(pem).ok().map(PrivateKey::P256),
-            SigningAlgorithm::RS256 => {
-                rsa::RsaPrivateKey::from_pkcs8_pem(pem).ok().map(|k| PrivateKey::Rsa(Box::new(k)))
-            }
-        };
-        let Some(key) = parsed else {
-            let found = explain(sniff_private(pem), setting);
-            return Err(format!("not a PKCS#8 PEM {} key ({found})", key_name(algorithm)));
-        };
-        if let PrivateKey::Rsa(rsa) = &key {
-            check_rsa_size(rsa.n().bits())?;
-        }
-        Ok(key)
-    }
-
-    fn public(&self) -> PublicKey {
-        match self {
-            PrivateKey::Ed25519(key) => PublicKey::Ed25519(key.verifying_key()),
-            PrivateKey::P256(key) => PublicKey::P256(key.public_key()),
-            PrivateKey::Rsa(key) => PublicKey::Rsa(key.to_public_key()),
-        }
-    }
-
-    fn to_pkcs8_pem(&self) -> Result<Zeroizing<String>, String> {
-        match self {
-            PrivateKey::Ed25519(key) => key.to_pkcs8_pem(LineEnding::LF),
-            PrivateKey::P256(key) => key.to_pkcs8_pem(LineEnding::LF),
-            PrivateKey::Rsa(key) => key.to_pkcs8_pem(LineEnding::LF),
-        }
-        .map_err(|e| format!("cannot encode the private key: {e}"))
-    }
-
-    /// jsonwebtoken's key: PKCS#8 DER for Ed25519 and P-256, PKCS#1 DER for RSA (what its signers parse).
-    fn encoding_key(&self) -> Result<EncodingKey, String> {
-        let fail = |e: &dyn fmt::Display| format!("cannot encode the private key: {e}");
-        Ok(match self {
-            PrivateKey::Ed25519(key) => EncodingKey::from_ed_der(key.to_pkcs8_der().map_err(|e| fail(&e))?.as_bytes()),
-            PrivateKey::P256(key) => EncodingKey::from_ec_der(key.to_pkcs8_der().map_err(|e| fail(&e))?.as_bytes()),
-            PrivateKey::Rsa(key) => EncodingKey::from_rsa_der(key.to_pkcs1_der().map_err(|e| fail(&e))?.as_bytes()),
-        })
-    }
-}
-
-impl PublicKey {
-    /// Parses an SPKI PEM public key of `algorithm`; `setting` as in [`PrivateKey::from_pem`].
-    fn from_pem(algorithm: SigningAlgorithm, pem: &str, setting: &str) -> Result<PublicKey, String> {
-        let pem = pem.trim();
-        let parsed = match algorithm {
-            SigningAlgorithm::EdDSA => {
-                ed25519_dalek::VerifyingKey::from_public_key_pem(pem).ok().map(PublicKey::Ed25519)
-            }
-            SigningAlgorithm::ES256 => p256::PublicKey::from_public_key_pem(pem).ok().map(PublicKey::P256),
-            SigningAlgorithm::RS256 => rsa::RsaPublicKey::from_public_key_pem(pem).ok().map(PublicKey::Rsa),
-        };
-        let Some(key) = parsed else {
-            let found = explain(sniff_public(pem), setting);
-            return Err(format!("not an SPKI PEM {} public key ({found})", key_name(algorithm)));
-        };
-        if let PublicKey::Rsa(rsa) = &key {
-            check_rsa_size(rsa.n().bits())?;
-        }
-        Ok(key)
-    }
-
-    fn to_spki_pem(&self) -> Result<String, String> {
-        match self {
-            PublicKey::Ed25519(key) => key.to_public_key_pem(LineEnding::LF),
-            PublicKey::P256(key) => key.to_public_key_pem(LineEnding::LF),
-            PublicKey::Rsa(key) => key.to_public_key_pem(LineEnding::LF),
-        }
-        .map_err(|e| format!("cannot encode the public key: {e}"))
-    }
-
-    /// jsonwebtoken's key: the raw 32 bytes (Ed25519), the uncompressed SEC1 point (P-256), or n and e (RSA).
-    fn decoding_key(&self) -> DecodingKey {
-        match self {
-            PublicKey::Ed25519(key) => DecodingKey::from_ed_der(key.as_bytes()),
-            PublicKey::P256(key) => DecodingKey::from_ec_der(key.to_encoded_point(false).as_bytes()),
-            PublicKey::Rsa(key) => DecodingKey::from_rsa_raw_components(&key.n().to_bytes_be(), &key.e().to_bytes_be()),
-        }
-    }
-
-    /// The key's RFC 7638 required members, base64url-encoded, in lexicographic order.
-    fn required_members(&self) -> Vec<(&'static str, String)> {
-        match self {
-            PublicKey::Ed25519(key) => {
-                vec![("crv", "Ed25519".into()), ("kty", "OKP".into()), ("x", b64(key.as_bytes()))]
-            }
-            PublicKey::P256(key) => {
-                let point = key.to_encoded_point(false);
-                let (x, y) = (point.x().map(|x| b64(x)), point.y().map(|y| b64(y)));
-                vec![
-                    ("crv", "P-256".into()),
-                    ("kty", "EC".into()),
-                    ("x", x.unwrap_or_default()),
-                    ("y", y.unwrap_or_default()),
-                ]
-            }
-            PublicKey::Rsa(key) => {
-                vec![("e", b64(&key.e().to_bytes_be())), ("kty", "RSA".into()), ("n", b64(&key.n().to_bytes_be()))]
-            }
-        }
-    }
-
-    fn jwk_members(&self) -> Value {
-        Value::Object(self.required_members().into_iter().map(|(k, v)| (k.to_string(), Value::String(v))).collect())
-    }
-
-    /// RFC 7638: SHA-256 over the required members as JSON, without whitespace, in lexicographic order.
-    fn thumbprint(&self) -> String {
-        let members: Vec<String> = self
-            .required_members()
-            .into_iter()
-            .map(|(k, v)| format!("\"{k}\":{}", serde_json::to_string(&v).unwrap_or_default()))
-            .collect();
-        b64(&Sha256::digest(format!("{{{}}}", members.join(",")).as_bytes()))
-    }
-}
-
-fn check_rsa_size(bits: usize) -> Result<(), String> {
-    if bits < MIN_RSA_BITS {
-        return Err(format!("the RSA key has {bits} bits; at least {MIN_RSA_BITS} are required"));
-    }
-    Ok(())
-}
-
-/// For a key that did not parse: "it is a P-256 key, for ES256; <setting>" when it is a good key of another
-/// algorithm, else what else it is.
-fn explain(sniffed: Result<SigningAlgorithm, String>, setting: &str) -> String {
-    match sniffed {
-        Ok(algorithm) => {
-            let article = if algorithm == SigningAlgorithm::ES256 { "a" } else { "an" };
-            format!("it is {article} {} key, for {algorithm:?}; {setting}", key_name(algorithm))
-        }
-        Err(what) => what,
-    }
-}
-
-/// What a PEM that did not parse as the expected private key is, without a byte of it: `Ok` with the
-/// algorithm if it is a good key of one, else a description.
-fn sniff_private(pem: &str) -> Result<SigningAlgorithm, String> {
-    if ed25519_dalek::SigningKey::from_pkcs8_pem(pem).is_ok() {
-        return Ok(SigningAlgorithm::EdDSA);
-    }
-    if p256::SecretKey::from_pkcs8_pem(pem).is_ok() {
-        return Ok(SigningAlgorithm::ES256);
-    }
-    if rsa::RsaPrivateKey::from_pkcs8_pem(pem).is_ok() {
-        return Ok(SigningAlgorithm::RS256);
-    }
-    const CONVERT: &str = "convert it with `openssl pkcs8 -topk8 -nocrypt`";
-    Err(match rsa::pkcs8::der::pem::decode_label(pem.as_bytes()) {
-        Ok("EC PRIVATE KEY") => format!("it is a SEC1 EC PRIVATE KEY; {CONVERT}"),
-        Ok("RSA PRIVATE KEY") => format!("it is a PKCS#1 RSA PRIVATE KEY; {CONVERT}"),
-        Ok("ENCRYPTED PRIVATE KEY") => "it is encrypted; decrypt it with `openssl pkey`".into(),
-        Ok("PUBLIC KEY") => "it is a public key, not a private key".into(),
-        Ok("PRIVATE KEY") => "it is a PKCS#8 key of another type, curve or size, or damaged".into(),
-        Ok(_) => "it is PEM of another kind".into(),
-        Err(_) => "it is not PEM".into(),
-    })
-}
-
-/// As [`sniff_private`], for public keys.
-fn sniff_public(pem: &str) -> Result<SigningAlgorithm, String> {
-    if ed25519_dalek::VerifyingKey::from_public_key_pem(pem).is_ok() {
-        return Ok(SigningAlgorithm::EdDSA);
-    }
-    if p256::PublicKey::from_public_key_pem(pem).is_ok() {
-        return Ok(SigningAlgorithm::ES256);
-    }
-    if rsa::RsaPublicKey::from_public_key_pem(pem).is_ok() {
-        return Ok(SigningAlgorithm::RS256);
-    }
-    Err(match rsa::pkcs8::der::pem::decode_label(pem.as_bytes()) {
-        Ok("RSA PUBLIC KEY") => {
-            "it is a PKCS#1 RSA PUBLIC KEY; convert it with `openssl rsa -RSAPublicKey_in -pubout`".into()
-        }
-        Ok("PRIVATE KEY" | "EC PRIVATE KEY" | "RSA PRIVATE KEY" | "ENCRYPTED PRIVATE KEY") => {
-            "it is a private key; give the public key only (`openssl pkey -pubout`)".into()
-        }
-        Ok("CERTIFICATE") => "it is a certificate; extract the key with `openssl x509 -pubkey -noout`".into(),
-        Ok("PUBLIC KEY") => "it is an SPKI key of another type, curve or size, or damaged".into(),
-        Ok(_) => "it is PEM of another kind".into(),
-        Err(_) => "it is not PEM".into(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
+    use super::keygen::check_file_kid;
     use super::*;
     use crate::config::{SecretSource, SigningKeyConfig, VerificationKeyConfig};
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use rsa::pkcs8::{EncodePrivateKey, LineEnding};
+    use rsa::rand_core::OsRng;
     use serde::{Deserialize, Serialize};
     use std::os::unix::fs::PermissionsExt;
 
@@ -597,13 +271,13 @@ mod tests {
     fn config(algorithm: SigningAlgorithm, kid: &str, private_pem: &str) -> SigningConfig {
         SigningConfig {
             algorithm,
-            current: Some(SigningKeyConfig { kid: kid.into(), private_key: SecretSource::Inline(private_pem.into()) }),
+            current: Some(SigningKeyConfig { kid: kid.into(), private_key: SecretSource::inline(private_pem) }),
             previous: vec![],
         }
     }
 
     fn previous(kid: &str, algorithm: Option<SigningAlgorithm>, public_pem: &str) -> VerificationKeyConfig {
-        VerificationKeyConfig { kid: kid.into(), algorithm, public_key: SecretSource::Inline(public_pem.into()) }
+        VerificationKeyConfig { kid: kid.into(), algorithm, public_key: SecretSource::inline(public_pem) }
     }
 
     /// Verifies through `verifier(kid)` the way the proxy will: kid from the header, algorithm pinned by the key.
@@ -898,7 +572,7 @@ mod tests {
 
     #[test]
     fn file_secrets_without_a_trailing_newline_parse() {
-        // SecretSource::File drops the trailing newline; the PEM must still parse.
+        // A file secret drops the trailing newline; the PEM must still parse.
         let dir = tempfile::tempdir().unwrap();
         let (private, _) = generate_pem(SigningAlgorithm::ES256).unwrap();
         let path = dir.path().join("k.pem");
@@ -907,7 +581,7 @@ mod tests {
             algorithm: SigningAlgorithm::ES256,
             current: Some(SigningKeyConfig {
                 kid: "k".into(),
-                private_key: SecretSource::File { file: path.display().to_string() },
+                private_key: SecretSource::file(path.display().to_string()),
             }),
             previous: vec![],
         };

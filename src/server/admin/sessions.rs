@@ -11,10 +11,12 @@
 //! every session of the user, page after page, and says whether it got them all (`complete`); a listing says
 //! when it was cut at [`USER_SESSIONS_LIMIT`] (`truncated`).
 
+use http::{Method, Response, StatusCode};
 use serde_json::{json, Value};
 
+use super::reply;
 use crate::errors::ApiError;
-use crate::exchange::{Params, Reply};
+use crate::exchange::Params;
 use crate::session::{rules, Limits, Session, SessionId, SessionState};
 use crate::state::AppState;
 use crate::store::{now_unix, USER_SESSIONS_LIMIT};
@@ -34,14 +36,18 @@ pub enum Action {
     End(SessionId),
 }
 
-/// Decides what `method path?query` asks for; `Err` is the client's mistake, as the reply to send.
+/// The methods the session API answers.
+pub const METHODS: &[Method] = &[Method::GET, Method::HEAD, Method::DELETE];
+
+/// Decides what `method path?query` asks for; `Err` is the client's mistake, as the answer to send.
 /// `path` is `PATH` or `PATH/<id>`.
-pub fn action(method: &http::Method, path: &str, query: Option<&str>) -> Result<Action, Reply> {
-    let rest = path.strip_prefix(PATH).ok_or_else(not_found)?;
+#[allow(clippy::result_large_err)] // the refusal is the answer itself, made once per refused request
+pub fn action(method: &Method, path: &str, query: Option<&str>) -> Result<Action, Response<Vec<u8>>> {
+    let rest = path.strip_prefix(PATH).ok_or_else(|| reply::not_found("No such path"))?;
     let delete = match *method {
-        http::Method::GET | http::Method::HEAD => false,
-        http::Method::DELETE => true,
-        _ => return Err(Reply::error(&ApiError::MethodNotAllowed("GET, HEAD, DELETE"), "")),
+        Method::GET | Method::HEAD => false,
+        Method::DELETE => true,
+        _ => return Err(reply::method_not_allowed(METHODS)),
     };
     if rest.is_empty() || rest == "/" {
         let user = user_param(query)?;
@@ -51,10 +57,11 @@ pub fn action(method: &http::Method, path: &str, query: Option<&str>) -> Result<
     Ok(if delete { Action::End(id) } else { Action::Show(id) })
 }
 
-fn user_param(query: Option<&str>) -> Result<String, Reply> {
-    let invalid = |message: &str| Reply::error(&ApiError::InvalidRequest(message.into()), "");
-    let params = Params::parse(query.unwrap_or("")).map_err(|e| Reply::error(&e, ""))?;
-    let user = params.get("user").map_err(|e| Reply::error(&e, ""))?;
+#[allow(clippy::result_large_err)] // as `action`
+fn user_param(query: Option<&str>) -> Result<String, Response<Vec<u8>>> {
+    let invalid = |message: &str| reply::error(&ApiError::InvalidRequest(message.into()));
+    let params = Params::parse(query.unwrap_or("")).map_err(|e| reply::error(&e))?;
+    let user = params.get("user").map_err(|e| reply::error(&e))?;
     match user {
         None => Err(invalid("the user parameter (an IB user uuid) is required")),
         Some(user) if user.len() > MAX_USER_BYTES || user.chars().any(char::is_control) => {
@@ -64,12 +71,8 @@ fn user_param(query: Option<&str>) -> Result<String, Reply> {
     }
 }
 
-fn not_found() -> Reply {
-    Reply::error(&ApiError::NotFound, "")
-}
-
-fn no_such_session() -> Reply {
-    Reply::json(404, &json!({"error": "not_found", "error_description": "No such session"}))
+fn no_such_session() -> Response<Vec<u8>> {
+    reply::not_found("No such session")
 }
 
 /// Who asked, for the audit log: the admin client's address and an id for its request.
@@ -80,19 +83,23 @@ pub struct Operator {
 
 impl Operator {
     pub fn new(ip: Option<std::net::IpAddr>) -> Self {
-        Operator { ip, request_id: crate::gateway::new_request_id() }
+        Operator { ip, request_id: crate::exchange::new_request_id() }
     }
 }
 
 /// Carries out an [`Action`] against the store.
-pub async fn serve(state: &AppState, action: Action, operator: &Operator) -> Reply {
+pub async fn serve(state: &AppState, action: Action, operator: &Operator) -> Response<Vec<u8>> {
     match run(state, action, operator).await {
-        Ok(reply) => reply,
-        Err(error) => Reply::error(&ApiError::from(error), ""),
+        Ok(answer) => answer,
+        Err(error) => reply::error(&ApiError::from(error)),
     }
 }
 
-async fn run(state: &AppState, action: Action, operator: &Operator) -> Result<Reply, crate::store::StoreError> {
+async fn run(
+    state: &AppState,
+    action: Action,
+    operator: &Operator,
+) -> Result<Response<Vec<u8>>, crate::store::StoreError> {
     let limits = Limits::from(state.config.as_ref());
     let now = now_unix();
     let describe = |session: &Session| describe(session, now, &limits);
@@ -100,22 +107,25 @@ async fn run(state: &AppState, action: Action, operator: &Operator) -> Result<Re
         Action::ListUser(user) => {
             let listed = state.store.user_sessions(&user, USER_SESSIONS_LIMIT).await?;
             let sessions: Vec<Value> = listed.sessions.iter().map(describe).collect();
-            Reply::json(200, &json!({"user": user, "sessions": sessions, "truncated": listed.truncated}))
+            reply::json(StatusCode::OK, &json!({"user": user, "sessions": sessions, "truncated": listed.truncated}))
         }
         Action::EndUser(user) => {
             let (ended, complete) = end_user(state, &user, operator).await?;
             let sessions: Vec<Value> = ended.iter().map(describe).collect();
-            Reply::json(200, &json!({"user": user, "ended": ended.len(), "complete": complete, "sessions": sessions}))
+            reply::json(
+                StatusCode::OK,
+                &json!({"user": user, "ended": ended.len(), "complete": complete, "sessions": sessions}),
+            )
         }
         Action::Show(id) => match state.store.get_session(&id).await? {
-            Some(session) => Reply::json(200, &describe(&session)),
+            Some(session) => reply::json(StatusCode::OK, &describe(&session)),
             None => no_such_session(),
         },
         Action::End(id) => match state.store.get_session(&id).await? {
             Some(session) => {
                 let ended = end(state, &session, operator).await?;
                 let after = state.store.get_session(&id).await?.unwrap_or(session);
-                Reply::json(200, &json!({"ended": ended, "session": describe(&after)}))
+                reply::json(StatusCode::OK, &json!({"ended": ended, "session": describe(&after)}))
             }
             None => no_such_session(),
         },
@@ -203,7 +213,7 @@ mod tests {
     use super::*;
 
     fn decide(method: http::Method, path: &str, query: Option<&str>) -> Result<Action, u16> {
-        action(&method, path, query).map_err(|reply| reply.status)
+        action(&method, path, query).map_err(|refused| refused.status().as_u16())
     }
 
     #[test]
