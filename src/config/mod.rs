@@ -10,7 +10,6 @@ mod load;
 pub mod secret;
 
 pub(crate) use load::check_redirect_uri;
-pub use load::parse_network;
 pub use load::{load, load_all, load_str, load_str_all, ConfigError, ConfigErrors};
 pub use secret::{Secret, SecretError, SecretSource};
 
@@ -62,7 +61,29 @@ pub struct ServerConfig {
     pub max_form_body_bytes: usize,
     /// Load balancers / reverse proxies (IPs or CIDRs) whose `X-Forwarded-For` is believed when finding the
     /// client IP for per-IP limits. Empty: the TCP peer is the client.
-    pub trusted_proxies: Vec<String>,
+    pub trusted_proxies: Vec<Network>,
+}
+
+/// An IP address (a single-host network) or a CIDR, parsed when the file is read and never again; written
+/// back (`print-config`) as a CIDR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Network(pub ipnet::IpNet);
+
+impl TryFrom<String> for Network {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        let parsed =
+            text.parse::<ipnet::IpNet>().ok().or_else(|| text.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from));
+        parsed.map(Network).ok_or_else(|| format!("`{text}` is not an IP address or CIDR"))
+    }
+}
+
+impl From<Network> for String {
+    fn from(network: Network) -> String {
+        network.0.to_string()
+    }
 }
 
 impl Default for ServerConfig {
