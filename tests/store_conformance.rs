@@ -307,6 +307,61 @@ mod suite {
         assert_eq!(checked, 36);
     }
 
+    /// The refresh rule, stated once: may a session in `state`, refreshed `refreshed` times already, with a
+    /// limit of `max` refreshes, be refreshed at `sid_expiry + at`? Both twins of the rule run these cases —
+    /// `session::rules::refresh_status` (which the memory store calls) and `src/store/lua/rotate.lua` (Redis'
+    /// own copy, in the same atomic step as the rotation) — so they cannot drift apart.
+    const REFRESH_RULE: &[(SessionState, u32, u32, i64, SessionStatus)] = &[
+        // state, refreshed, max, at (seconds from sid_expiry), the rule's answer
+        (SessionState::Active, 0, 5, -3_600, SessionStatus::Active),
+        (SessionState::Active, 0, 5, -301, SessionStatus::Active),
+        (SessionState::Active, 0, 5, -300, SessionStatus::NearExpiry),
+        (SessionState::Active, 0, 5, -1, SessionStatus::NearExpiry),
+        (SessionState::Active, 0, 5, 0, SessionStatus::Expired),
+        (SessionState::Active, 0, 5, 1, SessionStatus::Expired),
+        (SessionState::Active, 4, 5, -3_600, SessionStatus::Active),
+        (SessionState::Active, 5, 5, -3_600, SessionStatus::RefreshLimitExceeded),
+        (SessionState::Active, 0, 0, -3_600, SessionStatus::RefreshLimitExceeded),
+        // An ended or expired session says so, whatever its refresh count.
+        (SessionState::Active, 5, 5, 0, SessionStatus::Expired),
+        (SessionState::Revoked, 0, 5, -3_600, SessionStatus::Revoked),
+        (SessionState::Revoked, 5, 5, 1, SessionStatus::Revoked),
+        (SessionState::UpstreamRejected, 0, 5, -3_600, SessionStatus::UpstreamRejected),
+        (SessionState::UpstreamRejected, 5, 5, 0, SessionStatus::UpstreamRejected),
+    ];
+
+    pub async fn the_refresh_rule_table_holds_for_the_rules_and_for_the_store(store: Arc<dyn TokenStore>) {
+        let t0 = now_unix();
+        for &(state, refreshed, max, at, expected) in REFRESH_RULE {
+            let case = format!("{state:?}, refreshed {refreshed} of {max}, at sid_expiry{at:+}");
+            let limits = Limits { max_refresh_count: max, ..LIMITS };
+            let (mut session, mut token) = start_session(store.as_ref(), t0).await;
+            // Refresh it `refreshed` times (under a limit that allows it), then end it if the case says so.
+            for _ in 0..refreshed {
+                let attempt = Prepared::new(&session.id, &token);
+                let request =
+                    attempt.request_with(&session.id, CLIENT, t0, Limits { max_refresh_count: 100, ..LIMITS }, 0);
+                let RotateOutcome::Rotated(rotated) = store.rotate_refresh(&request).await.unwrap() else {
+                    panic!("{case}: could not prepare the refresh count")
+                };
+                session = rotated;
+                token = attempt.successor.clone();
+            }
+            if state != SessionState::Active {
+                assert!(store.end_session(&session.id, state).await.unwrap());
+                session.state = state;
+            }
+            let now = (session.sid_expiry as i64 + at) as u64;
+            assert_eq!(rules::refresh_status(&session, now, &limits), expected, "the rules: {case}");
+            let attempt = Prepared::new(&session.id, &token);
+            let outcome = store.rotate_refresh(&attempt.request_with(&session.id, CLIENT, now, limits, GRACE)).await;
+            match outcome.unwrap() {
+                RotateOutcome::Rotated(_) => assert!(expected.is_usable(), "the store rotated: {case}"),
+                refused => assert_eq!(refused, RotateOutcome::Refused(expected), "the store: {case}"),
+            }
+        }
+    }
+
     pub async fn expired_refresh_token_is_invalid(store: Arc<dyn TokenStore>) {
         let t0 = now_unix();
         let session = new_session(t0);
@@ -1044,6 +1099,7 @@ conformance! {
         refresh_limit_refuses_the_third_rotation_and_count_stays,
         session_expiry_boundary_agrees_with_rules,
         refresh_decision_agrees_with_session_rules_at_every_boundary,
+        the_refresh_rule_table_holds_for_the_rules_and_for_the_store,
         expired_refresh_token_is_invalid,
         successor_expires_after_refresh_ttl,
         concurrent_rotations_of_one_token_rotate_exactly_once,

@@ -82,6 +82,10 @@ pub fn access_status(session: &Session, now: u64, limits: &Limits) -> SessionSta
 }
 
 /// May this session be refreshed now?
+///
+/// Redis decides a rotation inside one Lua script, so it has its own copy of this rule
+/// (`src/store/lua/rotate.lua`). Both run the cases of `REFRESH_RULE` in tests/store_conformance.rs: change the
+/// rule here, there and in the table together.
 pub fn refresh_status(session: &Session, now: u64, limits: &Limits) -> SessionStatus {
     if let Some(status) = base_status(session, now) {
         return status;

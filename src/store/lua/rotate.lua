@@ -1,5 +1,6 @@
 -- Rotates a refresh token atomically. The same decision as `rotate` in src/store/memory.rs, and the refresh
--- condition of `rules::refresh_status` (state, then sid_expiry, then the refresh limit).
+-- condition of `rules::refresh_status` (state, then sid_expiry, then the refresh limit): this is its Redis twin.
+-- The rule is stated once, as a table of cases both twins run: `REFRESH_RULE` in tests/store_conformance.rs.
 -- KEYS[1] session key
 -- ARGV: presented hash, successor hash, sealed successor, client id, now, max refresh count,
 --       grace seconds, refresh ttl, the invalidation channel
