@@ -633,6 +633,8 @@ fn alerting_rules_use_only_exported_metrics_and_say_what_is_wrong() {
     }
     assert!(expressions.iter().any(|e| e.contains(r#"result="reuse_detected""#)), "reuse detection alert");
     assert!(expressions.iter().any(|e| e.contains(r#"result="refresh_limit_exceeded""#)), "refresh limit alert");
+    let audit_dropped = r#"ibgw_log_lines_dropped_total{log="audit"}"#;
+    assert!(expressions.iter().any(|e| e.contains(audit_dropped)), "no alert on lost audit lines ({audit_dropped})");
     assert!(expressions.iter().any(|e| promql_metrics(e).iter().any(|m| m == "up")), "instance down alert");
 }
 
