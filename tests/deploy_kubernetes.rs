@@ -102,7 +102,7 @@ fn one<'a>(objects: &'a [Yaml], kind: &str) -> &'a Yaml {
 }
 
 /// The keys of the Secret as the documented command creates it (`--from-file=KEY=...`, `--from-literal=KEY=...`):
-/// the same in secret.example.yaml and the README.
+/// the same in secret.example.yaml and both READMEs.
 fn documented_secret_keys() -> BTreeSet<String> {
     let keys_in = |text: &str| -> BTreeSet<String> {
         let command = text.split("create secret generic ib-oauth-gateway").nth(1).expect("kubectl create secret");
@@ -118,7 +118,7 @@ fn documented_secret_keys() -> BTreeSet<String> {
             .collect()
     };
     let example = keys_in(&read(&format!("{DIR}/secret.example.yaml")));
-    for readme in [format!("{DIR}/README.md")] {
+    for readme in [format!("{DIR}/README.md"), "README.md".to_string()] {
         assert_eq!(example, keys_in(&read(&readme)), "secret.example.yaml and {readme} create different Secrets");
     }
     example
