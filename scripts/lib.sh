@@ -135,6 +135,12 @@ ensure_promtool() {
     _ibgw_require "prometheus" promtool
 }
 
+# systemd-analyze verifies the systemd unit in tests/deploy_systemd.rs (Debian's `systemd` package ships it; the
+# tests never start systemd itself).
+ensure_systemd_analyze() {
+    _ibgw_require "systemd" systemd-analyze
+}
+
 # A standard OAuth library (authlib) validates the discovery documents in tests/oauth_flow.rs; it runs on
 # Debian's own /usr/bin/python3, whatever python3 is first on PATH.
 ensure_authlib() {

@@ -54,6 +54,7 @@ check_tools() {
     ensure_build_deps
     ensure_redis
     ensure_promtool
+    ensure_systemd_analyze
     ensure_authlib
     ensure_walkthrough_tools
     if [[ $SKIP_LINT != 1 ]]; then ensure_lint_tools; fi
@@ -69,8 +70,9 @@ start_redis() {
 }
 
 phase tools check_tools || exit $?
-# tests/deploy_files.rs fails rather than skips when promtool is missing.
-export IBGW_REQUIRE_PROMTOOL=1
+# tests/deploy_files.rs and tests/deploy_systemd.rs fail rather than skip when promtool or systemd-analyze is
+# missing.
+export IBGW_REQUIRE_PROMTOOL=1 IBGW_REQUIRE_SYSTEMD_ANALYZE=1
 TMP_DIR=$(mktemp -d "${TMPDIR:-/tmp}/ibgw-test.XXXXXX")
 phase redis start_redis || exit $?
 if [[ $SKIP_LINT == 1 ]]; then

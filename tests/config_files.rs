@@ -1,9 +1,11 @@
-//! Every file in `conf/` is a valid configuration; `check-config` refuses a broken one with one line per problem,
-//! each naming its key, and exit code 2; `print-config` shows the effective configuration without a secret;
+//! Every file in `conf/` is a valid configuration (its secret files and variables given local values), and the
+//! one for several instances names a shared signing key and an admin token; `check-config` refuses a broken one
+//! with one line per problem, each naming its key, and exit code 2; `print-config` shows the effective configuration without a secret;
 //! `IBGW_CONFIG` names the file when no argument does.
 
 mod common;
 
+use common::secrets::{with_local_secrets, ENV_SECRET};
 use common::BIN;
 use std::process::Command;
 
@@ -18,14 +20,29 @@ fn conf_files() -> Vec<std::path::PathBuf> {
     files
 }
 
+/// A shipped file as it runs: its secrets given local values, nothing else changed. The directory holds them.
+fn with_secrets(file: &std::path::Path) -> (tempfile::TempDir, std::path::PathBuf, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(file).unwrap();
+    let (local, env) = with_local_secrets(&text, dir.path());
+    let path = dir.path().join(file.file_name().unwrap());
+    std::fs::write(&path, local).unwrap();
+    (dir, path, env)
+}
+
 #[test]
 fn every_file_in_conf_loads() {
     let files = conf_files();
     assert!(files.iter().any(|f| f.ends_with("gateway.yaml")), "conf/gateway.yaml is shipped");
     for file in files {
-        let path = file.display().to_string();
-        if let Err(e) = ib_oauth_gateway::config::load(&path) {
-            panic!("{path}: {e}");
+        let (_dir, local, env) = with_secrets(&file);
+        for name in &env {
+            if std::env::var_os(name).is_none() {
+                std::env::set_var(name, ENV_SECRET);
+            }
+        }
+        if let Err(e) = ib_oauth_gateway::config::load(&local.display().to_string()) {
+            panic!("{}: {e}", file.display());
         }
     }
 }
@@ -41,9 +58,41 @@ fn shipped_gateway_yaml_uses_the_memory_store() {
 #[test]
 fn check_config_accepts_every_shipped_file() {
     for file in conf_files() {
-        let output = Command::new(BIN).arg("check-config").arg(&file).output().unwrap();
+        let (_dir, local, env) = with_secrets(&file);
+        let mut command = Command::new(BIN);
+        command.arg("check-config").arg(&local);
+        for name in &env {
+            command.env(name, ENV_SECRET);
+        }
+        let output = command.output().unwrap();
         assert!(output.status.success(), "{}: {}", file.display(), String::from_utf8_lossy(&output.stderr));
     }
+}
+
+/// Several instances work only with one signing key for all (else each makes its own and refuses the others'
+/// tokens), and an admin port open beyond the host needs the admin token.
+#[test]
+fn a_shipped_multi_instance_file_names_a_shared_signing_key_and_an_admin_token() {
+    let mut multi_instance = 0;
+    for file in conf_files() {
+        let name = file.display().to_string();
+        let yaml: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        if yaml["store"]["backend"] != "redis" {
+            continue;
+        }
+        multi_instance += 1;
+        let key = &yaml["signing"]["current"]["private_key"];
+        assert!(key["file"].is_string() || key["env"].is_string(), "{name}: no shared signing.current key file");
+        let admin_listen = yaml["server"]["admin_listen"].as_str().unwrap_or("127.0.0.1:9090");
+        if !admin_listen.starts_with("127.") && !admin_listen.starts_with("[::1]") {
+            let token = &yaml["admin"]["token"];
+            assert!(
+                token["file"].is_string() || token["env"].is_string(),
+                "{name}: {admin_listen} without admin.token"
+            );
+        }
+    }
+    assert!(multi_instance > 0, "conf/ has a configuration for several instances (store.backend: redis)");
 }
 
 fn check_broken(yaml: &str) -> (i32, String) {

@@ -633,6 +633,8 @@ fn alerting_rules_use_only_exported_metrics_and_say_what_is_wrong() {
     }
     assert!(expressions.iter().any(|e| e.contains(r#"result="reuse_detected""#)), "reuse detection alert");
     assert!(expressions.iter().any(|e| e.contains(r#"result="refresh_limit_exceeded""#)), "refresh limit alert");
+    let audit_dropped = r#"ibgw_log_lines_dropped_total{log="audit"}"#;
+    assert!(expressions.iter().any(|e| e.contains(audit_dropped)), "no alert on lost audit lines ({audit_dropped})");
     assert!(expressions.iter().any(|e| promql_metrics(e).iter().any(|m| m == "up")), "instance down alert");
 }
 
@@ -911,7 +913,7 @@ fn dockerfile_builds_without_the_mock_runs_unprivileged_and_checks_its_health() 
         .iter()
         .find(|i| i.keyword == "RUN" && i.args.contains("cargo build"))
         .expect("a RUN with cargo build in the build stage");
-    for flag in ["--release", "--locked", "--no-default-features"] {
+    for flag in ["--profile dist", "--locked", "--no-default-features"] {
         assert!(build.args.contains(flag), "{DOCKERFILE}: cargo build without {flag}");
     }
 
@@ -979,4 +981,94 @@ fn dockerfile_builds_without_the_mock_runs_unprivileged_and_checks_its_health() 
     for file in needed {
         assert!(!docker_ignored(&ignore, &file), ".dockerignore excludes {file}, which the build needs");
     }
+}
+
+/// `[profile.NAME]`'s `key = value` lines of Cargo.toml, values as written.
+fn cargo_profile(name: &str) -> Vec<(String, String)> {
+    let manifest = read("Cargo.toml");
+    let header = format!("[profile.{name}]");
+    let section = manifest.split(&header).nth(1).unwrap_or_else(|| panic!("Cargo.toml has no {header}"));
+    section
+        .lines()
+        .skip(1)
+        .take_while(|line| !line.starts_with('['))
+        .filter_map(|line| line.split_once('='))
+        .map(|(key, value)| (key.trim().to_string(), value.trim().to_string()))
+        .collect()
+}
+
+#[test]
+fn dockerfile_pins_its_base_images_passes_the_commit_and_ships_a_stripped_binary() {
+    let text = read(DOCKERFILE);
+    let instructions = dockerfile_instructions(&text);
+    let stages: Vec<String> = instructions
+        .iter()
+        .filter(|i| i.keyword == "FROM")
+        .filter_map(|i| i.args.split_whitespace().nth(2).map(str::to_string))
+        .collect();
+    for from in instructions.iter().filter(|i| i.keyword == "FROM") {
+        let image = from.args.split_whitespace().find(|w| !w.starts_with("--")).expect("FROM IMAGE");
+        if stages.iter().any(|stage| stage == image) {
+            continue; // an earlier stage of this file
+        }
+        let digest = image.split_once("@sha256:").map(|(_, digest)| digest);
+        assert!(
+            digest.is_some_and(|d| d.len() == 64 && d.chars().all(|c| c.is_ascii_hexdigit() && !c.is_uppercase())),
+            "{DOCKERFILE}: FROM {image} is not pinned by digest (IMAGE:TAG@sha256:...)"
+        );
+    }
+    assert!(text.contains("docker buildx imagetools inspect"), "{DOCKERFILE}: say how to find a new digest");
+
+    // build.rs reads IBGW_GIT_SHA from the build's environment: the build stage declares it before building,
+    // and the documented build command passes it.
+    let last_stage = instructions.iter().rposition(|i| i.keyword == "FROM").unwrap();
+    let build = instructions[..last_stage]
+        .iter()
+        .position(|i| i.keyword == "RUN" && i.args.contains("cargo build"))
+        .expect("cargo build in the build stage");
+    let declared = instructions[..build]
+        .iter()
+        .rposition(|i| i.keyword == "ARG" && i.args.split('=').next() == Some("IBGW_GIT_SHA"));
+    let stage_start = instructions[..build].iter().rposition(|i| i.keyword == "FROM").unwrap();
+    assert!(declared.is_some_and(|at| at > stage_start), "{DOCKERFILE}: no ARG IBGW_GIT_SHA before cargo build");
+    assert!(text.contains("--build-arg IBGW_GIT_SHA=\"$(git rev-parse"), "{DOCKERFILE}: the build command");
+
+    // The shipped binary is the `dist` profile, which strips what the release profile keeps for perf.
+    let dist = cargo_profile("dist");
+    let value = |key: &str| dist.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    assert_eq!(value("inherits"), Some("\"release\""), "{dist:?}");
+    assert!(matches!(value("strip"), Some("\"debuginfo\"" | "\"symbols\"" | "true")), "{dist:?}");
+    assert!(instructions[build].args.contains("target/dist/ib-oauth-gateway"), "the image installs the dist build");
+}
+
+#[test]
+fn dockerfile_healthcheck_is_a_command_the_gateway_binary_has() {
+    let instructions = dockerfile_instructions(&read(DOCKERFILE));
+    let healthcheck = instructions.iter().rfind(|i| i.keyword == "HEALTHCHECK").expect("HEALTHCHECK");
+    let command = exec_form(healthcheck.args.split_once("CMD").expect("CMD").1.trim());
+    let config = instructions
+        .iter()
+        .find_map(|i| i.args.strip_prefix("IBGW_CONFIG=").filter(|_| i.keyword == "ENV").map(str::to_string))
+        .expect("ENV IBGW_CONFIG");
+    let source = instructions
+        .iter()
+        .filter(|i| i.keyword == "COPY")
+        .find_map(|i| {
+            let words: Vec<&str> = i.args.split_whitespace().collect();
+            (words.last() == Some(&config.as_str())).then(|| words[words.len() - 2].to_string())
+        })
+        .expect("the COPY that provides IBGW_CONFIG");
+    // With the configuration the image copies and nothing listening on its admin port, the command runs and
+    // reports "not ready" (1); a subcommand or flag the binary lacks would be a usage error (2).
+    let output = Command::new(env!("CARGO_BIN_EXE_ib-oauth-gateway"))
+        .args(&command[1..])
+        .env("IBGW_CONFIG", root().join(&source))
+        .output()
+        .unwrap();
+    assert!(
+        matches!(output.status.code(), Some(0 | 1)),
+        "HEALTHCHECK {command:?}: exit {:?}: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

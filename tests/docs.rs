@@ -1,5 +1,7 @@
 //! The docs cover the code: every configuration key in the schema is documented in docs/operations.md, with the
-//! default the code applies, and every endpoint the gateway answers is in docs/api.md.
+//! default the code applies, and every endpoint the gateway answers is in docs/api.md; statements that went stale
+//! when the code moved on (the session read from the store on every request, the per-IP limit on the TCP peer,
+//! a restart for `logging.level`, the Redis key layout, the allocator's ratio) say what the code does now.
 
 use std::collections::BTreeSet;
 
@@ -81,6 +83,7 @@ fn every_endpoint_is_documented_in_api_md() {
         "/readyz",
         "/metrics",
         "/admin/reload",
+        "/admin/sessions",
     ] {
         assert!(docs.contains(endpoint), "docs/api.md does not document {endpoint}");
     }
@@ -260,5 +263,114 @@ fn registration_limit_zero_is_documented_as_no_limit() {
         let text = std::fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
         assert!(!text.contains("refuses every registration"), "{file}: 0 disables the limit (src/oauth/register.rs)");
         assert!(!text.contains("would refuse every"), "{file}: 0 disables the limit (src/oauth/register.rs)");
+    }
+}
+
+/// A file of the repository with every run of whitespace (line breaks included) as one space, so that a phrase
+/// is found wherever the text wraps.
+fn flat(relative: &str) -> String {
+    let text = std::fs::read_to_string(format!("{}/{relative}", env!("CARGO_MANIFEST_DIR")))
+        .unwrap_or_else(|e| panic!("{relative}: {e}"));
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn no_doc_says_the_session_is_read_from_the_store_on_every_request() {
+    // With Redis, hot sessions come from the instance's session cache (src/store/cache.rs).
+    for file in ["README.md", "docs/security.md", "docs/api.md", "docs/operations.md", "deploy/kubernetes/README.md"] {
+        let text = flat(file);
+        for stale in [
+            "read from the store on every",
+            "read from Redis on every request",
+            "reads the session on every proxied request",
+            "One Redis round trip per proxied request",
+        ] {
+            assert!(!text.contains(stale), "{file}: `{stale}`: the Redis session cache serves hot sessions");
+        }
+    }
+}
+
+#[test]
+fn api_md_says_the_per_ip_limit_counts_the_client_behind_trusted_proxies_and_ipv6_by_its_64() {
+    let api = flat("docs/api.md");
+    let paragraph = api.split("**Per-IP rate limit.**").nth(1).expect("the per-IP paragraph");
+    let section = paragraph.split(" ## ").next().unwrap();
+    assert!(!section.contains("TCP peer address"), "src/limits.rs client_key, src/gateway forwarded_chain: {section}");
+    for needed in ["server.trusted_proxies", "X-Forwarded-For", "/64"] {
+        assert!(section.contains(needed), "docs/api.md's per-IP paragraph does not mention {needed}: {section}");
+    }
+}
+
+#[test]
+fn troubleshooting_md_says_a_logging_level_change_is_reloaded_not_restarted() {
+    let text = flat("docs/troubleshooting.md");
+    let sentence = text.split("set `logging.level` to").nth(1).expect("the debug-logging advice");
+    let sentence = &sentence[..sentence.find(". ").unwrap_or(sentence.len())];
+    assert!(!sentence.contains("restart"), "logging.level is a live key (src/config/live.rs): {sentence}");
+    assert!(sentence.contains("reload"), "{sentence}");
+    assert!(ib_oauth_gateway::config::live::LIVE_KEYS.contains(&"logging.level"));
+}
+
+#[test]
+fn the_kubernetes_configuration_does_not_say_it_is_read_only_at_start() {
+    let text = flat("deploy/kubernetes/gateway.yaml");
+    assert!(
+        !text.contains("only at start"),
+        "deploy/kubernetes/gateway.yaml: the gateway reloads (SIGHUP, /admin/reload)"
+    );
+}
+
+#[test]
+fn operations_md_redis_layout_lists_every_key_of_the_redis_store() {
+    let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/store/redis.rs")).unwrap();
+    let docs = flat("docs/operations.md");
+    let layout =
+        docs.split("**Layout and atomicity**").nth(1).expect("the Redis layout").split("**At most").next().unwrap();
+    let mut keys = Vec::new();
+    for line in source.lines().take_while(|l| l.starts_with("//!")) {
+        let Some(item) = line.strip_prefix("//! - ") else { continue };
+        // `P:login:<key>`, `P:client:<key>` — ...: every code span before the dash.
+        let names = item.split(" — ").next().unwrap();
+        for span in names.split('`').skip(1).step_by(2) {
+            // The fixed part: up to the first placeholder.
+            keys.push(span.split(['<', '{']).next().unwrap().to_string());
+        }
+    }
+    assert!(keys.len() >= 7, "src/store/redis.rs lists its keys: {keys:?}");
+    for key in keys {
+        assert!(layout.contains(&format!("`{key}")), "docs/operations.md's Redis layout does not list {key}...");
+    }
+}
+
+#[test]
+fn operations_md_quotes_the_allocator_ratio_the_code_and_the_bench_give() {
+    let main = flat("src/main.rs");
+    let ratio = main.split("mimalloc gave ").nth(1).and_then(|r| r.split('x').next()).expect("src/main.rs: the ratio");
+    let docs = flat("docs/operations.md");
+    let paragraph = docs.split("**Memory allocator.**").nth(1).expect("the allocator paragraph");
+    let paragraph = &paragraph[..paragraph.find("**").unwrap_or(paragraph.len())];
+    assert!(paragraph.contains(&format!("{ratio}×")), "docs/operations.md does not quote src/main.rs's {ratio}×");
+    assert!(!paragraph.contains("1.48"), "1.48× is measured nowhere: {paragraph}");
+}
+
+#[test]
+fn no_heading_appears_twice_in_one_doc() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/docs");
+    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.push(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md").into());
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let mut seen = BTreeSet::new();
+        let mut fenced = false;
+        for line in text.lines() {
+            if line.trim_start().starts_with("```") {
+                fenced = !fenced;
+            }
+            let is_heading = line.starts_with('#') && line.trim_start_matches('#').starts_with(' ');
+            if !fenced && is_heading {
+                let heading = line.trim_start_matches('#').trim().to_string();
+                assert!(seen.insert(heading.clone()), "{}: `{heading}` twice", file.display());
+            }
+        }
     }
 }

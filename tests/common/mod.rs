@@ -9,6 +9,7 @@
 //! - [`http`]: HTTP clients, whole answers, form posts, raw requests.
 //! - [`pki`]: a throwaway CA and server certificate; TLS mocks.
 //! - [`store`]: the token store under test: backends, sessions, rotations.
+//! - [`secrets`]: local values for the secrets a shipped configuration names by path or variable.
 #![allow(dead_code, unused_imports)]
 
 pub mod gateway;
@@ -18,6 +19,7 @@ pub mod oauth;
 pub mod pki;
 pub mod ports;
 pub mod redis;
+pub mod secrets;
 pub mod store;
 
 pub use self::redis::RedisServer;
