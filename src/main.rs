@@ -167,7 +167,7 @@ fn main() -> ExitCode {
         },
         Some(Command::PrintConfig { file }) => match load_config(&file, true) {
             // Secrets serialize as where they come from (`file:PATH`, `env:NAME`) or `***`, never their value.
-            Ok(config) => match serde_yaml::to_string(&config) {
+            Ok(config) => match serde_norway::to_string(&config) {
                 Ok(yaml) => {
                     print!("{yaml}");
                     ExitCode::SUCCESS
@@ -280,7 +280,7 @@ fn health(config_path: &str, url: Option<&str>, timeout_ms: u64) -> ExitCode {
 /// Only `server.admin_listen` is needed: the file is parsed, but secrets are not resolved.
 fn readyz_target_of_config(path: &str) -> Result<(SocketAddr, String, String), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: cannot read file: {e}"))?;
-    let config: config::Config = serde_yaml::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
+    let config: config::Config = serde_norway::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
     let listen = &config.server.admin_listen;
     let mut addr: SocketAddr =
         listen.parse().map_err(|_| format!("{path}: server.admin_listen: `{listen}` is not an address"))?;

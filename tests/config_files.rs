@@ -171,11 +171,11 @@ fn print_config_shows_every_default_and_no_secret() {
     let (private_pem, _) =
         ib_oauth_gateway::keys::generate_pem(ib_oauth_gateway::config::SigningAlgorithm::EdDSA).unwrap();
     let key_body = private_pem.lines().nth(1).unwrap().to_string();
-    let mut yaml: serde_yaml::Value = serde_yaml::from_str(INLINE_SECRETS).unwrap();
-    yaml["signing"] = serde_yaml::from_str("{current: {kid: k1}}").unwrap();
-    yaml["signing"]["current"]["private_key"] = serde_yaml::Value::String(private_pem);
+    let mut yaml: serde_norway::Value = serde_norway::from_str(INLINE_SECRETS).unwrap();
+    yaml["signing"] = serde_norway::from_str("{current: {kid: k1}}").unwrap();
+    yaml["signing"]["current"]["private_key"] = serde_norway::Value::String(private_pem);
     let path = dir.path().join("gateway.yaml");
-    std::fs::write(&path, serde_yaml::to_string(&yaml).unwrap()).unwrap();
+    std::fs::write(&path, serde_norway::to_string(&yaml).unwrap()).unwrap();
 
     let output = Command::new(BIN).arg("print-config").arg(&path).output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -183,7 +183,7 @@ fn print_config_shows_every_default_and_no_secret() {
     for secret in ["redis-password-value-1234", "client-secret-value-5678", key_body.as_str(), "PRIVATE KEY"] {
         assert!(!stdout.contains(secret), "print-config printed a secret:\n{stdout}");
     }
-    let printed: serde_yaml::Value = serde_yaml::from_str(&stdout).expect("print-config prints YAML");
+    let printed: serde_norway::Value = serde_norway::from_str(&stdout).expect("print-config prints YAML");
     assert_eq!(printed["store"]["redis"]["password"].as_str(), Some("***"));
     assert_eq!(printed["oauth"]["clients"][0]["client_secret"].as_str(), Some("***"));
     assert_eq!(printed["signing"]["current"]["private_key"].as_str(), Some("***"));

@@ -11,7 +11,7 @@
 //! accepts the rules, their unit tests and the scrape configuration.
 
 use serde::Deserialize;
-use serde_yaml::Value as Yaml;
+use serde_norway::Value as Yaml;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -89,7 +89,7 @@ fn deploy_files(extensions: &[&str]) -> Vec<PathBuf> {
 
 /// Every document of a (possibly multi-document) YAML file.
 fn yaml_documents(relative: &str) -> Vec<Yaml> {
-    serde_yaml::Deserializer::from_str(&read(relative))
+    serde_norway::Deserializer::from_str(&read(relative))
         .map(|document| Yaml::deserialize(document).unwrap_or_else(|e| panic!("{relative}: {e}")))
         .collect()
 }
@@ -234,12 +234,12 @@ fn kubernetes_configmap_gateway_yaml_loads_with_the_secrets_and_paths_the_deploy
     use ib_oauth_gateway::config::{LogFormat, RateLimitBackend, StoreBackend};
 
     let text = read(&configmap_file("gateway.yaml"));
-    let mut yaml: Yaml = serde_yaml::from_str(&text).expect("gateway.yaml is YAML");
+    let mut yaml: Yaml = serde_norway::from_str(&text).expect("gateway.yaml is YAML");
     let dir = tempfile::tempdir().unwrap();
     let mut referenced = (Vec::new(), Vec::new());
     let algorithm = signing_algorithm(&yaml);
     substitute_secrets(&mut yaml, "", algorithm, dir.path(), &mut referenced);
-    let substituted = serde_yaml::to_string(&yaml).unwrap();
+    let substituted = serde_norway::to_string(&yaml).unwrap();
     let config = ib_oauth_gateway::config::load_str(&substituted).unwrap_or_else(|e| panic!("gateway.yaml: {e}"));
 
     assert_eq!(config.store.backend, StoreBackend::Redis);
@@ -289,7 +289,7 @@ fn kubernetes_configmap_gateway_yaml_loads_with_the_secrets_and_paths_the_deploy
 const KUSTOMIZATION: &str = "deploy/kubernetes/kustomization.yaml";
 
 fn kustomization() -> Yaml {
-    serde_yaml::from_str(&read(KUSTOMIZATION)).unwrap_or_else(|e| panic!("{KUSTOMIZATION}: {e}"))
+    serde_norway::from_str(&read(KUSTOMIZATION)).unwrap_or_else(|e| panic!("{KUSTOMIZATION}: {e}"))
 }
 
 fn strings(value: &Yaml) -> Vec<String> {
@@ -366,7 +366,7 @@ fn kubectl_kustomize_points_the_deployment_at_the_generated_configmap() {
     assert!(output.status.success(), "kubectl kustomize: {}", String::from_utf8_lossy(&output.stderr));
     let rendered = String::from_utf8(output.stdout).unwrap();
     let documents: Vec<Yaml> =
-        serde_yaml::Deserializer::from_str(&rendered).map(|d| Yaml::deserialize(d).unwrap()).collect();
+        serde_norway::Deserializer::from_str(&rendered).map(|d| Yaml::deserialize(d).unwrap()).collect();
     let of_kind = |kind: &str| documents.iter().find(|d| d["kind"].as_str() == Some(kind)).cloned().unwrap();
     let configmap = of_kind("ConfigMap");
     let generated = configmap["metadata"]["name"].as_str().unwrap();

@@ -24,9 +24,9 @@ platforms:
   extra_ca_file: Cargo.toml
 "#;
 
-fn collect(prefix: &str, value: &serde_yaml::Value, keys: &mut BTreeSet<String>) {
+fn collect(prefix: &str, value: &serde_norway::Value, keys: &mut BTreeSet<String>) {
     match value {
-        serde_yaml::Value::Mapping(map) => {
+        serde_norway::Value::Mapping(map) => {
             for (key, child) in map {
                 let key = key.as_str().unwrap();
                 let path = if prefix.is_empty() { key.to_string() } else { format!("{prefix}.{key}") };
@@ -34,7 +34,7 @@ fn collect(prefix: &str, value: &serde_yaml::Value, keys: &mut BTreeSet<String>)
                 collect(&path, child, keys);
             }
         }
-        serde_yaml::Value::Sequence(items) => {
+        serde_norway::Value::Sequence(items) => {
             if let Some(first) = items.first().filter(|v| v.is_mapping()) {
                 collect(&format!("{prefix}[]"), first, keys);
             }
@@ -45,10 +45,10 @@ fn collect(prefix: &str, value: &serde_yaml::Value, keys: &mut BTreeSet<String>)
 
 fn schema_keys() -> BTreeSet<String> {
     let config = ib_oauth_gateway::config::load_str(EVERYTHING).unwrap();
-    let mut value = serde_yaml::to_value(&config).unwrap();
+    let mut value = serde_norway::to_value(&config).unwrap();
     // `signing.previous[]` entries: add one so that their keys are listed too.
-    value["signing"]["previous"] = serde_yaml::from_str("[{kid: k, algorithm: EdDSA, public_key: x}]").unwrap();
-    value["signing"]["current"] = serde_yaml::from_str("{kid: k, private_key: x}").unwrap();
+    value["signing"]["previous"] = serde_norway::from_str("[{kid: k, algorithm: EdDSA, public_key: x}]").unwrap();
+    value["signing"]["current"] = serde_norway::from_str("{kid: k, private_key: x}").unwrap();
     let mut keys = BTreeSet::new();
     collect("", &value, &mut keys);
     keys
@@ -139,7 +139,7 @@ enum Documented {
     /// Another key's value (`signing.previous[].algorithm` defaults to `signing.algorithm`): absent in the file.
     Inherited,
     /// The YAML the cell shows (`absent` is null).
-    Value(serde_yaml::Value),
+    Value(serde_norway::Value),
     /// The default client, written out as YAML under the table.
     DefaultClients,
 }
@@ -149,7 +149,7 @@ fn documented(cell: &str, keys: &BTreeSet<String>) -> Documented {
         return Documented::NotAValue;
     }
     if cell == "absent" {
-        return Documented::Value(serde_yaml::Value::Null);
+        return Documented::Value(serde_norway::Value::Null);
     }
     if cell.contains("entry below") {
         return Documented::DefaultClients;
@@ -159,21 +159,21 @@ fn documented(cell: &str, keys: &BTreeSet<String>) -> Documented {
     if keys.contains(span) {
         return Documented::Inherited;
     }
-    Documented::Value(serde_yaml::from_str(span).unwrap_or_else(|e| panic!("default `{span}` is not YAML: {e}")))
+    Documented::Value(serde_norway::from_str(span).unwrap_or_else(|e| panic!("default `{span}` is not YAML: {e}")))
 }
 
 /// `value` at a dotted path of plain keys.
-fn at<'a>(value: &'a serde_yaml::Value, path: &str) -> &'a serde_yaml::Value {
+fn at<'a>(value: &'a serde_norway::Value, path: &str) -> &'a serde_norway::Value {
     path.split('.').fold(value, |value, key| &value[key])
 }
 
 /// Drops null entries, which the YAML in the docs leaves out.
-fn without_nulls(value: serde_yaml::Value) -> serde_yaml::Value {
+fn without_nulls(value: serde_norway::Value) -> serde_norway::Value {
     match value {
-        serde_yaml::Value::Mapping(map) => serde_yaml::Value::Mapping(
+        serde_norway::Value::Mapping(map) => serde_norway::Value::Mapping(
             map.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, without_nulls(v))).collect(),
         ),
-        serde_yaml::Value::Sequence(items) => items.into_iter().map(without_nulls).collect(),
+        serde_norway::Value::Sequence(items) => items.into_iter().map(without_nulls).collect(),
         other => other,
     }
 }
@@ -182,7 +182,7 @@ fn without_nulls(value: serde_yaml::Value) -> serde_yaml::Value {
 fn every_documented_default_is_the_code_default() {
     let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md")).unwrap();
     let minimal = ib_oauth_gateway::config::load_str("server:\n  public_url: https://a.example\n").unwrap();
-    let defaults = serde_yaml::to_value(&minimal).unwrap();
+    let defaults = serde_norway::to_value(&minimal).unwrap();
     // List entries take their defaults field by field: a client and a previous key with only what is required
     // (each list's rows are checked against the entries that leave that field out).
     let dir = tempfile::tempdir().unwrap();
@@ -196,8 +196,8 @@ fn every_documented_default_is_the_code_default() {
          oauth:\n  clients:\n    - {{client_id: a, redirect_uris: [https://a.example/cb]}}\n    - {{client_id: b, redirect_uri_patterns: ['http://127.0.0.1:{{port}}/cb']}}\n",
         public_key.display()
     );
-    let entries_given: serde_yaml::Value = serde_yaml::from_str(&entries_yaml).unwrap();
-    let entries = serde_yaml::to_value(ib_oauth_gateway::config::load_str(&entries_yaml).unwrap()).unwrap();
+    let entries_given: serde_norway::Value = serde_norway::from_str(&entries_yaml).unwrap();
+    let entries = serde_norway::to_value(ib_oauth_gateway::config::load_str(&entries_yaml).unwrap()).unwrap();
 
     let keys = schema_keys();
     let rows = documented_defaults(&docs);
@@ -211,12 +211,12 @@ fn every_documented_default_is_the_code_default() {
         assert!(keys.contains(key), "docs/operations.md documents `{key}`, which is not a key");
         let expected = match documented(cell, &keys) {
             Documented::NotAValue => continue,
-            Documented::Inherited => serde_yaml::Value::Null,
+            Documented::Inherited => serde_norway::Value::Null,
             Documented::Value(value) => value,
             Documented::DefaultClients => {
                 let block = docs.split("The default client:").nth(1).expect("the default client's YAML");
                 let yaml = block.split("```yaml").nth(1).and_then(|b| b.split("```").next()).expect("```yaml block");
-                let shown: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
+                let shown: serde_norway::Value = serde_norway::from_str(yaml).unwrap();
                 let actual = without_nulls(defaults["oauth"]["clients"].clone());
                 if shown["oauth"]["clients"] != actual {
                     wrong
@@ -226,7 +226,7 @@ fn every_documented_default_is_the_code_default() {
                 continue;
             }
         };
-        let actual: Vec<serde_yaml::Value> = match key.split_once("[].") {
+        let actual: Vec<serde_norway::Value> = match key.split_once("[].") {
             None => vec![at(&defaults, key).clone()],
             Some((list, field)) => {
                 let given = at(&entries_given, list).as_sequence().unwrap();
@@ -244,7 +244,7 @@ fn every_documented_default_is_the_code_default() {
             if actual != expected {
                 wrong.push(format!(
                     "{key}: docs say {cell}, code has {}",
-                    serde_yaml::to_string(&actual).unwrap().trim()
+                    serde_norway::to_string(&actual).unwrap().trim()
                 ));
             }
         }

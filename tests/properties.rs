@@ -1114,7 +1114,7 @@ proptest! {
     /// YAML documents of the schema's sections and keys with any values: same.
     #[test]
     fn config_loader_never_panics_on_yaml_documents(document in config_document()) {
-        let text = serde_yaml::to_string(&document).expect("YAML");
+        let text = serde_norway::to_string(&document).expect("YAML");
         check_config_text(&text)?;
     }
 }

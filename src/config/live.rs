@@ -2,7 +2,7 @@
 //! wait for a restart (`-u` upgrade). Pure: two validated configurations in, the one to run on and the
 //! keys that changed out. Never reads a file and never resolves a secret.
 
-use serde_yaml::Value;
+use serde_norway::Value;
 
 use super::Config;
 
@@ -60,7 +60,7 @@ pub fn reconfigure(running: &Config, new: &Config) -> Reconfiguration {
 
 /// The configuration as the YAML tree `print-config` shows (secrets as where they come from).
 fn as_value(config: &Config) -> Value {
-    serde_yaml::to_value(config).unwrap_or(Value::Null)
+    serde_norway::to_value(config).unwrap_or(Value::Null)
 }
 
 /// The dotted keys at which `a` and `b` differ: mappings are compared key by key, anything else (a list, a

@@ -97,7 +97,7 @@ pub fn load_all(path: &str) -> Result<Config, ConfigErrors> {
 /// Parses and validates configuration text, reporting every semantic problem. Parsing stops at the first
 /// syntax or type error (serde cannot go on past it), so such a file reports that one alone.
 pub fn load_str_all(text: &str) -> Result<Config, ConfigErrors> {
-    let deserializer = serde_yaml::Deserializer::from_str(text);
+    let deserializer = serde_norway::Deserializer::from_str(text);
     let config: Config = serde_path_to_error::deserialize(deserializer)
         .map_err(|e| ConfigErrors::one(err(e.path().to_string(), e.into_inner().to_string())))?;
     let problems = validate(&config);

@@ -474,8 +474,8 @@ mod tests {
 
         // The printed YAML loads and signs with the kid that keygen chose.
         let yaml = printed.split("\n\n").find(|p| p.starts_with("signing:")).unwrap();
-        let value: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
-        let signing: SigningConfig = serde_yaml::from_value(value["signing"].clone()).unwrap();
+        let value: serde_norway::Value = serde_norway::from_str(yaml).unwrap();
+        let signing: SigningConfig = serde_norway::from_value(value["signing"].clone()).unwrap();
         let (keys, ephemeral) = SigningKeys::from_config(&signing).unwrap();
         assert!(!ephemeral);
         assert_eq!(keys.current_kid(), kid);

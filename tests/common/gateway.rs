@@ -84,9 +84,9 @@ impl GatewayProcess {
     /// sockets of a running gateway), stderr appended to `log`. Does not wait: see [`Self::wait_ready`].
     pub fn spawn(config: &Path, args: &[&str], envs: &[(&str, &str)], log: &Path) -> Self {
         let text = std::fs::read_to_string(config).unwrap();
-        let yaml: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let yaml: serde_norway::Value = serde_norway::from_str(&text).unwrap();
         let server = &yaml["server"];
-        let addresses = |key: &serde_yaml::Value| -> Vec<String> {
+        let addresses = |key: &serde_norway::Value| -> Vec<String> {
             key.as_sequence().into_iter().flatten().filter_map(|a| a.as_str().map(str::to_string)).collect()
         };
         let public = addresses(&server["listen"]);
