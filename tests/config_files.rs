@@ -76,7 +76,7 @@ fn a_shipped_multi_instance_file_names_a_shared_signing_key_and_an_admin_token()
     let mut multi_instance = 0;
     for file in conf_files() {
         let name = file.display().to_string();
-        let yaml: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        let yaml: serde_norway::Value = serde_norway::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
         if yaml["store"]["backend"] != "redis" {
             continue;
         }

@@ -12,7 +12,7 @@ mod common;
 use common::secrets::{secret_references, with_local_secrets, ENV_SECRET};
 use common::BIN;
 use serde::Deserialize;
-use serde_yaml::Value as Yaml;
+use serde_norway::Value as Yaml;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
@@ -29,7 +29,7 @@ fn read(relative: &str) -> String {
 }
 
 fn documents(text: &str) -> Vec<Yaml> {
-    serde_yaml::Deserializer::from_str(text)
+    serde_norway::Deserializer::from_str(text)
         .map(|document| Yaml::deserialize(document).expect("YAML"))
         .filter(|document| !document.is_null())
         .collect()
@@ -42,7 +42,7 @@ fn strings(value: &Yaml) -> Vec<String> {
 /// The subset of kustomize `deploy/kubernetes/` uses: `resources` (files), `configMapGenerator` (files, named
 /// `NAME-HASH`, the name written into the volumes that mount `NAME`) and `labels`.
 fn render_without_kubectl(dir: &Path) -> Vec<Yaml> {
-    let kustomization: Yaml = serde_yaml::from_str(&std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap())
+    let kustomization: Yaml = serde_norway::from_str(&std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap())
         .expect("kustomization.yaml");
     let known = ["apiVersion", "kind", "resources", "configMapGenerator", "labels"];
     for key in kustomization.as_mapping().unwrap().keys() {
@@ -57,14 +57,14 @@ fn render_without_kubectl(dir: &Path) -> Vec<Yaml> {
     for generator in kustomization["configMapGenerator"].as_sequence().into_iter().flatten() {
         let name = generator["name"].as_str().expect("generator name");
         let generated = format!("{name}-rendered");
-        let mut data = serde_yaml::Mapping::new();
+        let mut data = serde_norway::Mapping::new();
         for file in strings(&generator["files"]) {
             let (key, path) = file.split_once('=').unwrap_or((file.as_str(), file.as_str()));
             let key = Path::new(key).file_name().unwrap().to_str().unwrap();
             data.insert(key.into(), std::fs::read_to_string(dir.join(path)).unwrap().into());
         }
         let configmap = format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {generated}}}\n");
-        let mut configmap: Yaml = serde_yaml::from_str(&configmap).unwrap();
+        let mut configmap: Yaml = serde_norway::from_str(&configmap).unwrap();
         configmap["data"] = Yaml::Mapping(data);
         objects.push(configmap);
         renamed.push((name.to_string(), generated));
@@ -197,7 +197,7 @@ fn every_file_and_variable_the_configuration_reads_is_mounted_or_set_where_it_na
         .iter()
         .flat_map(|(mount, volume)| volume_files(volume, mount["mountPath"].as_str().unwrap(), &objects, &secret_keys))
         .collect();
-    let config: Yaml = serde_yaml::from_str(&text).unwrap();
+    let config: Yaml = serde_norway::from_str(&text).unwrap();
     let (files, env) = secret_references(&config);
     assert!(files.iter().any(|f| f.ends_with("/signing.key")), "replicas share the signing key from the Secret");
     assert!(config["admin"]["token"]["file"].is_string(), "the admin API's token comes from the Secret");
@@ -231,7 +231,7 @@ fn every_file_and_variable_the_configuration_reads_is_mounted_or_set_where_it_na
 fn everything_the_gateway_writes_is_on_a_writable_volume() {
     let objects = render();
     let (container, _, text) = gateway(&objects);
-    let config: Yaml = serde_yaml::from_str(&text).unwrap();
+    let config: Yaml = serde_norway::from_str(&text).unwrap();
     let deployment = one(&objects, "Deployment");
     assert_eq!(container["securityContext"]["readOnlyRootFilesystem"].as_bool(), Some(true));
     let mut written = vec![config["server"]["upgrade_sock"].clone(), config["server"]["pid_file"].clone()];
@@ -258,7 +258,7 @@ fn port_of(listen: &str) -> u64 {
 fn every_probe_and_service_port_is_a_port_the_gateway_listens_on() {
     let objects = render();
     let (container, _, text) = gateway(&objects);
-    let config: Yaml = serde_yaml::from_str(&text).unwrap();
+    let config: Yaml = serde_norway::from_str(&text).unwrap();
     let admin = port_of(config["server"]["admin_listen"].as_str().unwrap());
     let listen: Vec<u64> = strings(&config["server"]["listen"]).iter().map(|l| port_of(l)).collect();
     let ports = container["ports"].as_sequence().expect("container ports");
@@ -293,7 +293,7 @@ fn every_probe_and_service_port_is_a_port_the_gateway_listens_on() {
 fn the_admin_port_is_open_only_to_the_namespace_the_readme_names() {
     let objects = render();
     let (_, _, text) = gateway(&objects);
-    let config: Yaml = serde_yaml::from_str(&text).unwrap();
+    let config: Yaml = serde_norway::from_str(&text).unwrap();
     let admin = port_of(config["server"]["admin_listen"].as_str().unwrap());
     let policy = one(&objects, "NetworkPolicy");
     let readme = read(&format!("{DIR}/README.md"));

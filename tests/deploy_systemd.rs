@@ -127,16 +127,16 @@ fn writable_directories(settings: &[(String, String)]) -> Vec<String> {
 }
 
 /// Every `{file: PATH}` secret of a configuration.
-fn secret_files(value: &serde_yaml::Value, out: &mut Vec<String>) {
+fn secret_files(value: &serde_norway::Value, out: &mut Vec<String>) {
     match value {
-        serde_yaml::Value::Mapping(map) => {
+        serde_norway::Value::Mapping(map) => {
             if let (1, Some(file)) = (map.len(), map.get("file").and_then(|f| f.as_str())) {
                 out.push(file.to_string());
                 return;
             }
             map.values().for_each(|child| secret_files(child, out));
         }
-        serde_yaml::Value::Sequence(items) => items.iter().for_each(|child| secret_files(child, out)),
+        serde_norway::Value::Sequence(items) => items.iter().for_each(|child| secret_files(child, out)),
         _ => {}
     }
 }
@@ -207,7 +207,7 @@ fn the_installed_configuration_reads_only_credentials_and_writes_only_where_the_
     let root = root.path();
     let config_file = config_path(&settings);
     let text = std::fs::read_to_string(inside(root, &config_file)).expect("the installed configuration");
-    let yaml: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let yaml: serde_norway::Value = serde_norway::from_str(&text).unwrap();
     assert!(values(&settings, "DynamicUser") == ["yes"] && values(&settings, "ProtectSystem") == ["strict"]);
 
     // systemd copies each credential to /run/credentials/UNIT/NAME: do the same under the root.

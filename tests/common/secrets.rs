@@ -1,7 +1,7 @@
 //! Shipped configurations name their secrets by path (`{file: /etc/...}`) or variable (`{env: NAME}`), which do
 //! not exist on a test machine. [`with_local_secrets`] gives each one a value here, changing nothing else.
 
-use serde_yaml::Value as Yaml;
+use serde_norway::Value as Yaml;
 use std::path::Path;
 
 /// Every `{file: ...}` and `{env: ...}` secret of a configuration: `(files, variables)`.
@@ -33,7 +33,7 @@ pub fn secret_references(value: &Yaml) -> (Vec<String>, Vec<String>) {
 /// caller sets on the process it runs. Only the paths change.
 pub fn with_local_secrets(text: &str, dir: &Path) -> (String, Vec<String>) {
     use ib_oauth_gateway::config::SigningAlgorithm;
-    let yaml: Yaml = serde_yaml::from_str(text).expect("a YAML configuration");
+    let yaml: Yaml = serde_norway::from_str(text).expect("a YAML configuration");
     let algorithm = match yaml["signing"]["algorithm"].as_str() {
         None | Some("EdDSA") => SigningAlgorithm::EdDSA,
         Some("ES256") => SigningAlgorithm::ES256,
