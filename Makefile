@@ -1,4 +1,4 @@
-.PHONY: run demo test bench bench-store
+.PHONY: run demo test release bench bench-store
 
 run:
 	./scripts/run.sh
@@ -8,6 +8,10 @@ demo:
 
 test:
 	./scripts/test.sh
+
+# The production binary, its SBOM and SHA-256 sums in dist/, after cargo deny's licence, ban and source checks.
+release:
+	./scripts/release.sh
 
 # The whole-gateway load benchmark of issue 8 (under 10 minutes once built): writes benches/results/latest.md.
 bench:

@@ -141,6 +141,18 @@ ensure_systemd_analyze() {
     _ibgw_require "systemd" systemd-analyze
 }
 
+# ensure_cargo_tool CRATE VERSION: the cargo subcommand CRATE (cargo-deny, cargo-cyclonedx) at VERSION, installed
+# from crates.io with `cargo install --locked` when missing or another version (minutes on a small machine).
+ensure_cargo_tool() {
+    local crate=$1 version=$2 have
+    have=$(cargo "${crate#cargo-}" --version 2>/dev/null || true)
+    if [[ $have == "$crate $version"* ]]; then
+        return 0
+    fi
+    _ibgw_log "+ cargo install --locked $crate@$version    (${have:-not installed}; this takes a few minutes)"
+    cargo install --locked "$crate@$version" >&2
+}
+
 # A standard OAuth library (authlib) validates the discovery documents in tests/oauth_flow.rs; it runs on
 # Debian's own /usr/bin/python3, whatever python3 is first on PATH.
 ensure_authlib() {

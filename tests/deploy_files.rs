@@ -3,8 +3,10 @@
 //! replicas with both probes on the admin port, and the `gateway.yaml` its generated ConfigMap holds loads as a
 //! configuration whose secrets and writable paths the Deployment provides; the NetworkPolicy opens the admin
 //! port to the monitoring namespace only; the Dockerfile builds without the mock platform, runs as a non-root
-//! user, checks its health with the `health` subcommand and copies only files the build context has;
-//! the alerting rules and the Grafana dashboard use only metrics the gateway exports; every alert links its
+//! user, checks its health with the `health` subcommand (run here with the image's configuration), copies only
+//! files the build context has, pins its base images by digest, passes `IBGW_GIT_SHA` to the build and ships
+//! the stripped `dist` profile; the alerting rules (one of them on lost audit lines) and the Grafana dashboard
+//! use only metrics the gateway exports; every alert links its
 //! runbook section of docs/troubleshooting.md, has a unit test that fires it and, when it is a ratio or an
 //! error rate, a minimum-traffic guard and a unit test in which the guard keeps it quiet; the systemd unit waits
 //! out the drain; and, when `promtool` is installed (required with `IBGW_REQUIRE_PROMTOOL=1`), Prometheus

@@ -148,8 +148,8 @@ fn volume_files(volume: &Yaml, mount_path: &str, objects: &[Yaml], secret_keys: 
     names.iter().map(|name| format!("{}/{name}", mount_path.trim_end_matches('/'))).collect()
 }
 
-/// The rendered Deployment's gateway container, the configuration file it runs with, and that file's text.
-fn gateway(objects: &[Yaml]) -> (Yaml, String, String) {
+/// The rendered Deployment's gateway container and the text of the configuration file it runs with.
+fn gateway(objects: &[Yaml]) -> (Yaml, String) {
     let deployment = one(objects, "Deployment");
     let container = deployment["spec"]["template"]["spec"]["containers"][0].clone();
     let args = strings(&container["args"]);
@@ -169,7 +169,34 @@ fn gateway(objects: &[Yaml]) -> (Yaml, String, String) {
             })
         })
         .unwrap_or_else(|| panic!("--config {config_path}: no volume provides it"));
-    (container, config_path, text)
+    (container, text)
+}
+
+/// `deploy/kubernetes/` rendered, with the gateway container and its configuration.
+struct Rendered {
+    objects: Vec<Yaml>,
+    container: Yaml,
+    text: String,
+    config: Yaml,
+}
+
+impl Rendered {
+    fn new() -> Self {
+        let objects = render();
+        let (container, text) = gateway(&objects);
+        let config = serde_norway::from_str(&text).expect("the configuration is YAML");
+        Rendered { objects, container, text, config }
+    }
+
+    /// The pod spec of the Deployment.
+    fn pod(&self) -> &Yaml {
+        &one(&self.objects, "Deployment")["spec"]["template"]["spec"]
+    }
+
+    /// The port of `server.admin_listen`.
+    fn admin_port(&self) -> u64 {
+        port_of(self.config["server"]["admin_listen"].as_str().expect("server.admin_listen"))
+    }
 }
 
 /// `(volumeMount, volume)` of every mount of the container.
@@ -188,8 +215,7 @@ fn mounts(container: &Yaml, pod: &Yaml) -> Vec<(Yaml, Yaml)> {
 
 #[test]
 fn every_file_and_variable_the_configuration_reads_is_mounted_or_set_where_it_names_it() {
-    let objects = render();
-    let (container, _, text) = gateway(&objects);
+    let Rendered { objects, container, text, config } = Rendered::new();
     let deployment = one(&objects, "Deployment");
     let pod = &deployment["spec"]["template"]["spec"];
     let secret_keys = documented_secret_keys();
@@ -197,7 +223,6 @@ fn every_file_and_variable_the_configuration_reads_is_mounted_or_set_where_it_na
         .iter()
         .flat_map(|(mount, volume)| volume_files(volume, mount["mountPath"].as_str().unwrap(), &objects, &secret_keys))
         .collect();
-    let config: Yaml = serde_norway::from_str(&text).unwrap();
     let (files, env) = secret_references(&config);
     assert!(files.iter().any(|f| f.ends_with("/signing.key")), "replicas share the signing key from the Secret");
     assert!(config["admin"]["token"]["file"].is_string(), "the admin API's token comes from the Secret");
@@ -229,16 +254,14 @@ fn every_file_and_variable_the_configuration_reads_is_mounted_or_set_where_it_na
 
 #[test]
 fn everything_the_gateway_writes_is_on_a_writable_volume() {
-    let objects = render();
-    let (container, _, text) = gateway(&objects);
-    let config: Yaml = serde_norway::from_str(&text).unwrap();
-    let deployment = one(&objects, "Deployment");
+    let rendered = Rendered::new();
+    let (container, config) = (&rendered.container, &rendered.config);
     assert_eq!(container["securityContext"]["readOnlyRootFilesystem"].as_bool(), Some(true));
     let mut written = vec![config["server"]["upgrade_sock"].clone(), config["server"]["pid_file"].clone()];
     if let Some(path) = config["logging"]["audit"].as_str().and_then(|a| a.strip_prefix("file ")) {
         written.push(path.into());
     }
-    let mounts = mounts(&container, &deployment["spec"]["template"]["spec"]);
+    let mounts = mounts(container, rendered.pod());
     for path in written.iter().map(|p| p.as_str().expect("a path")) {
         let (mount, volume) = mounts
             .iter()
@@ -256,10 +279,9 @@ fn port_of(listen: &str) -> u64 {
 
 #[test]
 fn every_probe_and_service_port_is_a_port_the_gateway_listens_on() {
-    let objects = render();
-    let (container, _, text) = gateway(&objects);
-    let config: Yaml = serde_norway::from_str(&text).unwrap();
-    let admin = port_of(config["server"]["admin_listen"].as_str().unwrap());
+    let rendered = Rendered::new();
+    let (objects, container, config) = (&rendered.objects, &rendered.container, &rendered.config);
+    let admin = rendered.admin_port();
     let listen: Vec<u64> = strings(&config["server"]["listen"]).iter().map(|l| port_of(l)).collect();
     let ports = container["ports"].as_sequence().expect("container ports");
     let resolve = |port: &Yaml| -> u64 {
@@ -291,11 +313,9 @@ fn every_probe_and_service_port_is_a_port_the_gateway_listens_on() {
 
 #[test]
 fn the_admin_port_is_open_only_to_the_namespace_the_readme_names() {
-    let objects = render();
-    let (_, _, text) = gateway(&objects);
-    let config: Yaml = serde_norway::from_str(&text).unwrap();
-    let admin = port_of(config["server"]["admin_listen"].as_str().unwrap());
-    let policy = one(&objects, "NetworkPolicy");
+    let rendered = Rendered::new();
+    let admin = rendered.admin_port();
+    let policy = one(&rendered.objects, "NetworkPolicy");
     let readme = read(&format!("{DIR}/README.md"));
     let rule = policy["spec"]["ingress"]
         .as_sequence()

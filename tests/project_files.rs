@@ -1,7 +1,7 @@
 //! The project's own files tell the truth: `rust-version` in Cargo.toml is the oldest Rust the locked
 //! dependencies build with, `rust-toolchain.toml` pins a toolchain at least that new with the lint tools, and
 //! the build scripts refuse an older Rust naming the version needed; the licence, changelog and security policy
-//! exist and agree with Cargo.toml.
+//! exist and agree with Cargo.toml; `make release` builds what the README tells an operator to verify.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -157,5 +157,33 @@ fn readme_lists_every_top_level_project_file() {
     for file in ["LICENSE", "CHANGELOG.md", "SECURITY.md", "rust-toolchain.toml", "scripts/demo.sh"] {
         assert!(Path::new(&root().join(file)).exists(), "{file} is missing");
         assert!(readme.contains(&format!("`{file}`")), "README's \"What is here\" does not list {file}");
+    }
+}
+
+#[test]
+fn make_release_builds_the_stripped_production_binary_its_sbom_and_sums_after_cargo_deny() {
+    assert!(read("Makefile").contains("release:\n\t./scripts/release.sh"), "make release runs scripts/release.sh");
+    let script = read("scripts/release.sh");
+    for step in [
+        "cargo deny --all-features check licenses bans sources",
+        "IBGW_GIT_SHA=\"$sha\" cargo build --profile dist --locked --no-default-features",
+        "cargo cyclonedx --format json --no-default-features",
+        "sha256sum",
+        "ensure_cargo_tool cargo-deny",
+        "ensure_cargo_tool cargo-cyclonedx",
+    ] {
+        assert!(script.contains(step), "scripts/release.sh does not run `{step}`");
+    }
+    let deny = read("deny.toml");
+    for section in ["[licenses]", "[bans]", "[sources]"] {
+        assert!(deny.contains(section), "deny.toml: {section}");
+    }
+    // The licence this crate ships under is one the policy allows.
+    let license = toml_string(&read("Cargo.toml"), "license").unwrap();
+    assert!(deny.contains(&format!("\"{license}\"")), "deny.toml does not allow {license}");
+    assert!(read(".gitignore").lines().any(|l| l == "/dist/"), "dist/ is not committed");
+    let readme = read("README.md");
+    for needed in ["sha256sum -c SHA256SUMS", ".cdx.json", "make release", "cargo deny check advisories"] {
+        assert!(readme.contains(needed), "README.md does not say how to verify a release: {needed}");
     }
 }
