@@ -11,7 +11,8 @@
 //! - [`store`] (memory or Redis), [`ib`] (the IntelligenceBank client), [`keys`] (signing keys).
 //! - [`audit`] (the security audit log: one JSON line per security event).
 //! - [`tokens`] (opaque secrets and their hashes); [`session`] (the model and its pure rules), [`limits`]
-//!   (rate limits), [`exchange`] (the plain HTTP request/reply the endpoints work on, CORS).
+//!   (rate limits), [`exchange`] (the plain HTTP request/reply the endpoints work on, CORS), [`resource`]
+//!   (RFC 8707 resource indicators), [`scopes`] (what a token's scope lets the proxy forward).
 //! - [`access_log`] (one line per request, off the request path).
 //! - [`errors`] (the one client-facing error), [`metrics`] (handles, reading nobody), [`logging`], [`trace`]
 //!   (W3C trace context).
@@ -35,6 +36,8 @@ pub mod metrics;
 #[cfg(feature = "mock")]
 pub mod mock;
 pub mod oauth;
+pub mod resource;
+pub mod scopes;
 pub mod server;
 pub mod session;
 pub mod state;

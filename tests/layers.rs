@@ -20,6 +20,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("limits", 2),
     ("keys", 2),
     ("access_log", 2),
+    ("resource", 2),
+    ("scopes", 2),
     ("tokens", 3),
     ("ib", 3),
     ("audit", 3),
