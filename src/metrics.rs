@@ -75,6 +75,8 @@ pub struct Metrics {
     pub store_errors: IntCounterVec,
     /// Lines the access or audit log lost because its writer could not keep up (`log`: `access`, `audit`).
     pub log_lines_dropped: IntCounterVec,
+    /// Client ID Metadata Document fetches, by result (`ok`, `invalid_document`, `rate_limited`, a fetch failure).
+    client_metadata_fetches: IntCounterVec,
     store_up: IntGauge,
     active_sessions: IntGauge,
     requests_in_flight: IntGauge,
@@ -171,6 +173,12 @@ impl Metrics {
                 "Log lines lost because the log's writer could not keep up, by log",
                 &["log"],
             ),
+            client_metadata_fetches: counter(
+                r,
+                "client_metadata_fetches_total",
+                "Client ID Metadata Document fetches, by result",
+                &["result"],
+            ),
             store_up: gauge(r, "store_up", "1 when the token store answered the last check, else 0"),
             active_sessions: gauge(
                 r,
@@ -219,6 +227,11 @@ impl Metrics {
         if let Some(scope) = limit_scope {
             self.rate_limited.with_label_values(&[scope]).inc();
         }
+    }
+
+    /// One Client ID Metadata Document fetch (or one refused by the fetch limits); `result` is a fixed label.
+    pub fn client_metadata_fetched(&self, result: &'static str) {
+        self.client_metadata_fetches.with_label_values(&[result]).inc();
     }
 
     pub fn set_store_up(&self, up: bool) {

@@ -26,6 +26,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("ib", 3),
     ("audit", 3),
     ("store", 4),
+    ("cimd", 4),
     ("auth", 5),
     ("state", 6),
     ("oauth", 7),
