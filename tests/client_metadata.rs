@@ -259,6 +259,18 @@ async fn concurrent_resolutions_of_one_url_share_one_fetch() {
 }
 
 #[tokio::test]
+async fn a_fetch_whose_callers_all_gave_up_still_finishes_and_is_kept() {
+    let server = standard_server().await;
+    let resolver = resolver(&server, CimdSettings::default());
+    let client_id = server.url("/coalesced.json");
+    // The document takes 300 ms; the only caller waits 50.
+    assert!(tokio::time::timeout(Duration::from_millis(50), resolver.resolve(&client_id)).await.is_err());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(resolver.resolve(&client_id).await.is_ok());
+    assert_eq!(server.hits("/coalesced.json"), 1);
+}
+
+#[tokio::test]
 async fn a_failure_is_kept_briefly_instead_of_fetched_on_every_request() {
     let server = standard_server().await;
     let settings = CimdSettings { failure_cache: Duration::from_millis(300), ..CimdSettings::default() };

@@ -359,4 +359,106 @@ mod tests {
         assert!(!refused.to_string().contains("evil"), "{refused}");
         assert!(refused.to_string().contains("redirect_uris"));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use proptest::sample::select;
+
+        fn near_valid_value() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                select(
+                    &[
+                        URL,
+                        "https://app.example.com/oauth/client.json/",
+                        "none",
+                        "client_secret_basic",
+                        "private_key_jwt",
+                        "authorization_code",
+                        "refresh_token",
+                        "implicit",
+                        "code",
+                        "token",
+                        "https://app.example.com/cb",
+                        "http://127.0.0.1:8080/cb",
+                        "http://localhost/cb",
+                        "http://[::1]/cb",
+                        "http://evil.example/cb",
+                        "https://a.example/cb#x",
+                        "javascript:alert(1)",
+                        "",
+                        "Agent",
+                    ][..]
+                )
+                .prop_map(|s| json!(s)),
+                Just(json!(null)),
+                any::<i64>().prop_map(|n| json!(n)),
+                "[ -~]{0,12}".prop_map(|s| json!(s)),
+            ]
+        }
+
+        fn field_value() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                3 => near_valid_value(),
+                2 => proptest::collection::vec(near_valid_value(), 0..4).prop_map(Value::Array),
+            ]
+        }
+
+        /// A good document with up to four fields changed (set to a near-valid value, or removed).
+        fn near_valid_document() -> impl Strategy<Value = Value> {
+            let fields = select(
+                &[
+                    "client_id",
+                    "redirect_uris",
+                    "grant_types",
+                    "response_types",
+                    "token_endpoint_auth_method",
+                    "client_secret",
+                    "client_name",
+                    "client_uri",
+                    "logo_uri",
+                    "scope",
+                ][..],
+            );
+            proptest::collection::btree_map(fields, proptest::option::of(field_value()), 0..4).prop_map(|changes| {
+                let mut document = document();
+                for (field, value) in changes {
+                    match value {
+                        Some(value) => document[field] = value,
+                        None => {
+                            document.as_object_mut().map(|object| object.remove(field));
+                        }
+                    }
+                }
+                document
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 3000, failure_persistence: None, ..ProptestConfig::default() })]
+
+            #[test]
+            fn an_accepted_document_keeps_every_rule(document in near_valid_document()) {
+                if let Ok(client) = check(&document) {
+                    prop_assert_eq!(&document["client_id"], &json!(URL));
+                    prop_assert!(document.get("client_secret").is_none());
+                    prop_assert!(matches!(document.get("token_endpoint_auth_method"), None | Some(Value::Null))
+                        || document["token_endpoint_auth_method"] == json!("none"));
+                    prop_assert!(!client.redirect_uris.is_empty());
+                    for uri in &client.redirect_uris {
+                        let url = Url::parse(uri).unwrap();
+                        let loopback = matches!(url.host_str(), Some("127.0.0.1" | "[::1]" | "localhost"));
+                        prop_assert!(url.scheme() == "https" || (url.scheme() == "http" && loopback), "{}", uri);
+                        prop_assert!(url.fragment().is_none());
+                    }
+                    prop_assert!(client.grant_types.iter().all(|g| ALLOWED_GRANT_TYPES.contains(&g.as_str())));
+                }
+            }
+
+            #[test]
+            fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..256)) {
+                let _ = validate(&url(), &body);
+            }
+        }
+    }
 }
