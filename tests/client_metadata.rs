@@ -261,11 +261,22 @@ async fn concurrent_resolutions_of_one_url_share_one_fetch() {
 #[tokio::test]
 async fn a_fetch_whose_callers_all_gave_up_still_finishes_and_is_kept() {
     let server = standard_server().await;
-    let resolver = resolver(&server, CimdSettings::default());
+    let metrics = Arc::new(Metrics::new("memory"));
+    let resolver = ClientMetadataResolver::new(
+        test_fetcher(&server, Duration::from_secs(2)),
+        CimdSettings::default(),
+        Some(metrics.clone()),
+    );
     let client_id = server.url("/coalesced.json");
     // The document takes 300 ms; the only caller waits 50.
     assert!(tokio::time::timeout(Duration::from_millis(50), resolver.resolve(&client_id)).await.is_err());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Nobody is waiting, yet the fetch finishes and is counted (counting happens when it is kept).
+    let counted = "ibgw_client_metadata_fetches_total{result=\"ok\"} 1";
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !String::from_utf8(metrics.render()).unwrap().contains(counted) {
+        assert!(std::time::Instant::now() < deadline, "the abandoned fetch never finished");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(resolver.resolve(&client_id).await.is_ok());
     assert_eq!(server.hits("/coalesced.json"), 1);
 }

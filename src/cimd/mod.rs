@@ -166,33 +166,38 @@ impl ClientMetadataResolver {
                 return Err(ClientMetadataError::HostNotAllowed);
             }
         }
-        let running = {
+        let (running, fetch_here) = {
             let now = Instant::now();
             let mut state = self.inner.state.lock();
             if let Some(outcome) = state.kept.get(client_id, now) {
                 return outcome;
             }
             if let Some(running) = state.running.get(client_id) {
-                running.clone()
+                (running.clone(), None)
             } else if !state.limits.try_fetch(url.host(), now) {
                 drop(state);
                 let refused = Err(ClientMetadataError::RateLimited);
                 self.inner.count(&refused);
                 return refused;
             } else {
-                // The task, not the callers, owns the fetch: it finishes (and is kept) even if every caller
-                // gives up, and its guard clears the running entry however it ends.
-                let guard = RunningGuard { inner: self.inner.clone(), key: client_id.to_string() };
-                let task = tokio::spawn(async move {
-                    let (outcome, ttl) = guard.inner.fetch_and_check(&url).await;
-                    guard.inner.keep(&guard.key, &outcome, ttl);
-                    outcome
-                });
-                let shared = async move { task.await.unwrap_or(Err(ClientMetadataError::Internal)) }.boxed().shared();
+                let (answer, answered) = tokio::sync::oneshot::channel();
+                let shared = async move { answered.await.unwrap_or(Err(ClientMetadataError::Internal)) };
+                let shared = shared.boxed().shared();
                 state.running.insert(client_id.to_string(), shared.clone());
-                shared
+                (shared, Some(answer))
             }
         };
+        if let Some(answer) = fetch_here {
+            // A task, not the callers, owns the fetch: it finishes (and is kept) even if every caller gives
+            // up, and its guard clears the running entry however it ends. Spawned outside the lock: a runtime
+            // that is shutting down drops the task at once, and the guard's drop takes the lock.
+            let guard = RunningGuard { inner: self.inner.clone(), key: client_id.to_string() };
+            tokio::spawn(async move {
+                let (outcome, ttl) = guard.inner.fetch_and_check(&url).await;
+                guard.inner.keep(&guard.key, &outcome, ttl);
+                let _ = answer.send(outcome);
+            });
+        }
         running.await
     }
 }
