@@ -30,7 +30,7 @@ pub enum ClientIdUrlError {
     NoPath,
     #[error("client_id URL must not contain . or .. path segments")]
     DotSegment,
-    #[error("client_id URL must be written in canonical form (lower-case host, no default port)")]
+    #[error("client_id URL must be in canonical form (lower-case host, no trailing dot, no default port)")]
     NotCanonical,
 }
 
@@ -73,7 +73,8 @@ impl MetadataUrl {
         if url.host_str().is_none_or(str::is_empty) {
             return Err(ClientIdUrlError::Malformed);
         }
-        if url.as_str() != raw {
+        // A trailing dot names the same server under another spelling of its host, the identity users see.
+        if url.as_str() != raw || url.host_str().is_some_and(|host| host.ends_with('.')) {
             return Err(ClientIdUrlError::NotCanonical);
         }
         Ok(MetadataUrl { url })
@@ -156,6 +157,7 @@ mod tests {
             ("https://app.example.com/a/%2e%2E/client", ClientIdUrlError::DotSegment),
             ("https://app.example.com/client/..", ClientIdUrlError::DotSegment),
             ("https://App.Example.com/client", ClientIdUrlError::NotCanonical),
+            ("https://app.example.com./client", ClientIdUrlError::NotCanonical),
             ("https://app.example.com:443/client", ClientIdUrlError::NotCanonical),
             ("https://app.example.com/a\\b", ClientIdUrlError::NotCanonical),
             ("https://app.example.com/clïent", ClientIdUrlError::NotPrintableAscii),

@@ -157,12 +157,19 @@ fn display_name(document: &Map<String, Value>) -> Result<Option<String>, Documen
     match document.get("client_name") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(name))
-            if name.chars().count() <= MAX_CLIENT_NAME_CHARS && !name.chars().any(char::is_control) =>
+            if name.chars().count() <= MAX_CLIENT_NAME_CHARS && !name.chars().any(is_hidden_or_control) =>
         {
             Ok(Some(name.trim().to_string()).filter(|name| !name.is_empty()))
         }
         Some(_) => Err(DocumentError::DisplayField("client_name")),
     }
+}
+
+/// Characters that would hide or reorder what the consent page shows: controls, bidirectional overrides and
+/// isolates, zero-width characters.
+fn is_hidden_or_control(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
 }
 
 /// An `https` URL for display (a link or an image the consent page may show), else refused.
@@ -335,6 +342,8 @@ mod tests {
         let cases = [
             ("client_name", json!(42), "client_name"),
             ("client_name", json!("a\u{7}b"), "client_name"),
+            ("client_name", json!("Claude\u{202e}edualC"), "client_name"),
+            ("client_name", json!("Cla\u{200b}ude"), "client_name"),
             ("client_name", json!("x".repeat(MAX_CLIENT_NAME_CHARS + 1)), "client_name"),
             ("client_uri", json!("http://app.example.com"), "client_uri"),
             ("client_uri", json!("javascript:alert(1)"), "client_uri"),
