@@ -8,10 +8,12 @@
 //! - [`gateway`]: the `ProxyHttp` phases: decide, pick the IB peer, rewrite, answer.
 //! - [`oauth`]: the authorization server's endpoints, a [`exchange::Request`] in, a [`exchange::Reply`] out.
 //! - [`state`]: what every handler shares; [`auth`]: the one authentication path, access tokens, clients.
-//! - [`store`] (memory or Redis), [`ib`] (the IntelligenceBank client), [`keys`] (signing keys).
+//! - [`store`] (memory or Redis), [`ib`] (the IntelligenceBank client), [`keys`] (signing keys), [`cimd`]
+//!   (Client ID Metadata Documents: the SSRF-guarded fetch of a client's own metadata).
 //! - [`audit`] (the security audit log: one JSON line per security event).
 //! - [`tokens`] (opaque secrets and their hashes); [`session`] (the model and its pure rules), [`limits`]
-//!   (rate limits), [`exchange`] (the plain HTTP request/reply the endpoints work on, CORS).
+//!   (rate limits), [`exchange`] (the plain HTTP request/reply the endpoints work on, CORS), [`resource`]
+//!   (RFC 8707 resource indicators), [`scopes`] (what a token's scope lets the proxy forward).
 //! - [`access_log`] (one line per request, off the request path).
 //! - [`errors`] (the one client-facing error), [`metrics`] (handles, reading nobody), [`logging`], [`trace`]
 //!   (W3C trace context).
@@ -23,6 +25,7 @@
 pub mod access_log;
 pub mod audit;
 pub mod auth;
+pub mod cimd;
 pub mod config;
 pub mod errors;
 pub mod exchange;
@@ -35,6 +38,8 @@ pub mod metrics;
 #[cfg(feature = "mock")]
 pub mod mock;
 pub mod oauth;
+pub mod resource;
+pub mod scopes;
 pub mod server;
 pub mod session;
 pub mod state;

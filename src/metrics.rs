@@ -78,6 +78,8 @@ pub struct Metrics {
     /// Failed authentications the `repeated_auth_failures` table could not follow (full even at its widest
     /// networks): a flood from many networks at once.
     pub audit_failures_unfollowed: prometheus::IntCounter,
+    /// Client ID Metadata Document fetches, by result (`ok`, `invalid_document`, `rate_limited`, a fetch failure).
+    client_metadata_fetches: IntCounterVec,
     store_up: IntGauge,
     active_sessions: IntGauge,
     requests_in_flight: IntGauge,
@@ -185,6 +187,12 @@ impl Metrics {
                 "audit_auth_failures_unfollowed_total",
                 "Failed authentications not followed for repeated_auth_failures (its table was full)",
             ),
+            client_metadata_fetches: counter(
+                r,
+                "client_metadata_fetches_total",
+                "Client ID Metadata Document fetches, by result",
+                &["result"],
+            ),
             store_up: gauge(r, "store_up", "1 when the token store answered the last check, else 0"),
             active_sessions: gauge(
                 r,
@@ -233,6 +241,11 @@ impl Metrics {
         if let Some(scope) = limit_scope {
             self.rate_limited.with_label_values(&[scope]).inc();
         }
+    }
+
+    /// One Client ID Metadata Document fetch (or one refused by the fetch limits); `result` is a fixed label.
+    pub fn client_metadata_fetched(&self, result: &'static str) {
+        self.client_metadata_fetches.with_label_values(&[result]).inc();
     }
 
     pub fn set_store_up(&self, up: bool) {
