@@ -1,12 +1,14 @@
 //! The per-request work of a proxied call, piece by piece: verifying an access token (full signature check
 //! and the verified-token cache hit that replaces it), the session rule, parsing and binding the route,
-//! rewriting the upstream request headers, and the W3C trace context (a client's `traceparent` continued and
-//! ours written for IB; what every request pays with span export off).
+//! rewriting the upstream request headers, the W3C trace context (a client's `traceparent` continued and
+//! ours written for IB; what every request pays with span export off), the IB host's address from the DNS
+//! cache, and the Redis store's local session cache (a hit, and keeping what a read found).
 //!
 //!   cargo bench --bench hot_paths -- --warm-up-time 1 --measurement-time 3
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
+use std::time::Duration;
 
 use ib_oauth_gateway::auth::access_token;
 use ib_oauth_gateway::auth::token_cache::VerifiedTokens;
@@ -14,6 +16,7 @@ use ib_oauth_gateway::config::{self, SigningAlgorithm};
 use ib_oauth_gateway::gateway::{route, upstream};
 use ib_oauth_gateway::keys::SigningKeys;
 use ib_oauth_gateway::session::{rules, IbSid, IbUser, Limits, Session, SessionGrant, SessionId};
+use ib_oauth_gateway::store::cache::SessionCache;
 use ib_oauth_gateway::store::now_unix;
 use ib_oauth_gateway::trace::{SpanId, TraceContext};
 use pingora::http::RequestHeader;
@@ -37,6 +40,9 @@ fn session(now: u64) -> Session {
     };
     Session::start(SessionId::generate(), grant, now, 120)
 }
+
+/// Sessions in the session cache while timing it, so a hit is not on a one-entry map.
+const CACHED_SESSIONS: usize = 10_000;
 
 fn benches(c: &mut Criterion) {
     let config = config::load_str("server:\n  public_url: https://gateway.example.com\n").unwrap();
@@ -76,6 +82,33 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             let trace = TraceContext::accept(Some(black_box(traceparent)), None, 1.0, false);
             trace.traceparent(SpanId::random()).to_string()
+        })
+    });
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let dns = upstream::DnsCache::new(60);
+    runtime.block_on(dns.resolve("localhost:8443", "localhost", 8443)).expect("localhost resolves");
+    c.bench_function("dns_resolve_cached", |b| {
+        b.to_async(&runtime).iter(|| dns.resolve(black_box("localhost:8443"), "localhost", 8443))
+    });
+
+    let cache = SessionCache::new(100_000, Duration::from_secs(60));
+    cache.set_live(true);
+    let sessions: Vec<Session> = (0..CACHED_SESSIONS).map(|_| self::session(now)).collect();
+    for cached in &sessions {
+        cache.keep(cache.begin_read(), cached);
+    }
+    let mut next = 0;
+    c.bench_function("session_cache_hit", |b| {
+        b.iter(|| {
+            next = (next + 1) % sessions.len();
+            cache.get(black_box(&sessions[next].id)).expect("cached")
+        })
+    });
+    c.bench_function("session_cache_keep", |b| {
+        b.iter(|| {
+            next = (next + 1) % sessions.len();
+            cache.keep(cache.begin_read(), black_box(&sessions[next]))
         })
     });
 }

@@ -213,33 +213,11 @@ fn humantime_now() -> String {
     rfc3339(std::time::SystemTime::now())
 }
 
-/// `at` as an RFC 3339 UTC timestamp with milliseconds.
+/// `at` as an RFC 3339 UTC timestamp with milliseconds (truncated); a clock before 1970 reads as 1970.
 pub fn rfc3339(at: std::time::SystemTime) -> String {
-    let now = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let secs = now.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(days as i64);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3_600,
-        rem % 3_600 / 60,
-        rem % 60,
-        now.subsec_millis()
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), after Howard Hinnant's `civil_from_days`.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    let at = at.max(std::time::UNIX_EPOCH);
+    let timestamp = jiff::Timestamp::try_from(at).unwrap_or(jiff::Timestamp::MAX);
+    format!("{timestamp:.3}")
 }
 
 #[cfg(test)]
@@ -259,9 +237,12 @@ mod tests {
     }
 
     #[test]
-    fn civil_dates() {
-        assert_eq!(super::civil_from_days(0), (1970, 1, 1));
-        assert_eq!(super::civil_from_days(20_454), (2026, 1, 1));
-        assert_eq!(super::civil_from_days(11_016), (2000, 2, 29));
+    fn timestamps_are_rfc3339_utc_with_milliseconds() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let at = |secs: u64, nanos: u32| super::rfc3339(UNIX_EPOCH + Duration::new(secs, nanos));
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(at(1_767_225_600, 999_999_999), "2026-01-01T00:00:00.999Z", "truncated, not rounded");
+        assert_eq!(at(951_782_400 + 86_399, 5_000_000), "2000-02-29T23:59:59.005Z");
+        assert_eq!(super::rfc3339(UNIX_EPOCH - Duration::from_secs(1)), "1970-01-01T00:00:00.000Z");
     }
 }

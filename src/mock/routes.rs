@@ -19,6 +19,8 @@ use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 
+use crate::exchange::escape_html;
+
 use super::body::{form_param, full, json_response, message, query_param, MockBody};
 use super::state::{parse_override, CompletionOverrides, MockState, MockUser, TokenError};
 
@@ -225,29 +227,4 @@ fn page(title: &str, body: &str) -> String {
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head>\n\
          <body><h1>{title}</h1>\n{body}\n</body></html>\n"
     )
-}
-
-fn escape_html(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => escaped.push_str("&amp;"),
-            '<' => escaped.push_str("&lt;"),
-            '>' => escaped.push_str("&gt;"),
-            '"' => escaped.push_str("&quot;"),
-            '\'' => escaped.push_str("&#39;"),
-            c => escaped.push(c),
-        }
-    }
-    escaped
-}
-
-#[cfg(test)]
-mod tests {
-    use super::escape_html;
-
-    #[test]
-    fn html_escaping_covers_markup_and_quotes() {
-        assert_eq!(escape_html(r#"<a href="x">'&'</a>"#), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
-    }
 }

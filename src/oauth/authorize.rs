@@ -15,7 +15,7 @@ use std::sync::Arc;
 use crate::audit::{AuditEvent, AuditKind};
 use crate::auth::clients::Client;
 use crate::errors::ApiError;
-use crate::exchange::{Params, Reply, Request};
+use crate::exchange::{escape_html, Params, Reply, Request};
 use crate::ib::{IbClient, LoginPoll};
 use crate::session::SessionGrant;
 use crate::state::AppState;
@@ -192,19 +192,6 @@ fn error_redirect(state: &AppState, refusal: RedirectError) -> Reply {
         pairs.push(("state", client_state));
     }
     Reply::redirect(redirect_with(&refusal.redirect_uri, &crate::auth::access_token::audience(&state.config), &pairs))
-}
-
-fn escape_html(text: &str) -> String {
-    text.chars()
-        .map(|c| match c {
-            '<' => "&lt;".into(),
-            '>' => "&gt;".into(),
-            '&' => "&amp;".into(),
-            '"' => "&quot;".into(),
-            '\'' => "&#39;".into(),
-            other => other.to_string(),
-        })
-        .collect()
 }
 
 fn error_page(error: &ApiError) -> Reply {

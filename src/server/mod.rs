@@ -99,18 +99,18 @@ fn upstream_ca_bundle(extra: Option<&ExtraCas>) -> Result<Option<String>, StartE
     let mut bundle = String::new();
     let native = pingora::tls::load_native_certs().map_err(|e| StartError::SystemRoots(e.to_string()))?;
     for cert in native {
-        let encoded = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, cert.as_ref());
-        bundle.push_str("-----BEGIN CERTIFICATE-----\n");
-        for line in encoded.as_bytes().chunks(64) {
-            bundle.push_str(std::str::from_utf8(line).unwrap_or_default());
-            bundle.push('\n');
-        }
-        bundle.push_str("-----END CERTIFICATE-----\n");
+        bundle.push_str(&certificate_pem(cert.as_ref()));
     }
     bundle.push_str(&extra_pem);
     let path = std::env::temp_dir().join(format!("ib-oauth-gateway-ca-{}.pem", std::process::id()));
     std::fs::write(&path, bundle).map_err(StartError::CaBundle)?;
     Ok(Some(path.display().to_string()))
+}
+
+/// One DER certificate as PEM: 64-column base64 between the CERTIFICATE lines, `\n` line ends.
+fn certificate_pem(der: &[u8]) -> String {
+    let lf = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    pem::encode_config(&pem::Pem::new("CERTIFICATE", der), lf)
 }
 
 /// Pingora's process settings, from our one config file.
@@ -247,4 +247,17 @@ fn serve(
         config.store.backend
     );
     server.run_forever()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_certificate_is_pem_with_64_column_lines() {
+        let der: Vec<u8> = (0..=60).collect();
+        let base64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &der);
+        assert_eq!(
+            super::certificate_pem(&der),
+            format!("-----BEGIN CERTIFICATE-----\n{}\n{}\n-----END CERTIFICATE-----\n", &base64[..64], &base64[64..])
+        );
+    }
 }
