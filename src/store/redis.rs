@@ -10,12 +10,13 @@
 //! - `P:u:{<user hash>}` — one IB user's sessions (sorted set: session id → when its record expires), for the
 //!   admin API. Written (one script, `index_user_session.lua`) *before* the session, because in a Cluster the
 //!   two keys are in different slots and cannot change in one step: a stored session is thus always in its
-//!   user's index, and an id whose session never got stored is skipped when listing and pruned by its score.
+//!   user's index, and an id whose session never got stored is skipped when listing and pruned by its score;
+//!   an ended session leaves it when a listing meets it.
 //!
 //! - `P:invalidate` — the pub/sub channel on which every script that changes a session publishes its key, in the
 //!   same atomic step, for the instances' local session caches (`store::cache`, `store::invalidation`).
 //!
-//! Every key has a TTL. Atomic operations are Lua scripts (`src/store/lua/`), sent by SHA and loaded on
+//! Every key has a TTL but the `P:sessions` index, which is trimmed by score. Atomic operations are Lua scripts (`src/store/lua/`), sent by SHA and loaded on
 //! `NOSCRIPT`. A lost connection or a restarted server gives [`StoreError::Unavailable`] and the connection
 //! is re-established in the background (ConnectionManager, the cluster client, or a Sentinel re-query).
 
