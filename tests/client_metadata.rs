@@ -204,6 +204,13 @@ fn resolver(server: &DocumentServer, settings: CimdSettings) -> ClientMetadataRe
     ClientMetadataResolver::new(test_fetcher(server, Duration::from_millis(1500)), settings, None)
 }
 
+/// A resolver with default settings that counts into metrics of its own, and those metrics.
+fn counted_resolver(server: &DocumentServer) -> (ClientMetadataResolver, Arc<Metrics>) {
+    let metrics = Arc::new(Metrics::new("memory"));
+    let fetcher = test_fetcher(server, Duration::from_secs(2));
+    (ClientMetadataResolver::new(fetcher, CimdSettings::default(), Some(metrics.clone())), metrics)
+}
+
 async fn refusal(server: &DocumentServer, path: &str) -> ClientMetadataError {
     let resolver = resolver(server, CimdSettings::default());
     resolver.resolve(&server.url(path)).await.expect_err("refused")
@@ -212,12 +219,7 @@ async fn refusal(server: &DocumentServer, path: &str) -> ClientMetadataError {
 #[tokio::test]
 async fn a_good_document_resolves_and_is_kept_for_its_max_age() {
     let server = standard_server().await;
-    let metrics = Arc::new(Metrics::new("memory"));
-    let resolver = ClientMetadataResolver::new(
-        test_fetcher(&server, Duration::from_secs(2)),
-        CimdSettings::default(),
-        Some(metrics.clone()),
-    );
+    let (resolver, metrics) = counted_resolver(&server);
     let client_id = server.url("/ok.json");
     let client = resolver.resolve(&client_id).await.expect("resolves");
     assert_eq!(client.client_id, client_id);
@@ -261,12 +263,7 @@ async fn concurrent_resolutions_of_one_url_share_one_fetch() {
 #[tokio::test]
 async fn a_fetch_whose_callers_all_gave_up_still_finishes_and_is_kept() {
     let server = standard_server().await;
-    let metrics = Arc::new(Metrics::new("memory"));
-    let resolver = ClientMetadataResolver::new(
-        test_fetcher(&server, Duration::from_secs(2)),
-        CimdSettings::default(),
-        Some(metrics.clone()),
-    );
+    let (resolver, metrics) = counted_resolver(&server);
     let client_id = server.url("/coalesced.json");
     // The document takes 300 ms; the only caller waits 50.
     assert!(tokio::time::timeout(Duration::from_millis(50), resolver.resolve(&client_id)).await.is_err());
