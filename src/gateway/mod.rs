@@ -77,7 +77,7 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         let now = now_unix();
         edge::intake(session, ctx);
-        let state = ctx.state.clone();
+        let state = &ctx.state;
         let span = ctx.trace.as_ref().map(|trace| trace.span());
         let client_ip = ctx.client_ip();
         let header = session.req_header();
@@ -90,7 +90,7 @@ impl ProxyHttp for Gateway {
             ctx.route_class = "proxy";
             // The span is only read by the store's spans (nothing in this path audits or calls IB's login API),
             // so it is set only when spans are exported: it costs a task-local scope on every request.
-            let decided = decide::proxied(&state, session, &self.dns, now);
+            let decided = decide::proxied(state, session, &self.dns, now);
             let decided = match span.filter(|_| trace::export::enabled()) {
                 Some(span) => trace::within(span, decided).await,
                 None => decided.await,
@@ -113,7 +113,7 @@ impl ProxyHttp for Gateway {
                 Ok(()) => {
                     let answer = async {
                         let request = edge::exchange_request(session, ctx).await?;
-                        endpoint.handle(&state, &request).await
+                        endpoint.handle(state, &request).await
                     };
                     match span {
                         Some(span) => trace::within(span, answer).await,
