@@ -27,8 +27,8 @@ use clap::Parser;
 use futures_util::{stream, StreamExt, TryStreamExt};
 use ib_oauth_gateway::auth::access_token;
 use ib_oauth_gateway::config::{self, Config};
-use ib_oauth_gateway::keys::SigningKeys;
 use ib_oauth_gateway::server;
+use ib_oauth_gateway::settings::Settings;
 use ib_oauth_gateway::session::{rules, Session, SessionId};
 use ib_oauth_gateway::store::{self, memory::MemoryStore, now_unix, TokenStore};
 use ib_oauth_gateway::tokens::RefreshToken;
@@ -140,8 +140,8 @@ fn writer(path: &str) -> std::io::BufWriter<std::fs::File> {
 fn main() {
     let args = Args::parse();
     let served = args.serve.as_ref().map(|path| {
-        let config = config::load(path).unwrap_or_else(|e| fail(format!("{path}: {e}")));
-        (path.clone(), config)
+        let config = config::load_all(path).and_then(Settings::try_from);
+        (path.clone(), config.unwrap_or_else(|e| fail(format!("{path}: {e}"))))
     });
     // The loading runs in a runtime of its own, ended before the server starts its own runtimes.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -149,9 +149,9 @@ fn main() {
         .enable_all()
         .build()
         .unwrap_or_else(|e| fail(format!("cannot start a runtime: {e}")));
-    let memory = runtime.block_on(load(&args, served.as_ref().map(|(_, config)| config)));
+    let memory = runtime.block_on(load(&args, served.as_ref().map(|(_, settings)| &*settings.config)));
     drop(runtime);
-    if let (Some((path, config)), Some(memory)) = (served, memory) {
+    if let (Some((path, settings)), Some(memory)) = (served, memory) {
         // What loading freed goes back to the system, so the served gateway's RSS is its own: the store, and
         // what serving adds (the verified-token cache, ...), not the loader's garbage.
         #[cfg(not(feature = "system-allocator"))]
@@ -159,9 +159,9 @@ fn main() {
         unsafe {
             mi_collect(true)
         };
-        ib_oauth_gateway::logging::init(&config.logging);
+        ib_oauth_gateway::logging::init(&settings.config.logging);
         let opt = pingora::server::configuration::Opt::default();
-        if let Err(e) = server::run_with_store(config, &path, opt, memory) {
+        if let Err(e) = server::run_with_store(settings, &path, opt, memory) {
             fail(e);
         }
     }
@@ -169,9 +169,10 @@ fn main() {
 
 /// Loads the sessions; returns the filled memory store when one was asked for (`--memory-rss`, `--serve`).
 async fn load(args: &Args, served: Option<&Config>) -> Option<Arc<dyn TokenStore>> {
-    let config = config::load(&args.config).unwrap_or_else(|e| fail(format!("{}: {e}", args.config)));
-    let (keys, ephemeral) = SigningKeys::from_config(&config.signing).unwrap_or_else(|e| fail(e));
-    if ephemeral {
+    let settings = config::load_all(&args.config).and_then(Settings::try_from);
+    let settings = settings.unwrap_or_else(|e| fail(format!("{}: {e}", args.config)));
+    let (config, keys) = (&*settings.config, &*settings.keys);
+    if settings.ephemeral_key {
         fail("the configuration has no signing.current key: the gateway would not accept these tokens");
     }
     let token = std::fs::read_to_string(&args.template_token).unwrap_or_else(|e| fail(e));
@@ -192,7 +193,7 @@ async fn load(args: &Args, served: Option<&Config>) -> Option<Arc<dyn TokenStore
 
     let mut kept: Option<Arc<dyn TokenStore>> = None;
     if args.memory_rss || served.is_some() {
-        let memory = MemoryStore::new(&served.unwrap_or(&config).store.memory);
+        let memory = MemoryStore::new(&served.unwrap_or(config).store.memory);
         // The sessions to insert exist already (they are cloned in): what grows is the store's own copies.
         let copies: Vec<Session> =
             sessions.iter().map(|s| Session { grant: Arc::new((*s.grant).clone()), ..s.clone() }).collect();

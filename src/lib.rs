@@ -7,7 +7,8 @@
 //! - [`server`]: assembles the Pingora services (public gateway, admin) from the configuration.
 //! - [`gateway`]: the `ProxyHttp` phases: decide, pick the IB peer, rewrite, answer.
 //! - [`oauth`]: the authorization server's endpoints, a [`exchange::Request`] in, a [`exchange::Reply`] out.
-//! - [`state`]: what every handler shares; [`auth`]: the one authentication path, access tokens, clients.
+//! - [`state`]: what every handler shares, built from [`settings`] (the configuration parsed once into typed,
+//!   resolved values); [`auth`]: the one authentication path, access tokens, clients.
 //! - [`store`] (memory or Redis), [`ib`] (the IntelligenceBank client), [`keys`] (signing keys), [`cimd`]
 //!   (Client ID Metadata Documents: the SSRF-guarded fetch of a client's own metadata).
 //! - [`audit`] (the security audit log: one JSON line per security event).
@@ -42,6 +43,7 @@ pub mod resource;
 pub mod scopes;
 pub mod server;
 pub mod session;
+pub mod settings;
 pub mod state;
 pub mod store;
 pub mod tokens;

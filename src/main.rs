@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use ib_oauth_gateway::config::{self, SigningAlgorithm};
 #[cfg(feature = "mock")]
 use ib_oauth_gateway::mock::{self, MockSettings};
+use ib_oauth_gateway::settings::Settings;
 use ib_oauth_gateway::{logging, server};
 use pingora::server::configuration::Opt;
 use std::io::{Read, Write};
@@ -114,15 +115,12 @@ fn parse_algorithm(text: &str) -> Result<SigningAlgorithm, String> {
 /// Exit code for an invalid configuration.
 const EXIT_BAD_CONFIG: u8 = 2;
 
-/// Loads the configuration, or prints every problem, one line each (`error: PATH: KEY: message`), and gives the
-/// exit code for an invalid configuration. With `keys`, the signing keys are parsed too (`check-config`,
-/// `print-config`); a command that runs the gateway parses them once, as it starts (see [`run`]).
-fn load_config(path: &str, keys: bool) -> Result<config::Config, ExitCode> {
-    let config = config::load_all(path).and_then(|config| match keys.then(|| server::check(&config)) {
-        Some(Err(e)) => Err(config::ConfigErrors::one(e)),
-        _ => Ok(config),
-    });
-    config.map_err(|errors| refuse_config(path, errors.iter()))
+/// Reads the configuration into [`Settings`] (the file validated, keys parsed, secrets and the CA file read), or
+/// prints every problem, one line each (`error: PATH: KEY: message`), and gives the exit code for an invalid
+/// configuration. `check-config`, `print-config` and the commands that run the gateway all read it this way.
+fn load_settings(path: &str) -> Result<Settings, ExitCode> {
+    let settings = config::load_all(path).and_then(Settings::try_from);
+    settings.map_err(|errors| refuse_config(path, errors.iter()))
 }
 
 /// Prints configuration problems (`error: PATH: KEY: message`) and gives the exit code for an invalid
@@ -139,15 +137,10 @@ fn refuse_config<'a>(path: &str, errors: impl Iterator<Item = &'a config::Config
     ExitCode::from(EXIT_BAD_CONFIG)
 }
 
-/// Runs the gateway on `config` until it stops. A configured key that does not parse is a configuration error
-/// (exit 2, as `check-config` reports it); any other start-up failure exits 1.
-fn run(config: config::Config, path: &str, opt: Opt) -> ExitCode {
-    match server::run(config, path, opt) {
+/// Runs the gateway on `settings` until it stops; a start-up failure exits 1.
+fn run(settings: Settings, path: &str, opt: Opt) -> ExitCode {
+    match server::run(settings, path, opt) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(server::StartError::Keys(ib_oauth_gateway::keys::KeyError::Setting { setting, problem })) => {
-            let error = config::ConfigError { key: setting, message: problem.to_string() };
-            refuse_config(path, std::iter::once(&error))
-        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
@@ -158,16 +151,16 @@ fn run(config: config::Config, path: &str, opt: Opt) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::CheckConfig { file }) => match load_config(&file, true) {
+        Some(Command::CheckConfig { file }) => match load_settings(&file) {
             Ok(_) => {
                 println!("{file}: ok");
                 ExitCode::SUCCESS
             }
             Err(code) => code,
         },
-        Some(Command::PrintConfig { file }) => match load_config(&file, true) {
+        Some(Command::PrintConfig { file }) => match load_settings(&file) {
             // Secrets serialize as where they come from (`file:PATH`, `env:NAME`) or `***`, never their value.
-            Ok(config) => match serde_norway::to_string(&config) {
+            Ok(settings) => match serde_norway::to_string(&*settings.config) {
                 Ok(yaml) => {
                     print!("{yaml}");
                     ExitCode::SUCCESS
@@ -213,13 +206,13 @@ fn main() -> ExitCode {
         None => {
             // Before anything else: from here on a SIGHUP reloads the configuration, never ends the process.
             server::reload::ignore_hangup_until_ready();
-            let config = match load_config(&cli.config, false) {
-                Ok(config) => config,
+            let settings = match load_settings(&cli.config) {
+                Ok(settings) => settings,
                 Err(code) => return code,
             };
-            logging::init(&config.logging);
+            logging::init(&settings.config.logging);
             let opt = Opt { upgrade: cli.upgrade, daemon: cli.daemon, test: cli.test, ..Opt::default() };
-            run(config, &cli.config, opt)
+            run(settings, &cli.config, opt)
         }
     }
 }
@@ -227,10 +220,11 @@ fn main() -> ExitCode {
 /// The whole flow on one machine: the mock platform in a thread, the gateway in the foreground.
 #[cfg(feature = "mock")]
 fn demo(config_path: &str, mock_listen: &str) -> ExitCode {
-    let config = match load_config(config_path, false) {
-        Ok(config) => config,
+    let settings = match load_settings(config_path) {
+        Ok(settings) => settings,
         Err(code) => return code,
     };
+    let config = settings.config.clone();
     if !config.platforms.allow_insecure_loopback {
         eprintln!("error: {config_path}: platforms.allow_insecure_loopback must be true for the demo");
         return ExitCode::from(EXIT_BAD_CONFIG);
@@ -251,7 +245,7 @@ fn demo(config_path: &str, mock_listen: &str) -> ExitCode {
     println!("1. Open in a browser:\n   {base}/authorize?response_type=code&client_id=mcp-public-client&redirect_uri={redirect}&scope=profile&state=demo&code_challenge={challenge}&code_challenge_method=S256\n");
     println!("2. Enter the platform URL http://{mock_listen} and press the login button in the popup.\n");
     println!("3. The browser lands on {redirect}?code=...; exchange the code:\n   curl -s {base}/token -d grant_type=authorization_code -d client_id=mcp-public-client -d redirect_uri={redirect} -d code_verifier={verifier} -d code=CODE\n");
-    run(config, config_path, Opt::default())
+    run(settings, config_path, Opt::default())
 }
 
 /// `health`: one plain HTTP/1.1 GET of the admin listener's `/readyz` (or `url`); exit 0 on `200`, else 1.
@@ -281,9 +275,7 @@ fn health(config_path: &str, url: Option<&str>, timeout_ms: u64) -> ExitCode {
 fn readyz_target_of_config(path: &str) -> Result<(SocketAddr, String, String), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: cannot read file: {e}"))?;
     let config: config::Config = serde_norway::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
-    let listen = &config.server.admin_listen;
-    let mut addr: SocketAddr =
-        listen.parse().map_err(|_| format!("{path}: server.admin_listen: `{listen}` is not an address"))?;
+    let mut addr = config.server.admin_listen.0;
     if addr.ip().is_unspecified() {
         let loopback: std::net::IpAddr =
             if addr.is_ipv4() { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv6Addr::LOCALHOST.into() };

@@ -14,6 +14,7 @@ use crate::ib::{ExtraCas, IbClient};
 use crate::keys::SigningKeys;
 use crate::limits::RateLimits;
 use crate::metrics::Metrics;
+use crate::settings::Settings;
 use crate::store::TokenStore;
 
 /// The state new requests start on. A reload swaps it whole; a request keeps the [`AppState`] it loaded
@@ -48,8 +49,6 @@ pub enum StateError {
     #[error(transparent)]
     Ib(#[from] crate::ib::IbSetupError),
     #[error(transparent)]
-    Clients(#[from] crate::auth::clients::ClientError),
-    #[error(transparent)]
     Audit(#[from] crate::audit::AuditSetupError),
 }
 
@@ -64,24 +63,22 @@ struct Shared {
 }
 
 impl AppState {
-    pub fn new(
-        config: Arc<Config>,
-        keys: Arc<SigningKeys>,
-        store: Arc<dyn TokenStore>,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, StateError> {
+    /// The first state, from the settings the process starts with.
+    pub fn new(settings: Settings, store: Arc<dyn TokenStore>, metrics: Arc<Metrics>) -> Result<Self, StateError> {
+        let Settings { config, keys, clients, extra_cas, .. } = settings;
         let auth = Arc::new(Authenticator::new(config.clone(), keys.clone(), store.clone()));
         let rate_limits = RateLimits::new(&config.rate_limits);
         let audit = Arc::new(AuditLog::start(&config.logging, &metrics)?);
-        let extra_cas = ExtraCas::read(&config)?;
         let shared = Shared { keys, store, metrics, auth, audit, extra_cas };
-        Self::assemble(config, shared, rate_limits)
+        Self::assemble(config, clients, shared, rate_limits)
     }
 
-    /// The state for a reloaded `config` (see `config::live`): clients, CORS, limits, the platform policy and
-    /// upstream timeouts from `config`; the keys, store, metrics, authenticator, extra CAs and every limit's
-    /// counters shared with this one, so a reload drops no stored state and resets no count.
-    pub fn reconfigured(&self, config: Arc<Config>) -> Result<Self, StateError> {
+    /// The state for reloaded settings (their configuration as `config::live` planned it): clients, CORS,
+    /// limits, the platform policy and upstream timeouts from `settings`; the keys, store, metrics,
+    /// authenticator, extra CAs and every limit's counters shared with this one, so a reload drops no stored
+    /// state and resets no count.
+    pub fn reconfigured(&self, settings: Settings) -> Result<Self, StateError> {
+        let Settings { config, clients, .. } = settings;
         let shared = Shared {
             keys: self.keys.clone(),
             store: self.store.clone(),
@@ -91,13 +88,18 @@ impl AppState {
             extra_cas: self.extra_cas.clone(),
         };
         let rate_limits = self.rate_limits.reconfigured(&config.rate_limits);
-        Self::assemble(config, shared, rate_limits)
+        Self::assemble(config, clients, shared, rate_limits)
     }
 
-    fn assemble(config: Arc<Config>, shared: Shared, rate_limits: RateLimits) -> Result<Self, StateError> {
+    fn assemble(
+        config: Arc<Config>,
+        clients: ClientRegistry,
+        shared: Shared,
+        rate_limits: RateLimits,
+    ) -> Result<Self, StateError> {
         Ok(AppState {
             ib: IbClient::with_extra_cas(&config, shared.extra_cas.as_ref())?,
-            clients: ClientRegistry::from_config(&config.oauth.clients)?,
+            clients,
             cors: Cors::new(&config.cors),
             trusted_proxies: config.server.trusted_proxies.iter().map(|network| network.0).collect(),
             rate_limits,

@@ -247,7 +247,7 @@ fn kubernetes_configmap_gateway_yaml_loads_with_the_secrets_and_paths_the_deploy
     assert_eq!(config.store.backend, StoreBackend::Redis);
     assert_eq!(config.rate_limits.backend, RateLimitBackend::Redis);
     assert_eq!(config.logging.format, LogFormat::Json);
-    assert_eq!(config.server.admin_listen, "0.0.0.0:9090");
+    assert_eq!(config.server.admin_listen.to_string(), "0.0.0.0:9090");
     assert!(config.signing.current.is_some(), "replicas must share a configured signing key");
     assert!(config.store.redis.password.is_some(), "the Redis password comes from the Secret");
 

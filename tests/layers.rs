@@ -28,11 +28,12 @@ const LAYERS: &[(&str, u8)] = &[
     ("store", 4),
     ("cimd", 4),
     ("auth", 5),
-    ("state", 6),
-    ("oauth", 7),
-    ("mock", 7),
-    ("gateway", 8),
-    ("server", 9),
+    ("settings", 6),
+    ("state", 7),
+    ("oauth", 8),
+    ("mock", 8),
+    ("gateway", 9),
+    ("server", 10),
 ];
 
 type ModulePath = Vec<String>;

@@ -2,7 +2,6 @@
 //! reports every problem it finds, not only the first.
 
 use super::*;
-use std::net::SocketAddr;
 use url::Url;
 
 /// What is wrong with a configuration, and where. `Display` gives the one line `check-config` prints.
@@ -42,6 +41,11 @@ impl ConfigErrors {
     /// Always false: there is at least one error.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// The problems found, or `None` when there are none.
+    pub fn collect(errors: Vec<ConfigError>) -> Option<Self> {
+        (!errors.is_empty()).then_some(ConfigErrors(errors))
     }
 
     /// The first problem, for callers that report one.
@@ -207,10 +211,6 @@ fn validate_tracing(tracing: &TracingConfig, problems: &mut Problems) {
     }
 }
 
-fn socket_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
-    value.parse().map_err(|_| err(key, format!("`{value}` is not an address like 0.0.0.0:8080")))
-}
-
 fn file_exists(key: &str, path: &str) -> Result<(), ConfigError> {
     if std::path::Path::new(path).is_file() {
         Ok(())
@@ -223,20 +223,13 @@ fn validate_server(server: &ServerConfig, problems: &mut Problems) {
     if server.listen.is_empty() && server.tls.is_none() {
         problems.add("server.listen", "at least one listen address is needed");
     }
-    for (i, addr) in server.listen.iter().enumerate() {
-        problems.note(socket_addr(&format!("server.listen[{i}]"), addr));
-    }
     if let Some(tls) = &server.tls {
         if tls.listen.is_empty() {
             problems.add("server.tls.listen", "at least one TLS listen address is needed");
         }
-        for (i, addr) in tls.listen.iter().enumerate() {
-            problems.note(socket_addr(&format!("server.tls.listen[{i}]"), addr));
-        }
         problems.note(file_exists("server.tls.cert_file", &tls.cert_file));
         problems.note(file_exists("server.tls.key_file", &tls.key_file));
     }
-    problems.note(socket_addr("server.admin_listen", &server.admin_listen));
     match Url::parse(&server.public_url) {
         Err(_) if server.public_url.is_empty() => {
             problems.add("server.public_url", "is required: the public base URL clients use (the OAuth issuer)")

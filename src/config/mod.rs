@@ -40,11 +40,11 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Plain-HTTP listen addresses for the OAuth endpoints and the proxy.
-    pub listen: Vec<String>,
+    pub listen: Vec<ListenAddr>,
     /// Optional downstream TLS listeners.
     pub tls: Option<DownstreamTls>,
     /// Metrics and health listener; keep it off the public network.
-    pub admin_listen: String,
+    pub admin_listen: ListenAddr,
     /// The public base URL clients use; it is the OAuth issuer. Required.
     pub public_url: String,
     /// Pingora worker threads per service.
@@ -86,12 +86,44 @@ impl From<Network> for String {
     }
 }
 
+/// A socket address to listen on (`0.0.0.0:8080`, `[::1]:9090`), parsed when the file is read and never again;
+/// written back (`print-config`) as it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ListenAddr(pub std::net::SocketAddr);
+
+impl TryFrom<String> for ListenAddr {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        text.parse().map(ListenAddr).map_err(|_| format!("`{text}` is not an address like 0.0.0.0:8080"))
+    }
+}
+
+impl From<ListenAddr> for String {
+    fn from(addr: ListenAddr) -> String {
+        addr.0.to_string()
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl ListenAddr {
+    fn at(text: &str) -> Self {
+        ListenAddr(text.parse().expect("a literal socket address"))
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            listen: vec!["0.0.0.0:8080".into()],
+            listen: vec![ListenAddr::at("0.0.0.0:8080")],
             tls: None,
-            admin_listen: "127.0.0.1:9090".into(),
+            admin_listen: ListenAddr::at("127.0.0.1:9090"),
             // Required: validation refuses an empty one.
             public_url: String::new(),
             threads: 2,
@@ -108,7 +140,7 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DownstreamTls {
-    pub listen: Vec<String>,
+    pub listen: Vec<ListenAddr>,
     pub cert_file: String,
     pub key_file: String,
 }

@@ -12,11 +12,11 @@ use pingora::prelude::*;
 use pingora::server::configuration::{Opt, ServerConf};
 use std::sync::Arc;
 
-use crate::config::{Config, ConfigError, StoreBackend};
+use crate::config::{Config, StoreBackend};
 use crate::gateway::Gateway;
 use crate::ib::ExtraCas;
-use crate::keys::SigningKeys;
 use crate::metrics::Metrics;
+use crate::settings::Settings;
 use crate::state::{AppState, LiveState};
 use crate::store::{self, SharedStore, TokenStore};
 use crate::trace;
@@ -61,31 +61,11 @@ pub enum StartError {
     #[error("cannot write the upstream CA bundle: {0}")]
     CaBundle(std::io::Error),
     #[error(transparent)]
-    Keys(#[from] crate::keys::KeyError),
-    #[error(transparent)]
     State(#[from] crate::state::StateError),
-    #[error("admin.token: {0}")]
-    AdminToken(crate::config::SecretError),
     #[error("server.tls: cannot use certificate or key: {0}")]
     Tls(String),
     #[error("a store given to the gateway must be served with store.backend: memory")]
     StoreNotMemory,
-}
-
-/// Checks what the configuration schema cannot: that the signing keys parse as keys of their algorithm.
-/// `check-config` and start-up both run it.
-pub fn check(config: &Config) -> Result<(), ConfigError> {
-    let signing = &config.signing;
-    if signing.current.is_none() && signing.previous.is_empty() {
-        return Ok(());
-    }
-    match SigningKeys::from_config(signing) {
-        Ok(_) => Ok(()),
-        Err(crate::keys::KeyError::Setting { setting, problem }) => {
-            Err(ConfigError { key: setting, message: problem.to_string() })
-        }
-        Err(other) => Err(ConfigError { key: "signing".into(), message: other.to_string() }),
-    }
 }
 
 /// Pingora's upstream TLS trusts one CA file instead of the system roots; with `platforms.extra_ca_file`
@@ -142,10 +122,10 @@ fn check_store(config: &Config) -> Result<(), StartError> {
     })
 }
 
-/// Runs the gateway until it is told to stop. `config_path` is the file `config` was read from, read again
-/// by a reload. Returns an error message for start-up failures.
-pub fn run(config: Config, config_path: &str, opt: Opt) -> Result<(), StartError> {
-    serve(config, config_path, opt, |config, metrics| Arc::new(SharedStore::new(config, metrics)))
+/// Runs the gateway until it is told to stop. `config_path` is the file `settings` were read from, read again
+/// by a reload.
+pub fn run(settings: Settings, config_path: &str, opt: Opt) -> Result<(), StartError> {
+    serve(settings, config_path, opt, |config, metrics| Arc::new(SharedStore::new(config, metrics)))
 }
 
 /// [`run`], serving `store` instead of the one `store:` configures: a memory store that
@@ -154,27 +134,27 @@ pub fn run(config: Config, config_path: &str, opt: Opt) -> Result<(), StartError
 /// `memory`. Not in production builds (feature `test-support`).
 #[cfg(feature = "test-support")]
 pub fn run_with_store(
-    config: Config,
+    settings: Settings,
     config_path: &str,
     opt: Opt,
     store: Arc<dyn TokenStore>,
 ) -> Result<(), StartError> {
-    if config.store.backend != StoreBackend::Memory {
+    if settings.config.store.backend != StoreBackend::Memory {
         return Err(StartError::StoreNotMemory);
     }
-    serve(config, config_path, opt, |config, metrics| Arc::new(SharedStore::around(store, config, metrics)))
+    serve(settings, config_path, opt, |config, metrics| Arc::new(SharedStore::around(store, config, metrics)))
 }
 
 /// Runs the gateway on the store `store` makes (from the configuration and the metrics).
 fn serve(
-    config: Config,
+    settings: Settings,
     config_path: &str,
     opt: Opt,
     store: impl FnOnce(Arc<Config>, Arc<Metrics>) -> Arc<dyn TokenStore>,
 ) -> Result<(), StartError> {
     reload::ignore_hangup_until_ready();
-    check_store(&config)?;
-    let config = Arc::new(config);
+    check_store(&settings.config)?;
+    let config = settings.config.clone();
     let backend = match config.store.backend {
         StoreBackend::Memory => "memory",
         StoreBackend::Redis => "redis",
@@ -182,8 +162,7 @@ fn serve(
     let metrics = Arc::new(Metrics::new(backend));
     trace::export::install(&config.tracing);
     let store = store(config.clone(), metrics.clone());
-    let (keys, ephemeral) = SigningKeys::from_config(&config.signing)?;
-    if ephemeral {
+    if settings.ephemeral_key {
         log::warn!(
             "NO SIGNING KEY CONFIGURED (signing.current): using an ephemeral {:?} key. Access tokens will NOT \
              survive a restart and will NOT be accepted by other gateway instances. Generate a key with \
@@ -191,11 +170,11 @@ fn serve(
             config.signing.algorithm
         );
     }
-    let state = AppState::new(config.clone(), Arc::new(keys), store, metrics.clone())?;
+    let auth = admin::auth::AdminAuth::new(settings.admin_token.as_ref(), config.admin.protect_metrics);
+    let state = AppState::new(settings, store, metrics.clone())?;
     let ca_file = upstream_ca_bundle(state.extra_cas.as_ref())?;
     let live = Arc::new(LiveState::from_pointee(state));
     metrics.config_loaded(store::now_unix());
-    let auth = admin::auth::AdminAuth::from_config(&config.admin).map_err(StartError::AdminToken)?;
     if !auth.enabled() {
         log::info!("no admin.token configured: the admin API (/admin/...) is off");
     }
@@ -210,11 +189,11 @@ fn serve(
     let mut gateway =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, Gateway::new(live.clone()), "gateway");
     for addr in &config.server.listen {
-        gateway.add_tcp(addr);
+        gateway.add_tcp(&addr.to_string());
     }
     if let Some(tls) = &config.server.tls {
         for addr in &tls.listen {
-            gateway.add_tls(addr, &tls.cert_file, &tls.key_file).map_err(|e| StartError::Tls(e.to_string()))?;
+            gateway.add_tls(&addr.to_string(), &tls.cert_file, &tls.key_file).map_err(|e| StartError::Tls(e.to_string()))?;
         }
     }
     server.add_service(gateway);
@@ -231,7 +210,7 @@ fn serve(
 
     let app = admin::AdminApp { reloader: reloader.clone(), auth };
     let mut admin = pingora::services::listening::Service::new("admin".into(), app);
-    admin.add_tcp(&config.server.admin_listen);
+    admin.add_tcp(&config.server.admin_listen.to_string());
     server.add_service(admin);
     server.add_service(background_service("config reload", reload::HangupListener { reloader }));
     if let Some(counts) = live.load().rate_limits.shared_counts() {
@@ -242,7 +221,7 @@ fn serve(
     log::info!(
         "ib-oauth-gateway {} listening on {:?}, admin on {}, store {:?}",
         env!("CARGO_PKG_VERSION"),
-        config.server.listen,
+        config.server.listen.iter().map(ToString::to_string).collect::<Vec<_>>(),
         config.server.admin_listen,
         config.store.backend
     );

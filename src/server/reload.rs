@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use super::admin::auth::AdminAuth;
 use crate::config::{self, ConfigError, ConfigErrors};
+use crate::settings::Settings;
 use crate::state::{AppState, LiveState, StateError};
 use crate::store::now_unix;
 
@@ -95,36 +96,33 @@ impl Reloader {
         outcome
     }
 
-    /// Everything a reload checks before it changes anything: the file as start-up checks it, the admin
-    /// token, and the new state (client secrets, the CA file).
+    /// Everything a reload checks before it changes anything: the file as start-up checks it (read into
+    /// [`Settings`]: keys, secrets, the admin token, the CA file), then the new state built from it.
     fn prepare(&self, path: &str, running: &AppState) -> Result<Prepared, ConfigErrors> {
-        let new = config::load_all(path)?;
-        super::check(&new).map_err(ConfigErrors::one)?;
-        let plan = config::live::reconfigure(&running.config, &new);
-        let failed = |key: &str, message: String| ConfigErrors::one(ConfigError { key: key.into(), message });
-        let admin = AdminAuth::from_config(&plan.config.admin).map_err(|e| failed("admin.token", e.to_string()))?;
-        let state = running.reconfigured(Arc::new(plan.config)).map_err(|e| {
-            let key = match &e {
-                StateError::Ib(_) => "platforms",
-                StateError::Clients(_) => "oauth.clients",
-                StateError::Audit(_) => "logging.audit",
-            };
-            failed(key, e.to_string())
-        })?;
+        let new = Settings::try_from(config::load_all(path)?)?;
+        let plan = config::live::reconfigure(&running.config, &new.config);
         let mut restart_required = plan.restart_required;
-        if extra_cas_changed(running) && !restart_required.iter().any(|key| key == "platforms.extra_ca_file") {
+        if extra_cas_changed(running, &new) && !restart_required.iter().any(|key| key == "platforms.extra_ca_file") {
             restart_required.push("platforms.extra_ca_file".into());
         }
+        let admin = AdminAuth::new(new.admin_token.as_ref(), plan.config.admin.protect_metrics);
+        let next = Settings { config: Arc::new(plan.config), ..new };
+        let state = running.reconfigured(next).map_err(|e| {
+            let key = match &e {
+                StateError::Ib(_) => "platforms",
+                StateError::Audit(_) => "logging.audit",
+            };
+            ConfigErrors::one(ConfigError { key: key.into(), message: e.to_string() })
+        })?;
         Ok(Prepared { state, admin, changed: plan.changed, restart_required })
     }
 }
 
-/// Does `platforms.extra_ca_file` hold other bytes than it did at start-up (or can it no longer be read)? The
-/// CAs read then stay in force, for the login client and Pingora's upstream TLS alike, until a restart.
-fn extra_cas_changed(running: &AppState) -> bool {
-    let Some(path) = &running.config.platforms.extra_ca_file else { return false };
-    let read_at_start = running.extra_cas.as_ref().map(|cas| cas.pem.as_slice());
-    std::fs::read(path).ok().as_deref() != read_at_start
+/// Does the file `platforms.extra_ca_file` names now hold other CAs than those read at start-up? The CAs read
+/// then stay in force, for the login client and Pingora's upstream TLS alike, until a restart.
+fn extra_cas_changed(running: &AppState, new: &Settings) -> bool {
+    let pem = |cas: Option<&crate::ib::ExtraCas>| cas.map(|cas| cas.pem.clone());
+    pem(running.extra_cas.as_ref()) != pem(new.extra_cas.as_ref())
 }
 
 /// A reload checked and built, not yet in force.

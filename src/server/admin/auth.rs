@@ -9,7 +9,7 @@ use pingora::http::RequestHeader;
 
 use super::reply::{json, not_found, with_header};
 use crate::config::secret::{digest, digests_match};
-use crate::config::{AdminConfig, Secret, SecretError};
+use crate::config::Secret;
 
 /// The admin token (if any) and what it protects.
 pub struct AdminAuth {
@@ -28,12 +28,6 @@ impl std::fmt::Debug for AdminAuth {
 }
 
 impl AdminAuth {
-    /// Reads `admin.token` (inline, file or environment).
-    pub fn from_config(config: &AdminConfig) -> Result<Self, SecretError> {
-        let token = config.token.as_ref().map(|source| source.resolve()).transpose()?;
-        Ok(Self::new(token.as_ref(), config.protect_metrics))
-    }
-
     pub fn new(token: Option<&Secret>, protect_metrics: bool) -> Self {
         AdminAuth { token_digest: token.map(|t| digest(t.expose())), protect_metrics }
     }
