@@ -134,7 +134,7 @@ mod tests {
             ["server.admin_listen", "tokens.access_token_ttl_seconds", "upstream.pool_size"]
         );
         assert_eq!(outcome.changed, ["rate_limits.per_ip_per_minute"]);
-        assert_eq!(outcome.config.server.admin_listen, "127.0.0.1:9090", "the running value stays");
+        assert_eq!(outcome.config.server.admin_listen.to_string(), "127.0.0.1:9090", "the running value stays");
         assert_eq!(outcome.config.tokens.access_token_ttl_seconds, 3_600);
         assert_eq!(outcome.config.upstream.pool_size, 256);
     }
