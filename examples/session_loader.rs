@@ -28,8 +28,8 @@ use futures_util::{stream, StreamExt, TryStreamExt};
 use ib_oauth_gateway::auth::access_token;
 use ib_oauth_gateway::config::{self, Config};
 use ib_oauth_gateway::server;
-use ib_oauth_gateway::settings::Settings;
 use ib_oauth_gateway::session::{rules, Session, SessionId};
+use ib_oauth_gateway::settings::Settings;
 use ib_oauth_gateway::store::{self, memory::MemoryStore, now_unix, TokenStore};
 use ib_oauth_gateway::tokens::RefreshToken;
 
