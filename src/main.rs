@@ -275,7 +275,8 @@ fn health(config_path: &str, url: Option<&str>, timeout_ms: u64) -> ExitCode {
 fn readyz_target_of_config(path: &str) -> Result<(SocketAddr, String, String), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: cannot read file: {e}"))?;
     let config: config::Config = serde_norway::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
-    let mut addr = config.server.admin_listen.0;
+    let listen = &config.server.admin_listen;
+    let mut addr = listen.addr().ok_or_else(|| format!("{path}: server.admin_listen: `{listen}` is not an address"))?;
     if addr.ip().is_unspecified() {
         let loopback: std::net::IpAddr =
             if addr.is_ipv4() { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv6Addr::LOCALHOST.into() };

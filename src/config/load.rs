@@ -211,6 +211,13 @@ fn validate_tracing(tracing: &TracingConfig, problems: &mut Problems) {
     }
 }
 
+fn listen_addr(key: &str, addr: &ListenAddr) -> Result<(), ConfigError> {
+    match addr.addr() {
+        Some(_) => Ok(()),
+        None => Err(err(key, format!("`{addr}` is not an address like 0.0.0.0:8080"))),
+    }
+}
+
 fn file_exists(key: &str, path: &str) -> Result<(), ConfigError> {
     if std::path::Path::new(path).is_file() {
         Ok(())
@@ -223,13 +230,20 @@ fn validate_server(server: &ServerConfig, problems: &mut Problems) {
     if server.listen.is_empty() && server.tls.is_none() {
         problems.add("server.listen", "at least one listen address is needed");
     }
+    for (i, addr) in server.listen.iter().enumerate() {
+        problems.note(listen_addr(&format!("server.listen[{i}]"), addr));
+    }
     if let Some(tls) = &server.tls {
         if tls.listen.is_empty() {
             problems.add("server.tls.listen", "at least one TLS listen address is needed");
         }
+        for (i, addr) in tls.listen.iter().enumerate() {
+            problems.note(listen_addr(&format!("server.tls.listen[{i}]"), addr));
+        }
         problems.note(file_exists("server.tls.cert_file", &tls.cert_file));
         problems.note(file_exists("server.tls.key_file", &tls.key_file));
     }
+    problems.note(listen_addr("server.admin_listen", &server.admin_listen));
     match Url::parse(&server.public_url) {
         Err(_) if server.public_url.is_empty() => {
             problems.add("server.public_url", "is required: the public base URL clients use (the OAuth issuer)")

@@ -87,34 +87,46 @@ impl From<Network> for String {
 }
 
 /// A socket address to listen on (`0.0.0.0:8080`, `[::1]:9090`), parsed when the file is read and never again;
-/// written back (`print-config`) as it reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct ListenAddr(pub std::net::SocketAddr);
+/// written back (`print-config`) as it was written. Text that is not an address is kept as read, so that
+/// validation reports it with every other problem of the file (one parse error would hide the rest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub struct ListenAddr {
+    text: String,
+    parsed: Option<std::net::SocketAddr>,
+}
 
-impl TryFrom<String> for ListenAddr {
-    type Error = String;
-
-    fn try_from(text: String) -> Result<Self, String> {
-        text.parse().map(ListenAddr).map_err(|_| format!("`{text}` is not an address like 0.0.0.0:8080"))
+impl From<String> for ListenAddr {
+    fn from(text: String) -> Self {
+        let parsed = text.parse().ok();
+        ListenAddr { text, parsed }
     }
 }
 
 impl From<ListenAddr> for String {
     fn from(addr: ListenAddr) -> String {
-        addr.0.to_string()
+        addr.text
     }
 }
 
 impl std::fmt::Display for ListenAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
+        f.write_str(&self.text)
     }
 }
 
 impl ListenAddr {
     fn at(text: &str) -> Self {
-        ListenAddr(text.parse().expect("a literal socket address"))
+        ListenAddr::from(text.to_string())
+    }
+
+    /// The address; `None` only in a file that validation refuses.
+    pub fn addr(&self) -> Option<std::net::SocketAddr> {
+        self.parsed
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
     }
 }
 

@@ -189,12 +189,12 @@ fn serve(
     let mut gateway =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, Gateway::new(live.clone()), "gateway");
     for addr in &config.server.listen {
-        gateway.add_tcp(&addr.to_string());
+        gateway.add_tcp(addr.as_str());
     }
     if let Some(tls) = &config.server.tls {
         for addr in &tls.listen {
             gateway
-                .add_tls(&addr.to_string(), &tls.cert_file, &tls.key_file)
+                .add_tls(addr.as_str(), &tls.cert_file, &tls.key_file)
                 .map_err(|e| StartError::Tls(e.to_string()))?;
         }
     }
@@ -212,7 +212,7 @@ fn serve(
 
     let app = admin::AdminApp { reloader: reloader.clone(), auth };
     let mut admin = pingora::services::listening::Service::new("admin".into(), app);
-    admin.add_tcp(&config.server.admin_listen.to_string());
+    admin.add_tcp(config.server.admin_listen.as_str());
     server.add_service(admin);
     server.add_service(background_service("config reload", reload::HangupListener { reloader }));
     if let Some(counts) = live.load().rate_limits.shared_counts() {
