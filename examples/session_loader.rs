@@ -28,8 +28,8 @@ use futures_util::{stream, StreamExt, TryStreamExt};
 use ib_oauth_gateway::auth::access_token;
 use ib_oauth_gateway::config::{self, Config};
 use ib_oauth_gateway::server;
-use ib_oauth_gateway::settings::Settings;
 use ib_oauth_gateway::session::{rules, Session, SessionId};
+use ib_oauth_gateway::settings::Settings;
 use ib_oauth_gateway::store::{self, memory::MemoryStore, now_unix, TokenStore};
 use ib_oauth_gateway::tokens::RefreshToken;
 
@@ -177,12 +177,12 @@ async fn load(args: &Args, served: Option<&Config>) -> Option<Arc<dyn TokenStore
     }
     let token = std::fs::read_to_string(&args.template_token).unwrap_or_else(|e| fail(e));
     let now = now_unix();
-    let claims = match access_token::verify(&keys, &config, token.trim(), now) {
+    let claims = match access_token::verify(keys, config, &settings.resources, token.trim(), now) {
         Ok(access_token::Verified::Valid(claims)) => claims,
         _ => fail("the template token is not a valid access token of this configuration"),
     };
     let id = claims.session_id().unwrap_or_else(|| fail("the template token names no session"));
-    let store = store::from_config(&config).await.unwrap_or_else(|e| fail(e));
+    let store = store::from_config(config).await.unwrap_or_else(|e| fail(e));
     let template = match store.get_session(&id).await {
         Ok(Some(session)) => session,
         Ok(None) => fail("the template session is not in the store"),
@@ -198,7 +198,7 @@ async fn load(args: &Args, served: Option<&Config>) -> Option<Arc<dyn TokenStore
         let copies: Vec<Session> =
             sessions.iter().map(|s| Session { grant: Arc::new((*s.grant).clone()), ..s.clone() }).collect();
         let before = rss_kib();
-        let created = create_all(&memory, &config, copies, args.concurrency).await;
+        let created = create_all(&memory, config, copies, args.concurrency).await;
         // The refresh tokens the loader keeps are not the store's: drop them before measuring.
         drop(created);
         let after = rss_kib();
@@ -212,13 +212,13 @@ async fn load(args: &Args, served: Option<&Config>) -> Option<Arc<dyn TokenStore
     }
 
     let started = std::time::Instant::now();
-    let created = create_all(store.as_ref(), &config, sessions, args.concurrency).await;
+    let created = create_all(store.as_ref(), config, sessions, args.concurrency).await;
     let elapsed = started.elapsed().as_secs_f64();
 
     let mut access = writer(&args.access_out);
     let mut refresh = args.refresh_out.as_deref().map(writer);
     for (i, (session, refresh_token)) in created.iter().enumerate() {
-        let (token, _) = access_token::issue(&keys, &config, session, now).unwrap_or_else(|e| fail(e));
+        let (token, _) = access_token::issue(keys, config, session, now).unwrap_or_else(|e| fail(e));
         writeln!(access, "{token}").unwrap_or_else(|e| fail(e));
         if let Some(out) = refresh.as_mut().filter(|_| i < args.refresh_count) {
             writeln!(out, "{}", refresh_token.expose()).unwrap_or_else(|e| fail(e));

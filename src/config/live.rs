@@ -7,7 +7,8 @@ use serde_norway::Value;
 use super::Config;
 
 /// The keys (dotted, as docs/operations.md names them) whose new value applies to a running gateway. Every
-/// other key keeps its running value until a restart. A section named here applies whole.
+/// other key keeps its running value until a restart. A section named here applies whole, except
+/// `oauth.resources` (the audiences access tokens are checked against; [`reconfigure`] keeps it).
 pub const LIVE_KEYS: &[&str] = &[
     "oauth",
     "cors",
@@ -39,6 +40,7 @@ pub struct Reconfiguration {
 pub fn reconfigure(running: &Config, new: &Config) -> Reconfiguration {
     let mut config = running.clone();
     config.oauth = new.oauth.clone();
+    config.oauth.resources = running.oauth.resources.clone();
     config.cors = new.cors.clone();
     config.rate_limits.per_session_per_minute = new.rate_limits.per_session_per_minute;
     config.rate_limits.per_ip_per_minute = new.rate_limits.per_ip_per_minute;
@@ -134,7 +136,7 @@ mod tests {
             ["server.admin_listen", "tokens.access_token_ttl_seconds", "upstream.pool_size"]
         );
         assert_eq!(outcome.changed, ["rate_limits.per_ip_per_minute"]);
-        assert_eq!(outcome.config.server.admin_listen, "127.0.0.1:9090", "the running value stays");
+        assert_eq!(outcome.config.server.admin_listen.to_string(), "127.0.0.1:9090", "the running value stays");
         assert_eq!(outcome.config.tokens.access_token_ttl_seconds, 3_600);
         assert_eq!(outcome.config.upstream.pool_size, 256);
     }

@@ -193,7 +193,9 @@ fn serve(
     }
     if let Some(tls) = &config.server.tls {
         for addr in &tls.listen {
-            gateway.add_tls(&addr.to_string(), &tls.cert_file, &tls.key_file).map_err(|e| StartError::Tls(e.to_string()))?;
+            gateway
+                .add_tls(&addr.to_string(), &tls.cert_file, &tls.key_file)
+                .map_err(|e| StartError::Tls(e.to_string()))?;
         }
     }
     server.add_service(gateway);
