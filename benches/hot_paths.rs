@@ -37,6 +37,7 @@ fn session(now: u64) -> Session {
         login_timeout_hours: Some(8),
         oauth_client_id: "mcp-public-client".into(),
         scope: "profile".into(),
+        resource: None,
     };
     Session::start(SessionId::generate(), grant, now, 120)
 }
@@ -51,13 +52,16 @@ fn benches(c: &mut Criterion) {
     for algorithm in [SigningAlgorithm::EdDSA, SigningAlgorithm::ES256] {
         let keys = SigningKeys::ephemeral(algorithm).unwrap();
         let (token, _) = access_token::issue(&keys, &config, &session, now).unwrap();
+        let resources =
+            ib_oauth_gateway::resource::Resources::new(&access_token::audience(&config), &config.oauth.resources)
+                .unwrap();
         c.bench_function(&format!("access_token_verify_full_{algorithm:?}"), |b| {
-            b.iter(|| access_token::verify(&keys, &config, black_box(&token), now).unwrap())
+            b.iter(|| access_token::verify(&keys, &config, &resources, black_box(&token), now).unwrap())
         });
         let cache = VerifiedTokens::new(100_000);
-        cache.verify(&keys, &config, &token, now).unwrap();
+        cache.verify(&keys, &config, &resources, &token, now).unwrap();
         c.bench_function(&format!("access_token_verify_cached_{algorithm:?}"), |b| {
-            b.iter(|| cache.verify(&keys, &config, black_box(&token), now).unwrap())
+            b.iter(|| cache.verify(&keys, &config, &resources, black_box(&token), now).unwrap())
         });
     }
     let limits = Limits { max_refresh_count: 120, near_expiry_margin: 300 };

@@ -177,7 +177,7 @@ async fn load(args: &Args, served: Option<&Config>) -> Option<Arc<dyn TokenStore
     }
     let token = std::fs::read_to_string(&args.template_token).unwrap_or_else(|e| fail(e));
     let now = now_unix();
-    let claims = match access_token::verify(keys, config, token.trim(), now) {
+    let claims = match access_token::verify(keys, config, &settings.resources, token.trim(), now) {
         Ok(access_token::Verified::Valid(claims)) => claims,
         _ => fail("the template token is not a valid access token of this configuration"),
     };

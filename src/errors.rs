@@ -91,6 +91,12 @@ pub enum ApiError {
     RefreshTokenReused,
     /// 403 `forbidden`: the proxy target is not the session's own IB host.
     HostNotAllowed,
+    /// 403 `insufficient_scope` (RFC 6750 §3.1): the token's scope does not cover the method; names the scope
+    /// that would (`ib:read` or `ib:write`), for a step-up.
+    InsufficientScope(&'static str),
+    /// 400 `invalid_target` (RFC 8707 §2): `resource` is not one of this gateway's resources, or is not the one
+    /// the grant was made for.
+    InvalidTarget(String),
     /// 404 `not_found`.
     NotFound,
     /// 405, with the allowed methods.
@@ -122,12 +128,13 @@ impl ApiError {
             | ApiError::InvalidScope(_)
             | ApiError::InvalidClientMetadata { .. }
             | ApiError::RefreshRefused(_)
+            | ApiError::InvalidTarget(_)
             | ApiError::RefreshTokenReused => 400,
             ApiError::InvalidClient { .. }
             | ApiError::MissingToken
             | ApiError::InvalidToken(_)
             | ApiError::SessionEnded(_) => 401,
-            ApiError::HostNotAllowed => 403,
+            ApiError::HostNotAllowed | ApiError::InsufficientScope(_) => 403,
             ApiError::AuthorizationPending | ApiError::NotFound => 404,
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::PayloadTooLarge => 413,
@@ -154,6 +161,8 @@ impl ApiError {
             ApiError::MissingToken => "invalid_request",
             ApiError::InvalidToken(_) | ApiError::SessionEnded(_) => "invalid_token",
             ApiError::HostNotAllowed => "forbidden",
+            ApiError::InsufficientScope(_) => "insufficient_scope",
+            ApiError::InvalidTarget(_) => "invalid_target",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::PayloadTooLarge => "payload_too_large",
@@ -172,6 +181,7 @@ impl ApiError {
             | ApiError::InvalidGrant(d)
             | ApiError::UnauthorizedClient(d)
             | ApiError::InvalidScope(d)
+            | ApiError::InvalidTarget(d)
             | ApiError::InvalidClient { description: d, .. }
             | ApiError::InvalidClientMetadata { description: d, .. } => d.clone(),
             ApiError::UnsupportedGrantType => "grant_type must be authorization_code or refresh_token".into(),
@@ -184,6 +194,7 @@ impl ApiError {
             ApiError::HostNotAllowed => {
                 "The target host does not belong to this session's IntelligenceBank platform".into()
             }
+            ApiError::InsufficientScope(scope) => format!("This request needs the {scope} scope"),
             ApiError::NotFound => "No such endpoint".into(),
             ApiError::MethodNotAllowed(allow) => format!("Method not allowed; use {allow}"),
             ApiError::PayloadTooLarge => "Request body too large".into(),
@@ -212,6 +223,13 @@ impl ApiError {
                     self.description()
                 ),
             )],
+            ApiError::InsufficientScope(scope) => vec![(
+                "WWW-Authenticate",
+                format!(
+                    r#"Bearer error="insufficient_scope", scope="{scope}", resource_metadata="{resource_metadata}", error_description="{}""#,
+                    self.description()
+                ),
+            )],
             ApiError::MethodNotAllowed(allow) => vec![("Allow", (*allow).into())],
             ApiError::RateLimited { limit, retry_after, .. } => vec![
                 ("Retry-After", retry_after.to_string()),
@@ -236,6 +254,7 @@ impl ApiError {
             ApiError::InvalidToken(_) => "invalid_token",
             ApiError::SessionEnded(_) => "session_ended",
             ApiError::HostNotAllowed => "host_not_allowed",
+            ApiError::InsufficientScope(_) => "insufficient_scope",
             ApiError::InvalidClient { .. } => "invalid_client",
             ApiError::InvalidGrant(_) | ApiError::RefreshRefused(_) | ApiError::RefreshTokenReused => "invalid_grant",
             _ => return None,
@@ -270,6 +289,24 @@ mod tests {
         assert_eq!(headers[0].0, "WWW-Authenticate");
         assert!(!headers[0].1.contains("error="));
         assert!(headers[0].1.contains("resource_metadata="));
+    }
+
+    #[test]
+    fn an_insufficient_scope_challenge_names_the_needed_scope_and_the_metadata() {
+        let error = ApiError::InsufficientScope("ib:write");
+        assert_eq!((error.status(), error.code()), (403, "insufficient_scope"));
+        let headers = error.headers("https://gw.example.com/.well-known/oauth-protected-resource");
+        assert_eq!(
+            headers,
+            [(
+                "WWW-Authenticate",
+                "Bearer error=\"insufficient_scope\", scope=\"ib:write\", \
+                 resource_metadata=\"https://gw.example.com/.well-known/oauth-protected-resource\", \
+                 error_description=\"This request needs the ib:write scope\""
+                    .to_string()
+            )]
+        );
+        assert!(http::HeaderValue::from_str(&headers[0].1).is_ok());
     }
 
     #[test]

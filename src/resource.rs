@@ -71,11 +71,13 @@ impl std::fmt::Display for ResourceId {
     }
 }
 
-/// The resources this gateway issues tokens for: the public URL first (the default audience of a grant that
-/// names none), then the configured extras, without duplicates.
+/// The resources this gateway issues tokens for: its own — the public URL first (the default audience of a grant
+/// that names none), then the configured extras, without duplicates — and the resource servers in front of it
+/// (MCP servers that exchange their clients' tokens, RFC 8693), whose tokens the gateway issues but never accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resources {
     ids: Vec<ResourceId>,
+    servers: Vec<ResourceId>,
 }
 
 /// A configured resource that is not a resource identifier; `Display` names the position and the rule.
@@ -101,13 +103,29 @@ impl Resources {
                 ids.push(id);
             }
         }
-        Ok(Resources { ids })
+        Ok(Resources { ids, servers: Vec::new() })
     }
 
-    /// The canonical form of `requested` if it is one of ours, else `None` (`invalid_target`).
+    /// Adds the resource servers in front of the gateway (already canonical). One that is also the gateway's own
+    /// is refused: a token for it would be accepted by the proxy.
+    pub fn with_servers(mut self, servers: Vec<ResourceId>) -> Result<Self, ResourceId> {
+        if let Some(own) = servers.iter().find(|server| self.ids.contains(server)) {
+            return Err(own.clone());
+        }
+        self.servers = servers;
+        Ok(self)
+    }
+
+    /// The canonical form of `requested` if tokens may be issued for it (the gateway's own resources and the
+    /// resource servers in front of it), else `None` (`invalid_target`).
     pub fn accepts(&self, requested: &str) -> Option<&ResourceId> {
         let requested = ResourceId::parse(requested).ok()?;
-        self.ids.iter().find(|id| **id == requested)
+        self.ids.iter().chain(&self.servers).find(|id| **id == requested)
+    }
+
+    /// Is `id` (canonical) one of the gateway's own resources, whose tokens the proxy accepts?
+    pub fn is_own(&self, id: &str) -> bool {
+        self.ids.iter().any(|own| own.as_str() == id)
     }
 
     /// The audience of a grant that names no resource: the public URL.
@@ -115,7 +133,8 @@ impl Resources {
         &self.ids[0]
     }
 
-    /// Every resource, the default first: what RFC 9728 metadata names and an `aud` may hold.
+    /// Every resource of the gateway's own, the default first: what RFC 9728 metadata names and what the `aud`
+    /// of a token the proxy accepts may hold.
     pub fn iter(&self) -> impl Iterator<Item = &ResourceId> {
         self.ids.iter()
     }

@@ -8,8 +8,8 @@
 //! who wants a client limited gives it `ib:read` (and not `ib:write`); a policy that issues tokens to agents
 //! must always put one of the two in the grant.
 //!
-//! A refusal names the scope that would have allowed the request; [`insufficient_scope_challenge`] writes the
-//! RFC 6750 §3.1 `WWW-Authenticate` value that tells the client to ask for it (MCP incremental consent).
+//! A refusal names the scope that would have allowed the request; `errors::ApiError::InsufficientScope` writes
+//! the RFC 6750 §3.1 `WWW-Authenticate` value that tells the client to ask for it (MCP incremental consent).
 //!
 //! Pure: no I/O, no knowledge of sessions or tokens beyond the space-separated scope string.
 
@@ -67,35 +67,6 @@ pub fn method_allowed(scope: &str, method: &Method) -> Result<(), RequiredScope>
     }
 }
 
-/// The `WWW-Authenticate` value of a `403` for a method the token's scope does not cover (RFC 6750 §3.1;
-/// `resource_metadata` from RFC 9728 §5.1 tells the client where to start the step-up).
-pub fn insufficient_scope_challenge(required: RequiredScope, resource_metadata: &str) -> String {
-    format!(
-        "Bearer error=\"insufficient_scope\", scope=\"{}\", resource_metadata=\"{}\", \
-         error_description=\"This request needs the {} scope\"",
-        required.as_str(),
-        quoted_string_content(resource_metadata),
-        required.as_str()
-    )
-}
-
-/// `value` as the inside of an RFC 9110 quoted-string: `"` and `\` escaped, controls dropped (a URL from the
-/// configuration never has them, but a header must never break).
-fn quoted_string_content(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '"' | '\\' => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if c.is_control() => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,26 +110,6 @@ mod tests {
         }
         // Only a look-alike of read: a legacy grant.
         assert_eq!(method_allowed("ib:reader", &Method::POST), Ok(()));
-    }
-
-    #[test]
-    fn the_challenge_names_the_needed_scope_and_the_metadata() {
-        assert_eq!(
-            insufficient_scope_challenge(
-                RequiredScope::Write,
-                "https://gw.example.com/.well-known/oauth-protected-resource"
-            ),
-            "Bearer error=\"insufficient_scope\", scope=\"ib:write\", \
-             resource_metadata=\"https://gw.example.com/.well-known/oauth-protected-resource\", \
-             error_description=\"This request needs the ib:write scope\""
-        );
-    }
-
-    #[test]
-    fn the_challenge_is_always_a_valid_header_value() {
-        let value = insufficient_scope_challenge(RequiredScope::Read, "https://x.example/\"a\\b\r\n");
-        assert!(value.contains(r#"resource_metadata="https://x.example/\"a\\b""#), "{value}");
-        assert!(http::HeaderValue::from_str(&value).is_ok());
     }
 
     #[test]

@@ -8,13 +8,15 @@ use std::sync::Arc;
 use crate::audit::AuditLog;
 use crate::auth::clients::ClientRegistry;
 use crate::auth::Authenticator;
+use crate::cimd::ClientMetadataResolver;
 use crate::config::Config;
 use crate::exchange::cors::Cors;
 use crate::ib::{ExtraCas, IbClient};
 use crate::keys::SigningKeys;
 use crate::limits::RateLimits;
 use crate::metrics::Metrics;
-use crate::settings::Settings;
+use crate::resource::Resources;
+use crate::settings::{MetadataDocuments, Settings};
 use crate::store::TokenStore;
 
 /// The state new requests start on. A reload swaps it whole; a request keeps the [`AppState`] it loaded
@@ -31,6 +33,8 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     pub cors: Cors,
     pub rate_limits: RateLimits,
+    /// The RFC 8707 resources tokens are issued for (`server.public_url`, `oauth.resources`).
+    pub resources: Arc<Resources>,
     /// `server.trusted_proxies` (parsed when the file was read).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub store: Arc<dyn TokenStore>,
@@ -50,6 +54,8 @@ pub enum StateError {
     Ib(#[from] crate::ib::IbSetupError),
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditSetupError),
+    #[error("oauth.clients[].token_exchange_resource: `{0}` is one of the gateway's own resources")]
+    ExchangeResourceIsOwn(String),
 }
 
 /// What every state a process builds shares: a reload makes a new [`AppState`] around the same ones.
@@ -60,17 +66,23 @@ struct Shared {
     auth: Arc<Authenticator>,
     audit: Arc<AuditLog>,
     extra_cas: Option<ExtraCas>,
+    resources: Arc<Resources>,
+}
+
+fn resolver(documents: MetadataDocuments, metrics: &Arc<Metrics>) -> ClientMetadataResolver {
+    ClientMetadataResolver::new(documents.fetcher, documents.settings, Some(metrics.clone()))
 }
 
 impl AppState {
     /// The first state, from the settings the process starts with.
     pub fn new(settings: Settings, store: Arc<dyn TokenStore>, metrics: Arc<Metrics>) -> Result<Self, StateError> {
-        let Settings { config, keys, clients, extra_cas, .. } = settings;
-        let auth = Arc::new(Authenticator::new(config.clone(), keys.clone(), store.clone()));
+        let Settings { config, keys, clients, extra_cas, resources, metadata_documents, .. } = settings;
+        let auth = Arc::new(Authenticator::new(config.clone(), keys.clone(), store.clone(), resources.clone()));
         let rate_limits = RateLimits::new(&config.rate_limits);
         let audit = Arc::new(AuditLog::start(&config.logging, &metrics)?);
-        let shared = Shared { keys, store, metrics, auth, audit, extra_cas };
-        Self::assemble(config, clients, shared, rate_limits)
+        let resolver = metadata_documents.map(|documents| resolver(documents, &metrics));
+        let shared = Shared { keys, store, metrics, auth, audit, extra_cas, resources };
+        Self::assemble(config, clients, resolver, shared, rate_limits)
     }
 
     /// The state for reloaded settings (their configuration as `config::live` planned it): clients, CORS,
@@ -78,7 +90,13 @@ impl AppState {
     /// authenticator, extra CAs and every limit's counters shared with this one, so a reload drops no stored
     /// state and resets no count.
     pub fn reconfigured(&self, settings: Settings) -> Result<Self, StateError> {
-        let Settings { config, clients, .. } = settings;
+        let Settings { config, clients, metadata_documents, .. } = settings;
+        // The resolver (its kept documents and fetch limits) carries on when its settings did not change.
+        let unchanged = config.oauth.client_id_metadata_documents == self.config.oauth.client_id_metadata_documents;
+        let resolver = match (metadata_documents, self.clients.metadata_resolver()) {
+            (Some(_), Some(running)) if unchanged => Some(running.clone()),
+            (documents, _) => documents.map(|documents| resolver(documents, &self.metrics)),
+        };
         let shared = Shared {
             keys: self.keys.clone(),
             store: self.store.clone(),
@@ -86,20 +104,35 @@ impl AppState {
             auth: self.auth.clone(),
             audit: self.audit.clone(),
             extra_cas: self.extra_cas.clone(),
+            // The gateway's own resources need a restart to change; the resource servers come with the clients.
+            resources: Arc::new(
+                (*self.resources)
+                    .clone()
+                    .with_servers(clients.exchange_resources())
+                    .map_err(|own| StateError::ExchangeResourceIsOwn(own.to_string()))?,
+            ),
         };
         let rate_limits = self.rate_limits.reconfigured(&config.rate_limits);
-        Self::assemble(config, clients, shared, rate_limits)
+        Self::assemble(config, clients, resolver, shared, rate_limits)
     }
 
     fn assemble(
         config: Arc<Config>,
         clients: ClientRegistry,
+        resolver: Option<ClientMetadataResolver>,
         shared: Shared,
         rate_limits: RateLimits,
     ) -> Result<Self, StateError> {
+        let clients = match resolver {
+            Some(resolver) => {
+                clients.resolving_metadata_documents(resolver, config.oauth.dynamic_client_scopes().to_vec())
+            }
+            None => clients,
+        };
         Ok(AppState {
             ib: IbClient::with_extra_cas(&config, shared.extra_cas.as_ref())?,
             clients,
+            resources: shared.resources,
             cors: Cors::new(&config.cors),
             trusted_proxies: config.server.trusted_proxies.iter().map(|network| network.0).collect(),
             rate_limits,

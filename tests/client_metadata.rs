@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::documents::{document_server, Answer, DocumentServer};
 use ib_oauth_gateway::cimd::address::AddressClass;
 use ib_oauth_gateway::cimd::cache::FetchLimitSettings;
 use ib_oauth_gateway::cimd::client_id::MetadataUrl;
@@ -18,60 +19,7 @@ use ib_oauth_gateway::cimd::{
     CimdSettings, ClientMetadataError, ClientMetadataResolver, DocumentError, DocumentFetcher, FetchError,
 };
 use ib_oauth_gateway::metrics::Metrics;
-use parking_lot::Mutex;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio_rustls::rustls;
-
-/// What the document server answers for a path, and how.
-#[derive(Clone)]
-struct Answer {
-    status: &'static str,
-    headers: Vec<(&'static str, String)>,
-    body: Vec<u8>,
-    /// Wait before the status line.
-    delay: Duration,
-    /// Send no `Content-Length` (the body ends when the connection closes).
-    no_length: bool,
-    /// Send the body one byte at a time with this pause between bytes.
-    trickle: Option<Duration>,
-}
-
-impl Answer {
-    fn json(body: serde_json::Value) -> Self {
-        Answer {
-            status: "200 OK",
-            headers: vec![("Content-Type", "application/json".into())],
-            body: body.to_string().into_bytes(),
-            delay: Duration::ZERO,
-            no_length: false,
-            trickle: None,
-        }
-    }
-
-    fn header(mut self, name: &'static str, value: &str) -> Self {
-        self.headers.push((name, value.to_string()));
-        self
-    }
-}
-
-struct DocumentServer {
-    origin: String,
-    ca_pem: Vec<u8>,
-    hits: Arc<Mutex<HashMap<String, usize>>>,
-    _pki: common::pki::TestPki,
-}
-
-impl DocumentServer {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.origin)
-    }
-
-    fn hits(&self, path: &str) -> usize {
-        self.hits.lock().get(path).copied().unwrap_or(0)
-    }
-}
 
 /// A good document for `url`.
 fn document(url: &str) -> serde_json::Value {
@@ -82,77 +30,6 @@ fn document(url: &str) -> serde_json::Value {
         "grant_types": ["authorization_code", "refresh_token"],
         "token_endpoint_auth_method": "none"
     })
-}
-
-/// Starts the HTTPS document server; `answers` gets the origin and returns the answer per path.
-async fn document_server(answers: impl FnOnce(&str) -> HashMap<&'static str, Answer>) -> DocumentServer {
-    ib_oauth_gateway::ib::install_crypto_provider();
-    let pki = common::pki::test_pki();
-    let chain: Vec<_> = rustls_pemfile::certs(&mut std::io::BufReader::new(std::fs::File::open(&pki.cert).unwrap()))
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(std::fs::File::open(&pki.key).unwrap()))
-        .unwrap()
-        .unwrap();
-    let mut config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(chain, key).unwrap();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let origin = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
-    let answers = Arc::new(answers(&origin));
-    let hits: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
-    let counted = hits.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let (acceptor, answers, hits) = (acceptor.clone(), answers.clone(), counted.clone());
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(stream).await else { return };
-                let mut request = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tls.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let text = String::from_utf8_lossy(&request);
-                let path = text.split(' ').nth(1).unwrap_or("/").to_string();
-                *hits.lock().entry(path.clone()).or_default() += 1;
-                let answer = answers
-                    .get(path.as_str())
-                    .cloned()
-                    .unwrap_or(Answer { status: "404 Not Found", ..Answer::json(json!({})) });
-                tokio::time::sleep(answer.delay).await;
-                let mut head = format!("HTTP/1.1 {}\r\nConnection: close\r\n", answer.status);
-                for (name, value) in &answer.headers {
-                    head.push_str(&format!("{name}: {value}\r\n"));
-                }
-                if !answer.no_length {
-                    head.push_str(&format!("Content-Length: {}\r\n", answer.body.len()));
-                }
-                head.push_str("\r\n");
-                if tls.write_all(head.as_bytes()).await.is_err() {
-                    return;
-                }
-                match answer.trickle {
-                    None => {
-                        let _ = tls.write_all(&answer.body).await;
-                    }
-                    Some(pause) => {
-                        for byte in &answer.body {
-                            if tls.write_all(&[*byte]).await.is_err() || tls.flush().await.is_err() {
-                                return;
-                            }
-                            tokio::time::sleep(pause).await;
-                        }
-                    }
-                }
-                let _ = tls.shutdown().await;
-            });
-        }
-    });
-    let ca_pem = std::fs::read(&pki.ca).unwrap();
-    DocumentServer { origin, ca_pem, hits, _pki: pki }
 }
 
 /// Every path the tests use, each answering as its name says.

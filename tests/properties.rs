@@ -167,6 +167,7 @@ fn grant(api_v3_url: &str, platform_url: &str, client_id: &str, user_uuid: &str,
         login_timeout_hours: Some(8),
         oauth_client_id: "client".into(),
         scope: scope.into(),
+        resource: None,
     }
 }
 
@@ -183,7 +184,10 @@ fn token_fixture() -> &'static TokenFixture {
         let config = gateway_config();
         let session = default_session();
         let (token, _) = access_token::issue(&keys, &config, &session, NOW).expect("issue");
-        assert!(matches!(access_token::verify(&keys, &config, &token, NOW), Ok(Verified::Valid(_))));
+        assert!(matches!(
+            access_token::verify(&keys, &config, &resources_of(&config), &token, NOW),
+            Ok(Verified::Valid(_))
+        ));
         TokenFixture { keys, config, session, token }
     })
 }
@@ -191,12 +195,15 @@ fn token_fixture() -> &'static TokenFixture {
 /// Neither the verifier nor the verified-token cache accepts `token` (signed or expired).
 fn refused(token: &str) -> Result<(), TestCaseError> {
     let f = token_fixture();
-    let direct = access_token::verify(&f.keys, &f.config, token, NOW);
+    let direct = access_token::verify(&f.keys, &f.config, &resources_of(&f.config), token, NOW);
     prop_assert!(direct.is_err(), "verify accepted {token:?}: {direct:?}");
     // A cache that already holds the genuine token must not be fooled by a near miss either.
     let cache = VerifiedTokens::new(16);
-    prop_assert!(matches!(cache.verify(&f.keys, &f.config, &f.token, NOW), Ok(Verified::Valid(_))));
-    let cached = cache.verify(&f.keys, &f.config, token, NOW);
+    prop_assert!(matches!(
+        cache.verify(&f.keys, &f.config, &resources_of(&f.config), &f.token, NOW),
+        Ok(Verified::Valid(_))
+    ));
+    let cached = cache.verify(&f.keys, &f.config, &resources_of(&f.config), token, NOW);
     prop_assert!(cached.is_err(), "the token cache accepted {token:?}: {cached:?}");
     Ok(())
 }
@@ -358,7 +365,7 @@ proptest! {
         grant.oauth_client_id = client.clone();
         let session = Session::start(SessionId::generate(), grant, NOW, 120);
         let (token, exp) = access_token::issue(&f.keys, &f.config, &session, NOW).expect("issue");
-        match access_token::verify(&f.keys, &f.config, &token, NOW) {
+        match access_token::verify(&f.keys, &f.config, &resources_of(&f.config), &token, NOW) {
             Ok(Verified::Valid(claims)) => {
                 prop_assert_eq!(&claims.sub, &uuid);
                 prop_assert_eq!(&claims.scope, &scope);
@@ -383,7 +390,7 @@ proptest! {
         hmac_with_our_public_key in any::<bool>(),
     ) {
         let f = token_fixture();
-        let claims = access_token::verify(&f.keys, &f.config, &f.token, NOW).expect("genuine").claims().clone();
+        let claims = access_token::verify(&f.keys, &f.config, &resources_of(&f.config), &f.token, NOW).expect("genuine").claims().clone();
         // Another key of the same algorithm, signing with its own kid.
         let other = SigningKeys::ephemeral(SigningAlgorithm::EdDSA).expect("ephemeral key");
         refused(&other.sign(&claims).expect("sign"))?;
@@ -1154,4 +1161,10 @@ fn regression_a_value_with_a_line_break_gives_a_one_line_message() {
     let text = "server:\n  public_url: https://a.example\n  listen: [\"a\\nb\"]\n";
     let errors = config::load_str_all(text).expect_err("not an address");
     assert_eq!(errors.to_string().lines().count(), errors.len(), "{errors:?}");
+}
+
+/// The gateway's RFC 8707 resources under `config`, as a running gateway reads them.
+fn resources_of(config: &ib_oauth_gateway::config::Config) -> ib_oauth_gateway::resource::Resources {
+    let public_url = access_token::audience(config);
+    ib_oauth_gateway::resource::Resources::new(&public_url, &config.oauth.resources).expect("resources")
 }

@@ -35,6 +35,8 @@ pub enum AuditKind {
     CodeRedeemed,
     /// A refresh token was exchanged for a new one.
     RefreshRotated,
+    /// A resource server exchanged its client's access token for a gateway token of the same session (RFC 8693).
+    TokenExchanged,
     /// A refresh was refused because the session has used up `tokens.max_refresh_count`.
     RefreshLimitReached,
     /// A retired refresh token was presented again; its session was revoked.
@@ -58,6 +60,7 @@ impl AuditKind {
             AuditKind::LoginCompleted => "login_completed",
             AuditKind::CodeRedeemed => "code_redeemed",
             AuditKind::RefreshRotated => "refresh_rotated",
+            AuditKind::TokenExchanged => "token_exchanged",
             AuditKind::RefreshLimitReached => "refresh_limit_reached",
             AuditKind::RefreshTokenReuseDetected => "refresh_token_reuse_detected",
             AuditKind::TokenRevoked => "token_revoked",
@@ -379,6 +382,7 @@ mod tests {
             (AuditKind::LoginCompleted, "login_completed"),
             (AuditKind::CodeRedeemed, "code_redeemed"),
             (AuditKind::RefreshRotated, "refresh_rotated"),
+            (AuditKind::TokenExchanged, "token_exchanged"),
             (AuditKind::RefreshLimitReached, "refresh_limit_reached"),
             (AuditKind::RefreshTokenReuseDetected, "refresh_token_reuse_detected"),
             (AuditKind::TokenRevoked, "token_revoked"),

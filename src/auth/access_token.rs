@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::keys::SigningKeys;
+use crate::resource::Resources;
 use crate::session::{rules, Session, SessionId};
 use crate::tokens::random_secret;
 
@@ -65,23 +66,96 @@ pub fn issue(
     session: &Session,
     now: u64,
 ) -> Result<(String, u64), crate::keys::KeyError> {
+    let grant = &session.grant;
+    // RFC 8707: the resource the grant was made for (checked against this gateway's resources when it was asked
+    // for), else the gateway itself.
+    let aud = grant.resource.clone().unwrap_or_else(|| audience(config));
     let exp = rules::access_token_expiry(session, now, config.tokens.access_token_ttl_seconds);
-    let claims = AccessClaims {
-        iss: audience(config),
-        aud: audience(config),
-        sub: session.grant.user.uuid.clone(),
-        client_id: session.grant.oauth_client_id.clone(),
-        scope: session.grant.scope.clone(),
-        jti: random_secret(),
-        iat: now,
-        exp,
-        ses: session.id.to_string(),
-    };
-    Ok((keys.sign(&claims)?, exp))
+    issue_as(
+        keys,
+        config,
+        session,
+        now,
+        TokenFor { aud, client_id: grant.oauth_client_id.clone(), scope: grant.scope.clone(), exp },
+    )
 }
 
-/// Verifies signature (pinned algorithm of the key named by `kid`), issuer, audience and expiry.
-pub fn verify(keys: &SigningKeys, config: &Config, token: &str, now: u64) -> Result<Verified, Invalid> {
+/// Who a token is for when it is not the grant's own: a token exchange's (RFC 8693) audience, client, scope and
+/// expiry.
+pub struct TokenFor {
+    pub aud: String,
+    pub client_id: String,
+    pub scope: String,
+    pub exp: u64,
+}
+
+/// A token of `session` for `to`.
+pub fn issue_as(
+    keys: &SigningKeys,
+    config: &Config,
+    session: &Session,
+    now: u64,
+    to: TokenFor,
+) -> Result<(String, u64), crate::keys::KeyError> {
+    let claims = AccessClaims {
+        iss: audience(config),
+        aud: to.aud,
+        sub: session.grant.user.uuid.clone(),
+        client_id: to.client_id,
+        scope: to.scope,
+        jti: random_secret(),
+        iat: now,
+        exp: to.exp,
+        ses: session.id.to_string(),
+    };
+    Ok((keys.sign(&claims)?, to.exp))
+}
+
+/// Verifies signature (pinned algorithm of the key named by `kid`), issuer, audience (the gateway itself or
+/// one of its own `resources`) and expiry.
+pub fn verify(
+    keys: &SigningKeys,
+    config: &Config,
+    resources: &Resources,
+    token: &str,
+    now: u64,
+) -> Result<Verified, Invalid> {
+    let own = audience(config);
+    verify_audience(keys, config, token, now, |aud| aud == own || resources.is_own(aud))
+}
+
+/// [`verify`] for any token the gateway issues, for its own resources or the resource servers in front of it
+/// (revocation: a client may revoke a token it got for an MCP server).
+pub fn verify_issued(
+    keys: &SigningKeys,
+    config: &Config,
+    resources: &Resources,
+    token: &str,
+    now: u64,
+) -> Result<Verified, Invalid> {
+    let own = audience(config);
+    verify_audience(keys, config, token, now, |aud| aud == own || resources.accepts(aud).is_some())
+}
+
+/// [`verify`] for a token issued for `resource` (a resource server in front of the gateway) and nothing else:
+/// the subject token of a token exchange.
+pub fn verify_for_resource(
+    keys: &SigningKeys,
+    config: &Config,
+    resource: &str,
+    token: &str,
+    now: u64,
+) -> Result<Verified, Invalid> {
+    verify_audience(keys, config, token, now, |aud| aud == resource)
+}
+
+fn verify_audience(
+    keys: &SigningKeys,
+    config: &Config,
+    token: &str,
+    now: u64,
+    accepted: impl Fn(&str) -> bool,
+) -> Result<Verified, Invalid> {
     let header = decode_header(token).map_err(|_| Invalid)?;
     let kid = header.kid.ok_or(Invalid)?;
     let (key, algorithm) = keys.verifier(&kid).ok_or(Invalid)?;
@@ -90,7 +164,8 @@ pub fn verify(keys: &SigningKeys, config: &Config, token: &str, now: u64) -> Res
     }
     let mut validation = Validation::new(algorithm);
     validation.set_issuer(&[audience(config)]);
-    validation.set_audience(&[audience(config)]);
+    // The audience is checked below, against every resource of the gateway.
+    validation.validate_aud = false;
     validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
     // Expiry is checked below against our clock (`now`), with the configured leeway.
     validation.validate_exp = false;
@@ -103,6 +178,9 @@ pub fn verify(keys: &SigningKeys, config: &Config, token: &str, now: u64) -> Res
             Invalid
         })?
         .claims;
+    if !accepted(&claims.aud) {
+        return Err(Invalid);
+    }
     if claims.iat > now + config.tokens.leeway_seconds {
         return Err(Invalid);
     }

@@ -8,17 +8,21 @@ use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use crate::cimd::{is_metadata_client_id, ClientMetadata, ClientMetadataResolver};
 use crate::config::{ClientConfig, Secret};
 use crate::errors::ApiError;
 use crate::exchange::{Params, Request};
+use crate::resource::{ResourceError, ResourceId};
 use crate::store::{RecordKind, TokenStore};
 
-/// A configured client whose secret cannot be read (a start-up failure).
+/// A configured client that cannot be used: its secret cannot be read, or its token-exchange resource is not a
+/// resource identifier (a start-up failure).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("oauth.clients `{client_id}`: client_secret: {source}")]
-pub struct ClientError {
-    pub client_id: String,
-    pub source: crate::config::SecretError,
+pub enum ClientError {
+    #[error("oauth.clients `{client_id}`: client_secret: {source}")]
+    Secret { client_id: String, source: crate::config::SecretError },
+    #[error("oauth.clients `{client_id}`: token_exchange_resource: {source}")]
+    Resource { client_id: String, source: ResourceError },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -33,11 +37,31 @@ pub struct Client {
     pub ib_session_in_token_response: bool,
     #[serde(default)]
     pub client_name: Option<String>,
-    /// Registered at run time (RFC 7591) rather than configured.
+    /// Registered at run time (RFC 7591) or known by its metadata document, rather than configured.
     #[serde(default)]
     pub dynamic: bool,
     #[serde(default)]
     pub registered_at: u64,
+    /// A Client ID Metadata Document client: the host its document was fetched from over TLS (the identity
+    /// the sign-in page can vouch for). Never stored.
+    #[serde(skip)]
+    pub metadata_host: Option<String>,
+    /// A configured resource server's resource (canonical): the audience of the tokens it may exchange
+    /// (`oauth.clients[].token_exchange_resource`). Never stored.
+    #[serde(skip)]
+    pub exchange_resource: Option<ResourceId>,
+}
+
+/// `http://127.0.0.1:{port}/callback` for a loopback `http` URI (`127.0.0.1`, `[::1]`, `localhost`, with or
+/// without a port), as a redirect pattern; `None` for any other URI.
+fn any_loopback_port(uri: &str) -> Option<String> {
+    let url = url::Url::parse(uri).ok()?;
+    let host = url.host_str()?;
+    if url.scheme() != "http" || !matches!(host, "127.0.0.1" | "[::1]" | "localhost") {
+        return None;
+    }
+    let query = url.query().map(|q| format!("?{q}")).unwrap_or_default();
+    Some(format!("http://{host}:{{port}}{}{query}", url.path()))
 }
 
 fn port_matches(text: &str) -> bool {
@@ -51,9 +75,18 @@ fn port_matches(text: &str) -> bool {
 impl Client {
     pub fn from_config(config: &ClientConfig) -> Result<Self, ClientError> {
         let secret = match &config.client_secret {
-            Some(source) => {
-                Some(source.resolve().map_err(|source| ClientError { client_id: config.client_id.clone(), source })?)
-            }
+            Some(source) => Some(
+                source
+                    .resolve()
+                    .map_err(|source| ClientError::Secret { client_id: config.client_id.clone(), source })?,
+            ),
+            None => None,
+        };
+        let exchange_resource = match &config.token_exchange_resource {
+            Some(raw) => Some(
+                ResourceId::parse(raw)
+                    .map_err(|source| ClientError::Resource { client_id: config.client_id.clone(), source })?,
+            ),
             None => None,
         };
         Ok(Client {
@@ -66,7 +99,29 @@ impl Client {
             client_name: None,
             dynamic: false,
             registered_at: 0,
+            metadata_host: None,
+            exchange_resource,
         })
+    }
+
+    /// The client a resolved metadata document describes: public, its redirect URIs exact, the scopes the
+    /// operator's policy gives clients that are not configured, and no IB session in its token responses.
+    /// A loopback `http` redirect URI matches on any port (RFC 8252 §7.3: a native client listens on a port
+    /// it gets at run time).
+    pub fn from_metadata(metadata: &ClientMetadata, scopes: &[String]) -> Self {
+        Client {
+            client_id: metadata.client_id.clone(),
+            secret: None,
+            redirect_uris: metadata.redirect_uris.clone(),
+            redirect_uri_patterns: metadata.redirect_uris.iter().filter_map(|uri| any_loopback_port(uri)).collect(),
+            scopes: scopes.to_vec(),
+            ib_session_in_token_response: false,
+            client_name: metadata.client_name.clone(),
+            dynamic: true,
+            registered_at: 0,
+            metadata_host: Some(metadata.host.clone()),
+            exchange_resource: None,
+        }
     }
 
     pub fn is_public(&self) -> bool {
@@ -139,6 +194,9 @@ pub struct ClientRegistry {
     /// Configured clients that may start a login without the sign-in page (`allow_headless_login`).
     /// Registered clients never may.
     headless: HashSet<String>,
+    /// Resolves `client_id`s that are metadata document URLs (`oauth.client_id_metadata_documents`), with the
+    /// scopes such clients get; `None`: such ids are unknown clients.
+    metadata: Option<(ClientMetadataResolver, Vec<String>)>,
 }
 
 impl ClientRegistry {
@@ -151,7 +209,25 @@ impl ClientRegistry {
                 headless.insert(config.client_id.clone());
             }
         }
-        Ok(ClientRegistry { configured, headless })
+        Ok(ClientRegistry { configured, headless, metadata: None })
+    }
+
+    /// Also knows the clients whose `client_id` is a metadata document URL, through `resolver`; they get
+    /// `scopes` (`oauth.dynamic_client_scopes`).
+    pub fn resolving_metadata_documents(mut self, resolver: ClientMetadataResolver, scopes: Vec<String>) -> Self {
+        self.metadata = Some((resolver, scopes));
+        self
+    }
+
+    /// The resources of the configured resource servers (`token_exchange_resource`): tokens may be issued for
+    /// them, and the proxy never accepts those.
+    pub fn exchange_resources(&self) -> Vec<ResourceId> {
+        self.configured.values().filter_map(|client| client.exchange_resource.clone()).collect()
+    }
+
+    /// The metadata document resolver, if documents are on (kept across a reload that leaves them alone).
+    pub fn metadata_resolver(&self) -> Option<&ClientMetadataResolver> {
+        self.metadata.as_ref().map(|(resolver, _)| resolver)
     }
 
     /// May `client` start a login without the sign-in page? Only a configured client with
@@ -160,9 +236,18 @@ impl ClientRegistry {
         !client.dynamic && self.headless.contains(&client.client_id)
     }
 
+    /// The client `client_id` names: configured, known by its metadata document (fetched or kept; a document
+    /// that cannot be used is `invalid_client` naming the rule it broke), or registered. `None`: unknown.
     pub async fn find(&self, store: &dyn TokenStore, client_id: &str) -> Result<Option<Arc<Client>>, ApiError> {
         if let Some(client) = self.configured.get(client_id) {
             return Ok(Some(client.clone()));
+        }
+        if is_metadata_client_id(client_id) {
+            let Some((resolver, scopes)) = &self.metadata else { return Ok(None) };
+            return match resolver.resolve(client_id).await {
+                Ok(metadata) => Ok(Some(Arc::new(Client::from_metadata(&metadata, scopes)))),
+                Err(e) => Err(ApiError::InvalidClient { description: e.to_string(), basic: false }),
+            };
         }
         if client_id.len() > 128 || self.configured.is_empty() && client_id.is_empty() {
             return Ok(None);
@@ -223,6 +308,8 @@ mod tests {
             client_name: None,
             dynamic: false,
             registered_at: 0,
+            metadata_host: None,
+            exchange_resource: None,
         }
     }
 
@@ -239,6 +326,16 @@ mod tests {
             "https://app.example.com/CB",
         ] {
             assert!(!c.redirect_uri_allowed(near), "{near}");
+        }
+    }
+
+    #[test]
+    fn a_loopback_redirect_uri_of_a_metadata_document_matches_any_port() {
+        assert_eq!(any_loopback_port("http://127.0.0.1/callback").as_deref(), Some("http://127.0.0.1:{port}/callback"));
+        assert_eq!(any_loopback_port("http://[::1]:8080/cb?x=1").as_deref(), Some("http://[::1]:{port}/cb?x=1"));
+        assert_eq!(any_loopback_port("http://localhost:1/").as_deref(), Some("http://localhost:{port}/"));
+        for other in ["https://127.0.0.1/callback", "http://127.0.0.2/callback", "http://agent.example/cb", "x"] {
+            assert_eq!(any_loopback_port(other), None, "{other}");
         }
     }
 

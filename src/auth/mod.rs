@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::errors::{ApiError, ACCESS_TOKEN_EXPIRED, INVALID_ACCESS_TOKEN};
 use crate::exchange::bearer_token;
 use crate::keys::SigningKeys;
+use crate::resource::Resources;
 use crate::session::{rules, Limits, Session};
 use crate::store::TokenStore;
 use access_token::{AccessClaims, Verified};
@@ -48,12 +49,19 @@ pub struct Authenticator {
     store: Arc<dyn TokenStore>,
     verified: VerifiedTokens,
     limits: Limits,
+    resources: Arc<Resources>,
 }
 
 impl Authenticator {
-    pub fn new(config: Arc<Config>, keys: Arc<SigningKeys>, store: Arc<dyn TokenStore>) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        keys: Arc<SigningKeys>,
+        store: Arc<dyn TokenStore>,
+        resources: Arc<Resources>,
+    ) -> Self {
         let limits = Limits::from(config.as_ref());
-        Authenticator { config, keys, store, verified: VerifiedTokens::new(VERIFIED_TOKEN_CACHE_ENTRIES), limits }
+        let verified = VerifiedTokens::new(VERIFIED_TOKEN_CACHE_ENTRIES);
+        Authenticator { config, keys, store, verified, limits, resources }
     }
 
     /// The session behind the `Authorization` header, or the refusal a client should see: no header is
@@ -79,7 +87,8 @@ impl Authenticator {
         meter: Option<Meter>,
     ) -> Result<Authenticated, ApiError> {
         let invalid = || ApiError::InvalidToken(INVALID_ACCESS_TOKEN);
-        let verified = self.verified.verify(&self.keys, &self.config, token, now).map_err(|_| invalid())?;
+        let verified =
+            self.verified.verify(&self.keys, &self.config, &self.resources, token, now).map_err(|_| invalid())?;
         let session_id = verified.claims().session_id().ok_or_else(invalid)?;
         let (session, count) = match meter {
             Some(meter) => {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use super::access_token::{self, AccessClaims, Invalid, Verified};
 use crate::config::Config;
 use crate::keys::SigningKeys;
+use crate::resource::Resources;
 
 struct Entry {
     token: Box<str>,
@@ -25,7 +26,14 @@ impl VerifiedTokens {
         VerifiedTokens { cache: MemoryCache::new(capacity) }
     }
 
-    pub fn verify(&self, keys: &SigningKeys, config: &Config, token: &str, now: u64) -> Result<Verified, Invalid> {
+    pub fn verify(
+        &self,
+        keys: &SigningKeys,
+        config: &Config,
+        resources: &Resources,
+        token: &str,
+        now: u64,
+    ) -> Result<Verified, Invalid> {
         let leeway = config.tokens.leeway_seconds;
         if let (Some(entry), _) = self.cache.get(token) {
             if &*entry.token == token {
@@ -35,7 +43,7 @@ impl VerifiedTokens {
                 return Ok(Verified::Expired(entry.claims.clone()));
             }
         }
-        let verified = access_token::verify(keys, config, token, now)?;
+        let verified = access_token::verify(keys, config, resources, token, now)?;
         if let Verified::Valid(claims) = &verified {
             let ttl = Duration::from_secs((claims.exp + leeway).saturating_sub(now));
             self.cache.put(token, Arc::new(Entry { token: token.into(), claims: Arc::clone(claims) }), Some(ttl));

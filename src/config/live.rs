@@ -7,7 +7,8 @@ use serde_norway::Value;
 use super::Config;
 
 /// The keys (dotted, as docs/operations.md names them) whose new value applies to a running gateway. Every
-/// other key keeps its running value until a restart. A section named here applies whole.
+/// other key keeps its running value until a restart. A section named here applies whole, except
+/// `oauth.resources` (the audiences access tokens are checked against; [`reconfigure`] keeps it).
 pub const LIVE_KEYS: &[&str] = &[
     "oauth",
     "cors",
@@ -39,6 +40,7 @@ pub struct Reconfiguration {
 pub fn reconfigure(running: &Config, new: &Config) -> Reconfiguration {
     let mut config = running.clone();
     config.oauth = new.oauth.clone();
+    config.oauth.resources = running.oauth.resources.clone();
     config.cors = new.cors.clone();
     config.rate_limits.per_session_per_minute = new.rate_limits.per_session_per_minute;
     config.rate_limits.per_ip_per_minute = new.rate_limits.per_ip_per_minute;

@@ -443,6 +443,12 @@ fn validate_oauth(oauth: &OAuthConfig, problems: &mut Problems) {
         if let Some(unknown) = client.scopes.iter().find(|s| !oauth.scopes_supported.contains(s)) {
             problems.add(format!("{key}.scopes"), format!("`{unknown}` is not in oauth.scopes_supported"));
         }
+        if client.token_exchange_resource.is_some() && client.client_secret.is_none() {
+            problems.add(
+                format!("{key}.token_exchange_resource"),
+                "token exchange needs a confidential client (client_secret)",
+            );
+        }
         if let Some(secret) = &client.client_secret {
             match secret.resolve() {
                 Err(e) => problems.add(format!("{key}.client_secret"), e.to_string()),
@@ -452,6 +458,25 @@ fn validate_oauth(oauth: &OAuthConfig, problems: &mut Problems) {
                 Ok(_) => {}
             }
         }
+    }
+    if let Some(dynamic) = &oauth.dynamic_client_scopes {
+        if let Some(unknown) = dynamic.iter().find(|s| !oauth.scopes_supported.contains(s)) {
+            problems.add("oauth.dynamic_client_scopes", format!("`{unknown}` is not in oauth.scopes_supported"));
+        }
+    }
+    let documents = &oauth.client_id_metadata_documents;
+    let key = "oauth.client_id_metadata_documents";
+    if documents.min_cache_seconds == 0 || documents.min_cache_seconds > documents.max_cache_seconds {
+        problems.add(format!("{key}.min_cache_seconds"), "must be positive and at most max_cache_seconds");
+    }
+    if documents.max_entries == 0 {
+        problems.add(format!("{key}.max_entries"), "must be positive (turn documents off with enabled: false)");
+    }
+    if documents.fetches_per_host_per_minute == 0 || documents.fetches_per_minute == 0 {
+        problems.add(format!("{key}.fetches_per_minute"), "fetch limits must be positive");
+    }
+    if let Some(host) = documents.allowed_hosts.iter().find(|h| h.is_empty() || h.contains(['/', ':', ' '])) {
+        problems.add(format!("{key}.allowed_hosts"), format!("`{host}` is not a host name"));
     }
     if oauth.registration.client_ttl_seconds == 0 {
         problems.add("oauth.registration.client_ttl_seconds", "must be positive");

@@ -377,14 +377,75 @@ impl Default for UpstreamConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct OAuthConfig {
     pub scopes_supported: Vec<String>,
+    /// The scopes a client that is not in `clients` (registered through RFC 7591, or known by its Client ID
+    /// Metadata Document) may be granted, and is granted when it asks for none. Absent: every scope in
+    /// `scopes_supported`. `[profile, "ib:read"]` makes every such client (agents) read-only.
+    pub dynamic_client_scopes: Option<Vec<String>>,
+    /// RFC 8707 resource identifiers this gateway issues tokens for, besides `server.public_url` (always one):
+    /// e.g. the URL an MCP server is known by, `https://gw.example.com/mcp`. Needs a restart to change (the
+    /// accepted audiences of access tokens).
+    pub resources: Vec<String>,
+    pub client_id_metadata_documents: ClientMetadataDocumentsConfig,
     pub registration: RegistrationConfig,
     pub clients: Vec<ClientConfig>,
+}
+
+impl OAuthConfig {
+    /// `dynamic_client_scopes`, or every supported scope.
+    pub fn dynamic_client_scopes(&self) -> &[String] {
+        self.dynamic_client_scopes.as_deref().unwrap_or(&self.scopes_supported)
+    }
+}
+
+/// Client ID Metadata Documents (draft-ietf-oauth-client-id-metadata-document): a `client_id` that is an
+/// `https` URL with a path names the client's own metadata, fetched (under SSRF defences) and kept.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientMetadataDocumentsConfig {
+    pub enabled: bool,
+    /// Only documents on these hosts (exact, case-insensitive) are fetched. Empty: any public host.
+    pub allowed_hosts: Vec<String>,
+    /// A resolved document is kept for its `Cache-Control: max-age`, clamped to this range.
+    pub min_cache_seconds: u64,
+    pub max_cache_seconds: u64,
+    /// How long a failed resolution is kept (the URL is not fetched again meanwhile).
+    pub failure_cache_seconds: u64,
+    /// The most documents (and failures) kept at once.
+    pub max_entries: usize,
+    /// Fetches per document host per minute (a burst of 5 on top), and overall (a burst of 30).
+    pub fetches_per_host_per_minute: u32,
+    pub fetches_per_minute: u32,
+    /// Tests only (builds with the `mock` feature; a production build refuses the key as unknown): trust this
+    /// CA besides the system roots and allow documents on loopback addresses.
+    #[cfg(feature = "mock")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_only_trusted_ca_file: Option<String>,
+}
+
+impl Default for ClientMetadataDocumentsConfig {
+    fn default() -> Self {
+        ClientMetadataDocumentsConfig {
+            enabled: true,
+            allowed_hosts: Vec::new(),
+            min_cache_seconds: 5 * 60,
+            max_cache_seconds: 24 * 3_600,
+            failure_cache_seconds: 60,
+            max_entries: 1000,
+            fetches_per_host_per_minute: 10,
+            fetches_per_minute: 120,
+            #[cfg(feature = "mock")]
+            test_only_trusted_ca_file: None,
+        }
+    }
 }
 
 impl Default for OAuthConfig {
     fn default() -> Self {
         OAuthConfig {
-            scopes_supported: vec!["profile".into()],
+            scopes_supported: vec!["profile".into(), "ib:read".into(), "ib:write".into()],
+            dynamic_client_scopes: None,
+            resources: Vec::new(),
+            client_id_metadata_documents: ClientMetadataDocumentsConfig::default(),
             registration: RegistrationConfig::default(),
             // The old bridge's well-known public client, kept so its users need no registration.
             clients: vec![ClientConfig {
@@ -440,6 +501,11 @@ pub struct ClientConfig {
     /// `X-IBGW-Login-Page` header), whose poll is then bound to no browser? Absent: only for the old bridge's
     /// well-known public client [`LEGACY_PUBLIC_CLIENT`]; see [`ClientConfig::headless_login_allowed`].
     pub allow_headless_login: Option<bool>,
+    /// This (confidential) client is a resource server in front of the gateway — an MCP server that calls
+    /// IntelligenceBank — known to its own clients by this resource URL: they may ask the gateway for tokens
+    /// for it (RFC 8707), the proxy never accepts those, and this client may exchange them for short-lived
+    /// gateway tokens of the same session (RFC 8693 token exchange).
+    pub token_exchange_resource: Option<String>,
 }
 
 /// The old bridge's well-known public client, whose consumers poll logins without a browser.
@@ -464,6 +530,7 @@ impl Default for ClientConfig {
             scopes: vec!["profile".into()],
             ib_session_in_token_response: true,
             allow_headless_login: None,
+            token_exchange_resource: None,
         }
     }
 }

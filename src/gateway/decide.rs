@@ -1,6 +1,6 @@
 //! The verdict on a proxied request, before anything reaches IntelligenceBank: is the method one IB's API
 //! uses, is the path well formed, who is calling (bearer token → session → session rules), are they within their
-//! rate limit, may the session's `sid` go to the host they name (the session's own hosts, still allowed by the
+//! rate limit, does the token's scope cover the method (`ib:read` reads only), may the session's `sid` go to the host they name (the session's own hosts, still allowed by the
 //! platform allowlist in force), and at which address. Also the one decision taken after IB answered: IB
 //! rejected the `sid`, so the session ends.
 //!
@@ -16,6 +16,7 @@ use crate::audit::{AuditEvent, AuditKind};
 use crate::auth::Meter;
 use crate::errors::ApiError;
 use crate::limits;
+use crate::scopes;
 use crate::session::SessionState;
 use crate::state::AppState;
 use crate::trace;
@@ -67,6 +68,9 @@ pub async fn proxied(state: &AppState, session: &Session, dns: &DnsCache, now: u
     let verdict = state.rate_limits.session(stored.id.as_str(), authenticated.count, now);
     let counted = Refusal::CountedAgainstSession;
     let verdict = verdict.map_err(counted)?;
+    // The token's scope decides which methods it may send (`ib:read`: reading only); refused before IB.
+    scopes::method_allowed(&authenticated.claims.scope, &header.method)
+        .map_err(|required| counted(ApiError::InsufficientScope(required.as_str())))?;
     let target = route::bind(&route, &stored).map_err(counted)?;
     // The session's hosts were allowed when it logged in; the allowlist in force now decides (a reload may
     // have narrowed `platforms.allowed_host_suffixes` or turned off the loopback switch since).

@@ -96,6 +96,7 @@ impl CompletedLogin {
                 .map(|hours| hours.clamp(*LOGIN_TIMEOUT_HOURS.start(), *LOGIN_TIMEOUT_HOURS.end())),
             oauth_client_id,
             scope,
+            resource: None,
         }
     }
 }

@@ -24,6 +24,9 @@ use crate::tokens::{random_secret, TokenHash};
 
 /// Longest `client_id` (as configured clients are limited; registered ids are shorter).
 const MAX_CLIENT_ID: usize = 128;
+/// Longest `client_id` that is an `https` URL (a Client ID Metadata Document).
+const MAX_METADATA_CLIENT_ID: usize = 1024;
+const MAX_RESOURCE: usize = 2048;
 const MAX_REDIRECT_URI: usize = 2048;
 const MAX_STATE: usize = 512;
 const MAX_SCOPE: usize = 256;
@@ -48,6 +51,9 @@ struct LoginAttempt {
     scope: String,
     state: Option<String>,
     code_challenge: Option<String>,
+    /// The RFC 8707 resource asked for (canonical), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    resource: Option<String>,
     /// SHA-256 (base64url) of the browser-binding cookie of a login started by the sign-in page; `None` for a
     /// headless start (and for attempts stored before the binding existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -69,6 +75,7 @@ struct Authorization {
     scope: String,
     state: Option<String>,
     code_challenge: Option<String>,
+    resource: Option<String>,
 }
 
 /// An error once the redirect URI is trusted: sent back to the client.
@@ -111,7 +118,9 @@ fn check_length(params: &Params, name: &str, max: usize) -> Result<(), ApiError>
 }
 
 async fn validate(state: &AppState, params: &Params) -> Result<Authorization, Refusal> {
-    let client_id = within("client_id", params.required("client_id")?, MAX_CLIENT_ID)?;
+    let client_id = params.required("client_id")?;
+    let max = if client_id.starts_with("https://") { MAX_METADATA_CLIENT_ID } else { MAX_CLIENT_ID };
+    let client_id = within("client_id", client_id, max)?;
     let client = state
         .clients
         .find(state.store.as_ref(), client_id)
@@ -126,12 +135,13 @@ async fn validate(state: &AppState, params: &Params) -> Result<Authorization, Re
     check_length(params, "state", MAX_STATE)?;
     check_length(params, "scope", MAX_SCOPE)?;
     check_length(params, "platform_url", MAX_PLATFORM_URL)?;
+    check_length(params, "resource", MAX_RESOURCE)?;
     let redirect_uri = redirect_uri.to_string();
     let client_state = params.get("state").ok().flatten().map(str::to_string);
     let redirect = |error: ApiError| {
         Refusal::Redirect(RedirectError { redirect_uri: redirect_uri.clone(), state: client_state.clone(), error })
     };
-    let check = || -> Result<(String, Option<String>), ApiError> {
+    let check = || -> Result<(String, Option<String>, Option<String>), ApiError> {
         match params.required("response_type")? {
             "code" => {}
             _ => return Err(ApiError::UnsupportedResponseType),
@@ -147,13 +157,14 @@ async fn validate(state: &AppState, params: &Params) -> Result<Authorization, Re
             }
             None => client.scopes.join(" "),
         };
+        let resource = requested_resource(state, params.get("resource")?)?;
         let challenge = params.get("code_challenge")?;
         let method = params.get("code_challenge_method")?;
         match (challenge, method) {
             (None, None) if client.is_public() => {
                 Err(ApiError::InvalidRequest("PKCE is required: send code_challenge with S256".into()))
             }
-            (None, None) => Ok((scope, None)),
+            (None, None) => Ok((scope, resource, None)),
             (None, Some(_)) => Err(ApiError::InvalidRequest("code_challenge_method without code_challenge".into())),
             (Some(_), method) if method != Some("S256") => {
                 Err(ApiError::InvalidRequest("code_challenge_method must be S256".into()))
@@ -161,11 +172,21 @@ async fn validate(state: &AppState, params: &Params) -> Result<Authorization, Re
             (Some(challenge), _) if !is_pkce_value(challenge) => {
                 Err(ApiError::InvalidRequest("code_challenge must be 43 to 128 unreserved characters".into()))
             }
-            (Some(challenge), _) => Ok((scope, Some(challenge.to_string()))),
+            (Some(challenge), _) => Ok((scope, resource, Some(challenge.to_string()))),
         }
     };
-    let (scope, code_challenge) = check().map_err(redirect)?;
-    Ok(Authorization { client, redirect_uri, scope, state: client_state, code_challenge })
+    let (scope, resource, code_challenge) = check().map_err(redirect)?;
+    Ok(Authorization { client, redirect_uri, scope, state: client_state, code_challenge, resource })
+}
+
+/// The canonical form of a `resource` parameter (RFC 8707) when it names one of this gateway's resources;
+/// anything else is `invalid_target`. The `/token` endpoint checks its own `resource` the same way.
+pub(super) fn requested_resource(state: &AppState, requested: Option<&str>) -> Result<Option<String>, ApiError> {
+    let Some(requested) = requested else { return Ok(None) };
+    match state.resources.accepts(requested) {
+        Some(resource) => Ok(Some(resource.to_string())),
+        None => Err(ApiError::InvalidTarget("resource is not a resource this gateway issues tokens for".into())),
+    }
 }
 
 fn redirect_with(redirect_uri: &str, issuer: &str, pairs: &[(&str, &str)]) -> String {
@@ -245,7 +266,13 @@ fn redirect_host(redirect_uri: &str) -> String {
 fn consent_page(authorization: &Authorization) -> String {
     let client = &authorization.client;
     let mut name = escape_html(client.client_name.as_deref().unwrap_or(&client.client_id));
-    if client.dynamic {
+    if let Some(host) = &client.metadata_host {
+        // The document was fetched from this host over TLS: that much the gateway vouches for.
+        name = match &client.client_name {
+            Some(_) => format!("{} (it calls itself {name})", escape_html(host)),
+            None => escape_html(host),
+        };
+    } else if client.dynamic {
         // A registered client chose its own name; the redirect host is what the gateway vouches for.
         name.push_str(" (a name the application gave itself)");
     }
@@ -318,6 +345,7 @@ async fn start_login(
         scope: authorization.scope,
         state: authorization.state,
         code_challenge: authorization.code_challenge,
+        resource: authorization.resource,
         browser: binding.as_deref().map(|value| TokenHash::of(value).encoded()),
     };
     let record = serde_json::to_vec(&attempt).map_err(|_| ApiError::ServerError)?;
@@ -385,7 +413,8 @@ pub(super) async fn poll(state: &AppState, request: &Request) -> Result<Reply, A
     if state.store.take_record(RecordKind::LoginAttempt, &key).await?.is_none() {
         return Err(expired());
     }
-    let grant = completed.into_grant(&platform, attempt.client_id.clone(), attempt.scope.clone());
+    let mut grant = completed.into_grant(&platform, attempt.client_id.clone(), attempt.scope.clone());
+    grant.resource = attempt.resource.clone();
     let completed_event =
         AuditEvent::new(AuditKind::LoginCompleted).client(&attempt.client_id).user(&grant.user.uuid).request(request);
     let code = random_secret();

@@ -102,8 +102,17 @@ async fn authorization_server_metadata(state: &AppState, _: &Request) -> Result<
     Ok(Reply::json(200, &discovery::authorization_server(&state.config)))
 }
 
-async fn protected_resource_metadata(state: &AppState, _: &Request) -> Result<Reply, ApiError> {
-    Ok(Reply::json(200, &discovery::protected_resource(&state.config)))
+/// RFC 9728 §3.1: the document of a resource with a path is at the well-known path followed by that path
+/// (`/.well-known/oauth-protected-resource/mcp` for `https://gw.example.com/mcp`). A path that names none of
+/// the gateway's resources gets the gateway's own document.
+async fn protected_resource_metadata(state: &AppState, request: &Request) -> Result<Reply, ApiError> {
+    let suffix = request.path.strip_prefix("/.well-known/oauth-protected-resource").unwrap_or_default();
+    let origin = url::Url::parse(&state.config.server.public_url).map(|url| url.origin().ascii_serialization());
+    let named = match (suffix, origin) {
+        ("", _) | (_, Err(_)) => None,
+        (suffix, Ok(origin)) => state.resources.accepts(&format!("{origin}{suffix}")).map(|id| id.to_string()),
+    };
+    Ok(Reply::json(200, &discovery::protected_resource(&state.config, named.as_deref())))
 }
 
 /// Every endpoint of the authorization server.

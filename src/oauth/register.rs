@@ -64,12 +64,13 @@ pub(super) async fn register(state: &AppState, request: &Request) -> Result<Repl
     if response_types.iter().any(|r| r != "code") {
         return Err(metadata_error("response_types may only be code"));
     }
-    let supported = &state.config.oauth.scopes_supported;
+    // The scopes the operator's policy gives clients that are not configured (`oauth.dynamic_client_scopes`).
+    let allowed = state.config.oauth.dynamic_client_scopes();
     let scopes: Vec<String> = match &metadata.scope {
         Some(scope) => scope.split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect(),
-        None => supported.clone(),
+        None => allowed.to_vec(),
     };
-    if scopes.is_empty() || scopes.iter().any(|s| !supported.contains(s)) {
+    if scopes.is_empty() || scopes.iter().any(|s| !allowed.contains(s)) {
         return Err(metadata_error("scope must be drawn from scopes_supported"));
     }
     let client_name = metadata.client_name.map(|name| name.chars().filter(|c| !c.is_control()).take(100).collect());
@@ -84,6 +85,8 @@ pub(super) async fn register(state: &AppState, request: &Request) -> Result<Repl
         client_name: client_name.clone(),
         dynamic: true,
         registered_at: now,
+        metadata_host: None,
+        exchange_resource: None,
     };
     let record = serde_json::to_vec(&client).map_err(|_| ApiError::ServerError)?;
     state.store.put_record(RecordKind::Client, &client.client_id, &record, registration.client_ttl_seconds).await?;

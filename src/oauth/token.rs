@@ -1,20 +1,25 @@
-//! `POST /token`: the authorization-code grant (exact redirect URI and client, PKCE S256) and the
+//! `POST /token`: the authorization-code grant (exact redirect URI and client, PKCE S256), the
 //! refresh-token grant (atomic rotation through the store; a repeat inside the grace window gets the same
-//! successor, a late reuse revokes the session). Responses carry `Cache-Control: no-store`.
+//! successor, a late reuse revokes the session), and RFC 8693 token exchange for the resource servers in front of
+//! the gateway (`oauth.clients[].token_exchange_resource`). Responses carry `Cache-Control: no-store`.
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::authorize::CodeGrant;
+use super::authorize::{requested_resource, CodeGrant};
 use crate::audit::{AuditEvent, AuditKind};
 use crate::auth::access_token;
 use crate::auth::clients::Client;
 use crate::errors::ApiError;
 use crate::exchange::{Params, Reply, Request};
-use crate::session::{rules, Limits, Session, SessionId, SessionStatus};
+use crate::session::{rules, Limits, Session, SessionGrant, SessionId, SessionStatus};
 use crate::state::AppState;
 use crate::store::{now_unix, CodeRedemption, RotateOutcome, RotateRequest, StoreError};
 use crate::tokens::{b64, open_successor, seal_successor, RefreshToken, TokenHash};
+
+/// RFC 8693 §2.1: the token-exchange grant type, and the one token type it takes and issues.
+pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 
 /// How long a spent code is remembered, so that a replay revokes what it issued.
 const CODE_REPLAY_WINDOW_SECONDS: u64 = 600;
@@ -25,6 +30,7 @@ pub(super) async fn token(state: &AppState, request: &Request) -> Result<Reply, 
     match form.required("grant_type")? {
         "authorization_code" => authorization_code(state, request, &client, &form).await,
         "refresh_token" => refresh(state, request, &client, &form).await,
+        TOKEN_EXCHANGE => exchange(state, request, &client, &form).await,
         _ => Err(ApiError::UnsupportedGrantType),
     }
 }
@@ -56,6 +62,7 @@ async fn authorization_code(
     let code = form.required("code")?;
     let redirect_uri = form.required("redirect_uri")?;
     let verifier = form.get("code_verifier")?;
+    let resource = requested_resource(state, form.get("resource")?)?;
     let session_id = SessionId::generate();
     let redemption = state.store.redeem_code(&TokenHash::of(code), &session_id, CODE_REPLAY_WINDOW_SECONDS).await?;
     let code_grant: CodeGrant = match redemption {
@@ -78,6 +85,7 @@ async fn authorization_code(
         return Err(ApiError::InvalidGrant("redirect_uri does not match the authorization request".into()));
     }
     verify_pkce(code_grant.code_challenge.as_deref(), verifier)?;
+    check_resource(state, resource.as_deref(), &code_grant.grant)?;
     let now = now_unix();
     let session = Session::start(session_id, code_grant.grant, now, state.config.session.default_login_timeout_hours);
     if let Some(end) = rules::access_status(&session, now, &Limits::from(state.config.as_ref())).end() {
@@ -115,6 +123,13 @@ async fn refresh(state: &AppState, request: &Request, client: &Client, form: &Pa
         }
     }
     let (session_id, old) = RefreshToken::parse(presented).ok_or_else(invalid)?;
+    // RFC 8707 §2.2: a refresh may name the grant's resource (one per grant: it cannot narrow further) and
+    // never another. Checked before the rotation, which would spend the refresh token.
+    if let Some(resource) = requested_resource(state, form.get("resource")?)? {
+        if let Some(session) = state.store.get_session(&session_id).await? {
+            check_resource(state, Some(&resource), &session.grant)?;
+        }
+    }
     let successor = RefreshToken::generate(&session_id);
     let sealed = seal_successor(&old, &successor);
     let now = now_unix();
@@ -184,6 +199,97 @@ async fn refresh(state: &AppState, request: &Request, client: &Client, form: &Pa
             Err(ApiError::RefreshTokenReused)
         }
         RotateOutcome::Invalid => Err(invalid()),
+    }
+}
+
+/// RFC 8693 token exchange: a resource server in front of the gateway (an MCP server: a confidential client with
+/// `token_exchange_resource`) presents an access token its own client got for it (`aud` = that resource) and gets
+/// a short-lived access token for the gateway bound to the same session — same `sid`, limits and revocation —
+/// with a scope no wider than the presented token's, no longer-lived than it, and no refresh token. So the MCP
+/// server never passes its client's token through (the MCP specification forbids it).
+async fn exchange(state: &AppState, request: &Request, client: &Client, form: &Params) -> Result<Reply, ApiError> {
+    let Some(served) = client.exchange_resource.as_ref().filter(|_| !client.is_public()) else {
+        return Err(ApiError::UnauthorizedClient("This client may not exchange tokens".into()));
+    };
+    let subject = form.required("subject_token")?;
+    if form.required("subject_token_type")? != ACCESS_TOKEN_TYPE {
+        return Err(ApiError::InvalidRequest(format!("subject_token_type must be {ACCESS_TOKEN_TYPE}")));
+    }
+    if form.get("requested_token_type")?.is_some_and(|requested| requested != ACCESS_TOKEN_TYPE) {
+        return Err(ApiError::InvalidRequest(format!("requested_token_type must be {ACCESS_TOKEN_TYPE}")));
+    }
+    if form.get("actor_token")?.is_some() || form.get("actor_token_type")?.is_some() {
+        return Err(ApiError::InvalidRequest("actor_token is not supported".into()));
+    }
+    if form.get("audience")?.is_some() {
+        return Err(ApiError::InvalidTarget("audience is not supported; name the gateway with resource".into()));
+    }
+    let resource = match requested_resource(state, form.get("resource")?)? {
+        Some(resource) if !state.resources.is_own(&resource) => {
+            return Err(ApiError::InvalidTarget("a token exchange issues tokens for this gateway only".into()))
+        }
+        Some(resource) => resource,
+        None => state.resources.default_resource().to_string(),
+    };
+    let now = now_unix();
+    let invalid = || ApiError::InvalidRequest("subject_token is not a valid access token for this client".into());
+    let verified = access_token::verify_for_resource(&state.keys, &state.config, served.as_str(), subject, now);
+    let subject = match verified {
+        Ok(access_token::Verified::Valid(claims)) => claims,
+        _ => return Err(invalid()),
+    };
+    let session_id = subject.session_id().ok_or_else(invalid)?;
+    let session = state.store.get_session(&session_id).await?.ok_or_else(invalid)?;
+    if let Some(end) = rules::access_status(&session, now, &Limits::from(state.config.as_ref())).end() {
+        return Err(ApiError::InvalidRequest(format!("subject_token's session is over: {}", end.description())));
+    }
+    let granted: Vec<&str> = subject.scope.split(' ').filter(|s| !s.is_empty()).collect();
+    let scope = match form.get("scope")? {
+        Some(asked) => {
+            let asked: Vec<&str> = asked.split(' ').filter(|s| !s.is_empty()).collect();
+            if asked.iter().any(|s| !granted.contains(s)) {
+                return Err(ApiError::InvalidScope("A token exchange cannot widen the scope".into()));
+            }
+            asked.join(" ")
+        }
+        None => granted.join(" "),
+    };
+    let exp = rules::access_token_expiry(&session, now, state.config.tokens.access_token_ttl_seconds).min(subject.exp);
+    let to = access_token::TokenFor { aud: resource, client_id: client.client_id.clone(), scope: scope.clone(), exp };
+    let (access_token, exp) = access_token::issue_as(&state.keys, &state.config, &session, now, to).map_err(|e| {
+        log::error!("{e}");
+        ApiError::ServerError
+    })?;
+    log::info!("token exchanged: client={} session={}", client.client_id, session.id.log_tag());
+    state.metrics.tokens_issued.with_label_values(&["token_exchange"]).inc();
+    state.audit.record(
+        AuditEvent::new(AuditKind::TokenExchanged)
+            .client(&client.client_id)
+            .user(&session.grant.user.uuid)
+            .session(&session.id)
+            .request(request),
+    );
+    Ok(Reply::json(
+        200,
+        &serde_json::json!({
+            "access_token": access_token,
+            "issued_token_type": ACCESS_TOKEN_TYPE,
+            "token_type": "Bearer",
+            "expires_in": exp.saturating_sub(now),
+            "scope": scope,
+        }),
+    ))
+}
+
+/// A `resource` sent to `/token` (already one of the gateway's) must be the one the grant was made for: the
+/// resource it names, or the gateway itself when it named none.
+fn check_resource(state: &AppState, requested: Option<&str>, grant: &SessionGrant) -> Result<(), ApiError> {
+    let Some(requested) = requested else { return Ok(()) };
+    let granted = grant.resource.as_deref().unwrap_or(state.resources.default_resource().as_str());
+    if requested == granted {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidTarget("resource is not the one this grant was made for".into()))
     }
 }
 

@@ -35,7 +35,11 @@ pub(super) async fn userinfo(state: &AppState, request: &Request) -> Result<Repl
     if let Some(email) = &user.email {
         body["email"] = serde_json::json!(email);
     }
-    let client = state.clients.find(state.store.as_ref(), &claims.client_id).await?;
+    // A metadata-document client never gets the IB session (and its document is not fetched for this).
+    let client = match crate::cimd::is_metadata_client_id(&claims.client_id) {
+        true => None,
+        false => state.clients.find(state.store.as_ref(), &claims.client_id).await?,
+    };
     if client.is_some_and(|c| c.ib_session_in_token_response) {
         body["ib_session_id"] = serde_json::json!(grant.sid.expose());
     }

@@ -111,6 +111,7 @@ impl Reloader {
             let key = match &e {
                 StateError::Ib(_) => "platforms",
                 StateError::Audit(_) => "logging.audit",
+                StateError::ExchangeResourceIsOwn(_) => "oauth.clients",
             };
             ConfigErrors::one(ConfigError { key: key.into(), message: e.to_string() })
         })?;

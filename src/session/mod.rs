@@ -114,6 +114,10 @@ pub struct SessionGrant {
     pub login_timeout_hours: Option<u32>,
     pub oauth_client_id: String,
     pub scope: String,
+    /// The RFC 8707 resource the grant was made for (canonical), when the client named one; its access
+    /// tokens' `aud`. `None`: the gateway itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
 }
 
 #[cfg(test)]
@@ -135,6 +139,7 @@ impl SessionGrant {
             login_timeout_hours: Some(1),
             oauth_client_id: oauth_client_id.into(),
             scope: "profile".into(),
+            resource: None,
         }
     }
 }

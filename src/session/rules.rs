@@ -145,6 +145,7 @@ mod tests {
             login_timeout_hours: hours,
             oauth_client_id: "client".into(),
             scope: "profile".into(),
+            resource: None,
         }
     }
 

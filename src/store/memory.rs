@@ -154,7 +154,8 @@ impl Weight for SessionEntry {
             + grant.user.first_name.len()
             + grant.user.last_name.len()
             + grant.oauth_client_id.len()
-            + grant.scope.len();
+            + grant.scope.len()
+            + grant.resource.as_ref().map_or(0, String::len);
         let previous = self.previous.as_ref().map_or(0, |(_, _, sealed)| sealed.len() + 40);
         // USER_INDEX_ENTRY: the session's line in its user's index.
         std::mem::size_of::<Self>() + strings + previous + self.retired.len() * 48 + USER_INDEX_ENTRY

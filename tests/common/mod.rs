@@ -8,10 +8,12 @@
 //! - [`mock`]: the mock IntelligenceBank platform and its test controls.
 //! - [`http`]: HTTP clients, whole answers, form posts, raw requests.
 //! - [`pki`]: a throwaway CA and server certificate; TLS mocks.
+//! - [`documents`]: an HTTPS server of Client ID Metadata Documents.
 //! - [`store`]: the token store under test: backends, sessions, rotations.
 //! - [`secrets`]: local values for the secrets a shipped configuration names by path or variable.
 #![allow(dead_code, unused_imports)]
 
+pub mod documents;
 pub mod gateway;
 pub mod http;
 pub mod mock;

@@ -146,6 +146,7 @@ pub fn grant_for(client: &str, login_time: Option<u64>, hours: Option<u32>) -> S
         login_timeout_hours: hours,
         oauth_client_id: client.into(),
         scope: "profile api".into(),
+        resource: None,
     }
 }
 
