@@ -277,23 +277,36 @@ async fn the_metadata_documents_advertise_metadata_documents_the_resources_and_t
     assert_eq!(members(&example), members(&metadata.body));
 }
 
-/// The token exchange of `subject` by the MCP server, with `extra` form fields.
+const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+/// The token exchange of `subject` (of type `subject_type`) by `client`, with `extra` form fields.
 async fn exchange_by(
     gateway: &GatewayProcess,
     client: (&str, &str),
     subject: &str,
+    subject_type: &str,
     extra: &[(&str, &str)],
 ) -> (u16, Value) {
     let mut form = vec![
         ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
         ("subject_token", subject),
-        ("subject_token_type", "urn:ietf:params:oauth:token-type:access_token"),
+        ("subject_token_type", subject_type),
     ];
     form.extend_from_slice(extra);
-    let response =
-        http().post(gateway.url("/token")).basic_auth(client.0, Some(client.1)).form(&form).send().await.unwrap();
+    let request = http().post(gateway.url("/token")).basic_auth(client.0, Some(client.1)).form(&form);
+    let response = request.send().await.unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// A token exchange the gateway must refuse, and the `error` it answers (always with status 400).
+struct Refused<'a> {
+    what: &'a str,
+    client: (&'a str, &'a str),
+    subject: &'a str,
+    subject_type: &'a str,
+    extra: &'a [(&'a str, &'a str)],
+    error: &'a str,
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -316,7 +329,8 @@ async fn an_mcp_server_exchanges_its_clients_token_for_a_gateway_token_of_the_sa
 
     // The MCP server exchanges it: a gateway token of the same session, no wider, no refresh token.
     let mcp_server = (MCP_SERVER, MCP_SERVER_SECRET);
-    let (status, exchanged) = exchange_by(&gateway, mcp_server, subject, &[("scope", "ib:read")]).await;
+    let (status, exchanged) =
+        exchange_by(&gateway, mcp_server, subject, ACCESS_TOKEN_TYPE, &[("scope", "ib:read")]).await;
     assert_eq!(status, 200, "{exchanged}");
     assert_eq!(exchanged["issued_token_type"], "urn:ietf:params:oauth:token-type:access_token");
     assert_eq!(exchanged["scope"], "ib:read");
@@ -332,55 +346,61 @@ async fn an_mcp_server_exchanges_its_clients_token_for_a_gateway_token_of_the_sa
     assert_eq!(write.body["error"], "insufficient_scope", "the narrowed scope holds: {}", write.text);
 
     // Refusals, each leaving the session alone.
-    let cases: [(&str, (&str, &str), &str, Vec<(&str, &str)>, u16, &str); 6] = [
-        (
-            "a client that is not a resource server",
-            (CONFIDENTIAL_CLIENT, CONFIDENTIAL_SECRET),
+    let id_token = "urn:ietf:params:oauth:token-type:id_token";
+    let refusals = [
+        Refused {
+            what: "a client that is not a resource server",
+            client: (CONFIDENTIAL_CLIENT, CONFIDENTIAL_SECRET),
             subject,
-            vec![],
-            400,
-            "unauthorized_client",
-        ),
-        ("a subject token for the gateway itself", mcp_server, access, vec![], 400, "invalid_request"),
-        (
-            "another subject token type",
-            mcp_server,
+            subject_type: ACCESS_TOKEN_TYPE,
+            extra: &[],
+            error: "unauthorized_client",
+        },
+        Refused {
+            what: "a subject token for the gateway itself",
+            client: mcp_server,
+            subject: access,
+            subject_type: ACCESS_TOKEN_TYPE,
+            extra: &[],
+            error: "invalid_request",
+        },
+        Refused {
+            what: "another subject token type",
+            client: mcp_server,
             subject,
-            vec![("subject_token_type", "urn:ietf:params:oauth:token-type:id_token")],
-            400,
-            "invalid_request",
-        ),
-        ("a wider scope", mcp_server, subject, vec![("scope", "ib:write admin")], 400, "invalid_scope"),
-        (
-            "a resource that is not the gateway",
-            mcp_server,
+            subject_type: id_token,
+            extra: &[],
+            error: "invalid_request",
+        },
+        Refused {
+            what: "a wider scope",
+            client: mcp_server,
             subject,
-            vec![("resource", MCP_SERVER_RESOURCE)],
-            400,
-            "invalid_target",
-        ),
-        ("a made-up token", mcp_server, "eyJhbGciOiJFZERTQSJ9.e30.AAAA", vec![], 400, "invalid_request"),
+            subject_type: ACCESS_TOKEN_TYPE,
+            extra: &[("scope", "ib:write admin")],
+            error: "invalid_scope",
+        },
+        Refused {
+            what: "a resource that is not the gateway",
+            client: mcp_server,
+            subject,
+            subject_type: ACCESS_TOKEN_TYPE,
+            extra: &[("resource", MCP_SERVER_RESOURCE)],
+            error: "invalid_target",
+        },
+        Refused {
+            what: "a made-up token",
+            client: mcp_server,
+            subject: "eyJhbGciOiJFZERTQSJ9.e30.AAAA",
+            subject_type: ACCESS_TOKEN_TYPE,
+            extra: &[],
+            error: "invalid_request",
+        },
     ];
-    for (what, client, token, extra, status, error) in cases {
-        let extra: Vec<(&str, &str)> = extra;
-        let (got, body) = if extra.iter().any(|(name, _)| *name == "subject_token_type") {
-            let form = [
-                ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
-                ("subject_token", token),
-                ("subject_token_type", extra[0].1),
-            ];
-            let response = http()
-                .post(gateway.url("/token"))
-                .basic_auth(client.0, Some(client.1))
-                .form(&form)
-                .send()
-                .await
-                .unwrap();
-            (response.status().as_u16(), response.json::<Value>().await.unwrap())
-        } else {
-            exchange_by(&gateway, client, token, &extra).await
-        };
-        assert_eq!((got, body["error"].as_str()), (status, Some(error)), "{what}: {body}");
+    for refused in refusals {
+        let (status, body) =
+            exchange_by(&gateway, refused.client, refused.subject, refused.subject_type, refused.extra).await;
+        assert_eq!((status, body["error"].as_str()), (400, Some(refused.error)), "{}: {body}", refused.what);
     }
 
     // Revoking the session (the agent's refresh token) ends the exchanged token too.
@@ -389,6 +409,6 @@ async fn an_mcp_server_exchanges_its_clients_token_for_a_gateway_token_of_the_sa
     let (status, _) = post_form(&gateway.url("/revoke"), &[("token", refresh), ("client_id", &client_id)]).await;
     assert_eq!(status, 200);
     assert_eq!(get_resource_with(&gateway, access).await.status(), 401);
-    let (status, body) = exchange_by(&gateway, mcp_server, subject, &[]).await;
+    let (status, body) = exchange_by(&gateway, mcp_server, subject, ACCESS_TOKEN_TYPE, &[]).await;
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_request")), "{body}");
 }
