@@ -56,7 +56,10 @@ fn benches(c: &mut Criterion) {
             ib_oauth_gateway::resource::Resources::new(&access_token::audience(&config), &config.oauth.resources)
                 .unwrap();
         c.bench_function(&format!("access_token_verify_full_{algorithm:?}"), |b| {
-            b.iter(|| access_token::verify(&keys, &config, &resources, black_box(&token), now).unwrap())
+            b.iter(|| {
+                access_token::verify(&keys, &config, access_token::Audience::Own(&resources), black_box(&token), now)
+                    .unwrap()
+            })
         });
         let cache = VerifiedTokens::new(100_000);
         cache.verify(&keys, &config, &resources, &token, now).unwrap();

@@ -177,10 +177,11 @@ async fn load(args: &Args, served: Option<&Config>) -> Option<Arc<dyn TokenStore
     }
     let token = std::fs::read_to_string(&args.template_token).unwrap_or_else(|e| fail(e));
     let now = now_unix();
-    let claims = match access_token::verify(keys, config, &settings.resources, token.trim(), now) {
-        Ok(access_token::Verified::Valid(claims)) => claims,
-        _ => fail("the template token is not a valid access token of this configuration"),
-    };
+    let claims =
+        match access_token::verify(keys, config, access_token::Audience::Own(&settings.resources), token.trim(), now) {
+            Ok(access_token::Verified::Valid(claims)) => claims,
+            _ => fail("the template token is not a valid access token of this configuration"),
+        };
     let id = claims.session_id().unwrap_or_else(|| fail("the template token names no session"));
     let store = store::from_config(config).await.unwrap_or_else(|e| fail(e));
     let template = match store.get_session(&id).await {

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use http::HeaderValue;
-use ib_oauth_gateway::auth::access_token::{self, Verified};
+use ib_oauth_gateway::auth::access_token::{self, Audience, Verified};
 use ib_oauth_gateway::auth::token_cache::VerifiedTokens;
 use ib_oauth_gateway::config::{self, Config, SigningAlgorithm};
 use ib_oauth_gateway::errors::ApiError;
@@ -185,7 +185,7 @@ fn token_fixture() -> &'static TokenFixture {
         let session = default_session();
         let (token, _) = access_token::issue(&keys, &config, &session, NOW).expect("issue");
         assert!(matches!(
-            access_token::verify(&keys, &config, &resources_of(&config), &token, NOW),
+            access_token::verify(&keys, &config, Audience::Own(&resources_of(&config)), &token, NOW),
             Ok(Verified::Valid(_))
         ));
         TokenFixture { keys, config, session, token }
@@ -195,7 +195,7 @@ fn token_fixture() -> &'static TokenFixture {
 /// Neither the verifier nor the verified-token cache accepts `token` (signed or expired).
 fn refused(token: &str) -> Result<(), TestCaseError> {
     let f = token_fixture();
-    let direct = access_token::verify(&f.keys, &f.config, &resources_of(&f.config), token, NOW);
+    let direct = access_token::verify(&f.keys, &f.config, Audience::Own(&resources_of(&f.config)), token, NOW);
     prop_assert!(direct.is_err(), "verify accepted {token:?}: {direct:?}");
     // A cache that already holds the genuine token must not be fooled by a near miss either.
     let cache = VerifiedTokens::new(16);
@@ -365,7 +365,7 @@ proptest! {
         grant.oauth_client_id = client.clone();
         let session = Session::start(SessionId::generate(), grant, NOW, 120);
         let (token, exp) = access_token::issue(&f.keys, &f.config, &session, NOW).expect("issue");
-        match access_token::verify(&f.keys, &f.config, &resources_of(&f.config), &token, NOW) {
+        match access_token::verify(&f.keys, &f.config, Audience::Own(&resources_of(&f.config)), &token, NOW) {
             Ok(Verified::Valid(claims)) => {
                 prop_assert_eq!(&claims.sub, &uuid);
                 prop_assert_eq!(&claims.scope, &scope);
@@ -390,7 +390,7 @@ proptest! {
         hmac_with_our_public_key in any::<bool>(),
     ) {
         let f = token_fixture();
-        let claims = access_token::verify(&f.keys, &f.config, &resources_of(&f.config), &f.token, NOW).expect("genuine").claims().clone();
+        let claims = access_token::verify(&f.keys, &f.config, Audience::Own(&resources_of(&f.config)), &f.token, NOW).expect("genuine").claims().clone();
         // Another key of the same algorithm, signing with its own kid.
         let other = SigningKeys::ephemeral(SigningAlgorithm::EdDSA).expect("ephemeral key");
         refused(&other.sign(&claims).expect("sign"))?;

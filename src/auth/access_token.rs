@@ -111,50 +111,36 @@ pub fn issue_as(
     Ok((keys.sign(&claims)?, to.exp))
 }
 
-/// Verifies signature (pinned algorithm of the key named by `kid`), issuer, audience (the gateway itself or
-/// one of its own `resources`) and expiry.
+/// Which `aud` a token may carry to be accepted.
+#[derive(Debug, Clone, Copy)]
+pub enum Audience<'a> {
+    /// The gateway itself or one of its own resources: what the proxy, `/userinfo` and introspection accept.
+    Own(&'a Resources),
+    /// Anything the gateway issues tokens for, its own resources or the resource servers in front of it
+    /// (revocation: a client may revoke a token it got for an MCP server).
+    Issued(&'a Resources),
+    /// Exactly this resource: the subject token of a token exchange, for the exchanging resource server.
+    Exactly(&'a str),
+}
+
+impl Audience<'_> {
+    fn accepts(self, aud: &str, config: &Config) -> bool {
+        match self {
+            Audience::Own(resources) => aud == audience(config) || resources.is_own(aud),
+            Audience::Issued(resources) => aud == audience(config) || resources.accepts(aud).is_some(),
+            Audience::Exactly(resource) => aud == resource,
+        }
+    }
+}
+
+/// Verifies signature (pinned algorithm of the key named by `kid`), issuer, audience (as `accepted` says) and
+/// expiry.
 pub fn verify(
     keys: &SigningKeys,
     config: &Config,
-    resources: &Resources,
+    accepted: Audience<'_>,
     token: &str,
     now: u64,
-) -> Result<Verified, Invalid> {
-    let own = audience(config);
-    verify_audience(keys, config, token, now, |aud| aud == own || resources.is_own(aud))
-}
-
-/// [`verify`] for any token the gateway issues, for its own resources or the resource servers in front of it
-/// (revocation: a client may revoke a token it got for an MCP server).
-pub fn verify_issued(
-    keys: &SigningKeys,
-    config: &Config,
-    resources: &Resources,
-    token: &str,
-    now: u64,
-) -> Result<Verified, Invalid> {
-    let own = audience(config);
-    verify_audience(keys, config, token, now, |aud| aud == own || resources.accepts(aud).is_some())
-}
-
-/// [`verify`] for a token issued for `resource` (a resource server in front of the gateway) and nothing else:
-/// the subject token of a token exchange.
-pub fn verify_for_resource(
-    keys: &SigningKeys,
-    config: &Config,
-    resource: &str,
-    token: &str,
-    now: u64,
-) -> Result<Verified, Invalid> {
-    verify_audience(keys, config, token, now, |aud| aud == resource)
-}
-
-fn verify_audience(
-    keys: &SigningKeys,
-    config: &Config,
-    token: &str,
-    now: u64,
-    accepted: impl Fn(&str) -> bool,
 ) -> Result<Verified, Invalid> {
     let header = decode_header(token).map_err(|_| Invalid)?;
     let kid = header.kid.ok_or(Invalid)?;
@@ -178,7 +164,7 @@ fn verify_audience(
             Invalid
         })?
         .claims;
-    if !accepted(&claims.aud) {
+    if !accepted.accepts(&claims.aud, config) {
         return Err(Invalid);
     }
     if claims.iat > now + config.tokens.leeway_seconds {

@@ -7,7 +7,7 @@ use pingora_memory_cache::MemoryCache;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::access_token::{self, AccessClaims, Invalid, Verified};
+use super::access_token::{self, AccessClaims, Audience, Invalid, Verified};
 use crate::config::Config;
 use crate::keys::SigningKeys;
 use crate::resource::Resources;
@@ -43,7 +43,7 @@ impl VerifiedTokens {
                 return Ok(Verified::Expired(entry.claims.clone()));
             }
         }
-        let verified = access_token::verify(keys, config, resources, token, now)?;
+        let verified = access_token::verify(keys, config, Audience::Own(resources), token, now)?;
         if let Verified::Valid(claims) = &verified {
             let ttl = Duration::from_secs((claims.exp + leeway).saturating_sub(now));
             self.cache.put(token, Arc::new(Entry { token: token.into(), claims: Arc::clone(claims) }), Some(ttl));

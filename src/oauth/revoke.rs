@@ -2,7 +2,7 @@
 //! session.
 
 use crate::audit::{AuditEvent, AuditKind};
-use crate::auth::access_token;
+use crate::auth::access_token::{self, Audience};
 use crate::errors::ApiError;
 use crate::exchange::{Reply, Request};
 use crate::session::SessionState;
@@ -24,7 +24,9 @@ pub(super) async fn revoke(state: &AppState, request: &Request) -> Result<Reply,
         }
     } else {
         // An access token: verified (expired is fine) and of this client, it ends its session too.
-        let claims = access_token::verify_issued(&state.keys, &state.config, &state.resources, token, now_unix()).ok();
+        let claims =
+            access_token::verify(&state.keys, &state.config, Audience::Issued(&state.resources), token, now_unix())
+                .ok();
         let claims = claims.map(|verified| verified.claims().clone());
         match claims.filter(|c| c.client_id == client.client_id) {
             Some(claims) => match claims.session_id() {

@@ -8,7 +8,7 @@ use subtle::ConstantTimeEq;
 
 use super::authorize::{requested_resource, CodeGrant};
 use crate::audit::{AuditEvent, AuditKind};
-use crate::auth::access_token;
+use crate::auth::access_token::{self, Audience};
 use crate::auth::clients::Client;
 use crate::errors::ApiError;
 use crate::exchange::{Params, Reply, Request};
@@ -233,7 +233,7 @@ async fn exchange(state: &AppState, request: &Request, client: &Client, form: &P
     };
     let now = now_unix();
     let invalid = || ApiError::InvalidRequest("subject_token is not a valid access token for this client".into());
-    let verified = access_token::verify_for_resource(&state.keys, &state.config, served.as_str(), subject, now);
+    let verified = access_token::verify(&state.keys, &state.config, Audience::Exactly(served.as_str()), subject, now);
     let subject = match verified {
         Ok(access_token::Verified::Valid(claims)) => claims,
         _ => return Err(invalid()),
