@@ -50,14 +50,18 @@ PROFILE=${IBGW_BENCH_PROFILE:-0}
 if [[ $PROFILE == 1 ]]; then _ibgw_require "linux-perf" perf; fi
 
 # The allocator row of (a): the same gateway with glibc's malloc instead of mimalloc (feature system-allocator),
-# built first and copied aside (cargo keeps both builds, so switching back is only a copy).
-cargo build --release --locked --bin ib-oauth-gateway --features system-allocator
+# built first and copied aside (cargo keeps both builds, so switching back is only a copy). The pass-through is
+# built both ways too: the primary baseline has the gateway's allocator (mimalloc), the glibc pass-through is the
+# baseline of the glibc row.
+cargo build --release --locked --bin ib-oauth-gateway --example passthrough --features system-allocator
 cp target/release/ib-oauth-gateway target/release/ib-oauth-gateway-glibc
+cp target/release/examples/passthrough target/release/examples/passthrough-glibc
 cargo build --release --locked --bin ib-oauth-gateway \
     --example passthrough --example session_loader --example refresh_load
 BIN=target/release/ib-oauth-gateway
 BIN_GLIBC=target/release/ib-oauth-gateway-glibc
 PASSTHROUGH=target/release/examples/passthrough
+PASSTHROUGH_GLIBC=target/release/examples/passthrough-glibc
 LOADER=target/release/examples/session_loader
 REFRESH_LOAD=target/release/examples/refresh_load
 BUILT_AT=$SECONDS
@@ -225,6 +229,9 @@ done
 PT=$(free_port)
 "$PASSTHROUGH" "127.0.0.1:$PT" "127.0.0.1:$MOCK" "$THREADS" 2>"$TMP/passthrough.log" &
 PINGORA_PIDS+=($!)
+PT_GLIBC=$(free_port)
+"$PASSTHROUGH_GLIBC" "127.0.0.1:$PT_GLIBC" "127.0.0.1:$MOCK" "$THREADS" 2>"$TMP/passthrough-glibc.log" &
+PINGORA_PIDS+=($!)
 
 # nginx: workers equal to the gateway's threads, keepalive to the upstream, its access log on (buffered, as the
 # gateway's is written off the request path). Its own prefix, pid and logs; in the foreground (daemon off). Run
@@ -345,13 +352,16 @@ done
 
 # The measured rows: name | url | header or "lua"
 declare -A ROW_URL ROW_HEADER ROW_LABEL RPS P99 ERRORS
-ROWS=(nginx passthrough)
+ROWS=(nginx passthrough passthrough_glibc)
 ROW_URL[nginx]="http://127.0.0.1:$NGX/api/3.0.0/mockclient/resource"
 ROW_HEADER[nginx]="sid: $SID"
 ROW_LABEL[nginx]="nginx proxy_pass (keepalive), reference"
 ROW_URL[passthrough]="http://127.0.0.1:$PT/api/3.0.0/mockclient/resource"
 ROW_HEADER[passthrough]="sid: $SID"
-ROW_LABEL[passthrough]="Pingora pass-through, reference"
+ROW_LABEL[passthrough]="Pingora pass-through (mimalloc, the gateway's allocator), reference"
+ROW_URL[passthrough_glibc]="http://127.0.0.1:$PT_GLIBC/api/3.0.0/mockclient/resource"
+ROW_HEADER[passthrough_glibc]="sid: $SID"
+ROW_LABEL[passthrough_glibc]="Pingora pass-through with glibc malloc, reference of the glibc row"
 for name in "${GATEWAYS[@]}"; do
     [[ $name == redis_longcache ]] && continue # a (c) row only: with 1 session it is (b)'s local row
     row="a_$name"
@@ -381,7 +391,7 @@ done
 # The control of (c): the same wrk script (a Lua request() costs wrk more than a fixed request) with 1 token.
 lua_row c1_redis_local "${GW_PORT[redis_local]}" "$TMP/redis.token" \
     "(c) control: gateway, ${GW_LABEL[redis_local]}, 1 session through the same wrk script"
-row_gateway() { [[ $1 == nginx || $1 == passthrough ]] && return 1; echo "${1#*_}"; }
+row_gateway() { [[ $1 == nginx || $1 == passthrough* ]] && return 1; echo "${1#*_}"; }
 
 to_ms() {
     awk -v v="$1" 'BEGIN {
@@ -589,6 +599,7 @@ report() {
     a_p99=$(awk -v g="${M_P99[a_memory]}" -v p="${M_P99[passthrough]}" 'BEGIN { printf "%+.2f", g - p }')
     echo "| (a) memory ≥ 0.90× pass-through, access log on | ${a_ratio}× | $(verdict "$a_ratio >= 0.90") |"
     echo "| (a) p99 within +0.5 ms of the pass-through's | ${M_P99[a_memory]} vs ${M_P99[passthrough]} ms (${a_p99} ms) | $(verdict "$a_p99 <= 0.5") |"
+    echo "| (a) glibc pair: the glibc gateway against the glibc pass-through (reported, no target) | $(ratio "${M_RPS[a_memory_glibc]}" "${M_RPS[passthrough_glibc]}")× | - |"
     if ((GW_BUILT[redis_approx])); then
         b_ratio=$(ratio "${M_RPS[b_redis_approx]}" "${M_RPS[passthrough]}")
         echo "| (b) Redis, approximate limits ≥ 0.85× | ${b_ratio}× | $(verdict "$b_ratio >= 0.85") |"

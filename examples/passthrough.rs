@@ -5,6 +5,12 @@
 //! Usage: `passthrough LISTEN_ADDR UPSTREAM_ADDR [THREADS]` (both `127.0.0.1:PORT`; THREADS defaults to 2,
 //! set it to the gateway's `server.threads` for a fair comparison).
 
+/// The gateway's allocator (see `src/main.rs`), so that the bench compares like with like: built with the
+/// `system-allocator` feature it is glibc's malloc, as the gateway's glibc row is.
+#[cfg(not(feature = "system-allocator"))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use async_trait::async_trait;
 use pingora::prelude::*;
 use pingora::server::configuration::ServerConf;

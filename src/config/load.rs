@@ -260,6 +260,12 @@ fn validate_server(server: &ServerConfig, problems: &mut Problems) {
     if server.threads == 0 {
         problems.add("server.threads", "must be at least 1");
     }
+    if !(1..=10_000).contains(&server.http2.max_concurrent_streams) {
+        problems.add("server.http2.max_concurrent_streams", "must be 1 to 10000");
+    }
+    if !(1024..=1 << 20).contains(&server.http2.max_header_list_size) {
+        problems.add("server.http2.max_header_list_size", "must be 1024 to 1048576 bytes");
+    }
     if server.max_form_body_bytes < 1024 {
         problems.add("server.max_form_body_bytes", "must be at least 1024");
     }

@@ -62,6 +62,30 @@ pub struct ServerConfig {
     /// Load balancers / reverse proxies (IPs or CIDRs) whose `X-Forwarded-For` is believed when finding the
     /// client IP for per-IP limits. Empty: the TCP peer is the client.
     pub trusted_proxies: Vec<Network>,
+    /// HTTP/2 from clients.
+    pub http2: Http2Config,
+}
+
+/// HTTP/2 on the public listeners: offered by ALPN (`h2`, then `http/1.1`) on TLS listeners, and optionally
+/// accepted with prior knowledge (h2c) on plain ones. The `h2` crate's own flood protections (reset-stream,
+/// pending-accept and local-error limits) always apply.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http2Config {
+    /// Offer `h2` by ALPN on the TLS listeners.
+    pub enabled: bool,
+    /// Accept HTTP/2 with prior knowledge on the plain listeners (HTTP/1.1 still works there).
+    pub h2c: bool,
+    /// Streams one client connection may have open at once.
+    pub max_concurrent_streams: u32,
+    /// The largest decoded header list a client may send, in bytes.
+    pub max_header_list_size: u32,
+}
+
+impl Default for Http2Config {
+    fn default() -> Self {
+        Http2Config { enabled: true, h2c: false, max_concurrent_streams: 100, max_header_list_size: 64 * 1024 }
+    }
 }
 
 /// An IP address (a single-host network) or a CIDR, parsed when the file is read and never again; written
@@ -145,6 +169,7 @@ impl Default for ServerConfig {
             pid_file: "/tmp/ib-oauth-gateway.pid".into(),
             max_form_body_bytes: 16 * 1024,
             trusted_proxies: Vec::new(),
+            http2: Http2Config::default(),
         }
     }
 }

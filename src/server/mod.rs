@@ -8,7 +8,10 @@ pub mod admin;
 pub mod limit_sync;
 pub mod reload;
 
+use pingora::apps::HttpServerOptions;
+use pingora::listeners::tls::TlsSettings;
 use pingora::prelude::*;
+use pingora::protocols::http::v2::server::default_h2_options;
 use pingora::server::configuration::{Opt, ServerConf};
 use std::sync::Arc;
 
@@ -188,14 +191,25 @@ fn serve(
 
     let mut gateway =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, Gateway::new(live.clone()), "gateway");
+    let http2 = &config.server.http2;
+    if let Some(proxy) = gateway.app_logic_mut() {
+        proxy.server_options = Some(HttpServerOptions { h2c: http2.h2c, ..HttpServerOptions::default() });
+        let mut h2 = default_h2_options();
+        h2.max_concurrent_streams(http2.max_concurrent_streams).max_header_list_size(http2.max_header_list_size);
+        proxy.h2_options = Some(h2);
+    }
     for addr in &config.server.listen {
         gateway.add_tcp(addr.as_str());
     }
     if let Some(tls) = &config.server.tls {
         for addr in &tls.listen {
-            gateway
-                .add_tls(addr.as_str(), &tls.cert_file, &tls.key_file)
-                .map_err(|e| StartError::Tls(e.to_string()))?;
+            // Pingora's intermediate settings (Mozilla's intermediate profile), with `h2` offered first by ALPN.
+            let mut settings =
+                TlsSettings::intermediate(&tls.cert_file, &tls.key_file).map_err(|e| StartError::Tls(e.to_string()))?;
+            if http2.enabled {
+                settings.enable_h2();
+            }
+            gateway.add_tls_with_settings(addr.as_str(), None, settings);
         }
     }
     server.add_service(gateway);
