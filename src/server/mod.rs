@@ -193,7 +193,9 @@ fn serve(
         pingora::proxy::http_proxy_service_with_name(&server.configuration, Gateway::new(live.clone()), "gateway");
     let http2 = &config.server.http2;
     if let Some(proxy) = gateway.app_logic_mut() {
-        proxy.server_options = Some(HttpServerOptions { h2c: http2.h2c, ..HttpServerOptions::default() });
+        let mut options = HttpServerOptions::default();
+        options.h2c = http2.h2c;
+        proxy.server_options = Some(options);
         let mut h2 = default_h2_options();
         h2.max_concurrent_streams(http2.max_concurrent_streams).max_header_list_size(http2.max_header_list_size);
         proxy.h2_options = Some(h2);
