@@ -1,8 +1,8 @@
 //! The verdict on a proxied request, before anything reaches IntelligenceBank: is the method one IB's API
 //! uses, is the path well formed, who is calling (bearer token → session → session rules), are they within their
-//! rate limit, does the token's scope cover the method (`ib:read` reads only), may the session's `sid` go to the host they name (the session's own hosts, still allowed by the
-//! platform allowlist in force), and at which address. Also the one decision taken after IB answered: IB
-//! rejected the `sid`, so the session ends.
+//! rate limit, does the token's scope cover the method (`ib:read` reads only), may the session's `sid` go to the
+//! host they name (the session's own hosts, still allowed by the platform allowlist in force), and at which
+//! address. Also the one decision taken after IB answered: IB rejected the `sid`, so the session ends.
 //!
 //! Every refusal is an [`ApiError`], tagged with whether it already counted against the session's rate limit;
 //! `respond` turns it into the answer. Nothing here writes a response or logs a token.
