@@ -273,6 +273,30 @@ impl RedisStore {
             .map_err(unavailable)
     }
 
+    /// The session and this window's count for it, read and counted in one script (both keys carry the
+    /// session's hash tag: one Cluster slot).
+    async fn read_session_metered(
+        &self,
+        id: &SessionId,
+        window: u64,
+        window_seconds: u64,
+    ) -> Result<(Option<Session>, u64), StoreError> {
+        let meter = self.meter_key(id, window);
+        let reply: Vec<Vec<u8>> = GET_SESSION_METERED
+            .key(self.session_key(id))
+            .key(meter)
+            .arg(window_seconds)
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(unavailable)?;
+        let count = reply
+            .first()
+            .and_then(|c| std::str::from_utf8(c).ok())
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| StoreError::Corrupt("meter count".into()))?;
+        Ok((session_from_fields(id, reply.get(1..).unwrap_or_default())?, count))
+    }
+
     async fn read_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
         let fields: Vec<Vec<u8>> = ::redis::cmd("HMGET")
             .arg(self.session_key(id))
@@ -414,27 +438,27 @@ impl TokenStore for RedisStore {
         self.read_session(id).await
     }
 
+    /// One round trip either way: a session the cache holds costs only the count (`add_to_meter.lua`); any
+    /// other is read together with its count (`get_session_metered.lua`) and kept.
     async fn get_session_metered(
         &self,
         id: &SessionId,
         window: u64,
         window_seconds: u64,
     ) -> Result<(Option<Session>, u64), StoreError> {
-        // The counter shares the session's hash tag, so both keys are in one slot and one script.
-        let meter = self.meter_key(id, window);
-        let reply: Vec<Vec<u8>> = GET_SESSION_METERED
-            .key(self.session_key(id))
-            .key(meter)
-            .arg(window_seconds)
-            .invoke_async(&mut self.connection())
-            .await
-            .map_err(unavailable)?;
-        let count = reply
-            .first()
-            .and_then(|c| std::str::from_utf8(c).ok())
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| StoreError::Corrupt("meter count".into()))?;
-        Ok((session_from_fields(id, reply.get(1..).unwrap_or_default())?, count))
+        let Some(cache) = &self.cache else {
+            return self.read_session_metered(id, window, window_seconds).await;
+        };
+        if let Some(session) = cache.get(id) {
+            let count = self.add_to_meter(id, window, 1, window_seconds).await?;
+            return Ok((Some(session), count));
+        }
+        let ticket = cache.begin_read();
+        let (session, count) = self.read_session_metered(id, window, window_seconds).await?;
+        if let Some(session) = &session {
+            cache.keep(ticket, session);
+        }
+        Ok((session, count))
     }
 
     async fn add_to_meter(
