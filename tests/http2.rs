@@ -8,7 +8,6 @@ mod common;
 
 use common::pki::{test_pki, TestPki};
 use common::*;
-use futures_util::StreamExt;
 use serde_json::Value;
 
 /// A gateway with a TLS listener (and its plain one, through which the tests log in), and that listener's origin.
@@ -22,6 +21,33 @@ fn tls_gateway(pki: &TestPki, http2: &str) -> (GatewayProcess, String) {
     (GatewayProcess::start_full("", None, "", &server), format!("https://127.0.0.1:{port}"))
 }
 
+/// A gateway with a TLS listener, a mock platform, a session logged in through the plain listener, and an
+/// h2-capable client for the TLS listener.
+struct OverTls {
+    pki: TestPki,
+    gateway: GatewayProcess,
+    tls: String,
+    tokens: Value,
+    h2: reqwest::Client,
+    /// Kept for the test's length: the mock stops when dropped.
+    _mock: ib_oauth_gateway::mock::MockHandle,
+}
+
+impl OverTls {
+    async fn start() -> Self {
+        let pki = test_pki();
+        let (gateway, tls) = tls_gateway(&pki, "");
+        let mock = start_mock(Default::default()).await;
+        let tokens = tokens_for(&gateway, &mock, "").await;
+        let h2 = tls_client(&pki).build().unwrap();
+        OverTls { pki, gateway, tls, tokens, h2, _mock: mock }
+    }
+
+    fn access(&self) -> &str {
+        self.tokens["access_token"].as_str().unwrap()
+    }
+}
+
 /// A client that trusts the test CA and speaks h2 when the server offers it by ALPN.
 fn tls_client(pki: &TestPki) -> reqwest::ClientBuilder {
     let ca = reqwest::Certificate::from_pem(&std::fs::read(&pki.ca).unwrap()).unwrap();
@@ -30,12 +56,8 @@ fn tls_client(pki: &TestPki) -> reqwest::ClientBuilder {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn over_h2_the_proxy_checks_the_bearer_injects_the_sid_strips_credentials_and_refuses_foreign_hosts() {
-    let pki = test_pki();
-    let (gateway, tls) = tls_gateway(&pki, "");
-    let mock = start_mock(Default::default()).await;
-    let tokens = tokens_for(&gateway, &mock, "").await;
-    let access = tokens["access_token"].as_str().unwrap();
-    let h2 = tls_client(&pki).build().unwrap();
+    let over = OverTls::start().await;
+    let (tls, tokens, h2, access) = (&over.tls, &over.tokens, &over.h2, over.access());
 
     let discovery = h2.get(format!("{tls}/.well-known/oauth-authorization-server")).send().await.unwrap();
     assert_eq!((discovery.status().as_u16(), discovery.version()), (200, reqwest::Version::HTTP_2));
@@ -74,7 +96,7 @@ async fn over_h2_the_proxy_checks_the_bearer_injects_the_sid_strips_credentials_
     assert!(refreshed["access_token"].is_string(), "{refreshed}");
 
     // HTTP/1.1 clients are still served on the same listener.
-    let h1 = tls_client(&pki).http1_only().build().unwrap();
+    let h1 = tls_client(&over.pki).http1_only().build().unwrap();
     let answer = h1.get(format!("{tls}/api/v3/resource")).bearer_auth(access).send().await.unwrap();
     assert_eq!((answer.status().as_u16(), answer.version()), (200, reqwest::Version::HTTP_11));
 }
@@ -82,12 +104,8 @@ async fn over_h2_the_proxy_checks_the_bearer_injects_the_sid_strips_credentials_
 #[tokio::test(flavor = "multi_thread")]
 async fn over_h2_bodies_stream_both_ways_with_flat_gateway_memory() {
     const SIZE: u64 = 256 << 20;
-    let pki = test_pki();
-    let (gateway, tls) = tls_gateway(&pki, "");
-    let mock = start_mock(Default::default()).await;
-    let tokens = tokens_for(&gateway, &mock, "").await;
-    let access = tokens["access_token"].as_str().unwrap();
-    let h2 = tls_client(&pki).build().unwrap();
+    let over = OverTls::start().await;
+    let (gateway, tls, h2, access) = (&over.gateway, &over.tls, &over.h2, over.access());
     let baseline = gateway.peak_rss_kib();
 
     let download = h2
@@ -97,21 +115,9 @@ async fn over_h2_bodies_stream_both_ways_with_flat_gateway_memory() {
         .await
         .unwrap();
     assert_eq!((download.status().as_u16(), download.version()), (200, reqwest::Version::HTTP_2));
-    let mut received = 0u64;
-    let mut stream = download.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.unwrap();
-        for (i, byte) in chunk.iter().enumerate().step_by(4099) {
-            assert_eq!(*byte, ib_oauth_gateway::mock::pattern_byte(received + i as u64));
-        }
-        received += chunk.len() as u64;
-    }
-    assert_eq!(received, SIZE);
+    assert_eq!(read_mock_pattern(download).await, SIZE);
 
-    let chunk = bytes::Bytes::from(vec![7u8; 1 << 20]);
-    let body = futures_util::stream::iter((0..SIZE >> 20).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
-    let upload =
-        h2.put(format!("{tls}/api/v3/asset/1")).bearer_auth(access).body(reqwest::Body::wrap_stream(body)).send();
+    let upload = h2.put(format!("{tls}/api/v3/asset/1")).bearer_auth(access).body(streamed_body(SIZE >> 20)).send();
     let upload = upload.await.unwrap();
     assert_eq!((upload.status().as_u16(), upload.version()), (200, reqwest::Version::HTTP_2));
     let echo: Value = upload.json().await.unwrap();

@@ -107,6 +107,11 @@ async fn agent_tokens(
     tokens
 }
 
+/// `/authorize?query` as a JSON caller (the sign-in page's script) sends it.
+async fn authorize_json(gateway: &GatewayProcess, query: &str) -> common::http::Answer {
+    send(http().get(gateway.url(&format!("/authorize?{query}"))).header("Accept", "application/json")).await
+}
+
 /// The claims of an access token (its signature is the gateway's business; the test reads what it says).
 fn claims(access_token: &str) -> Value {
     let payload = access_token.split('.').nth(1).unwrap();
@@ -171,8 +176,7 @@ async fn a_resource_that_is_not_the_gateways_is_invalid_target_and_spends_nothin
     // At /authorize (the redirect URI is trusted by then): JSON for a JSON caller, a redirect for a browser.
     let foreign = format!("&resource={}", urlencode("https://elsewhere.example/mcp"));
     let query = agent_query(&client_id, &foreign);
-    let json_answer =
-        send(http().get(gateway.url(&format!("/authorize?{query}"))).header("Accept", "application/json")).await;
+    let json_answer = authorize_json(&gateway, &query).await;
     assert_eq!(
         (json_answer.status, json_answer.body["error"].as_str()),
         (400, Some("invalid_target")),
@@ -185,8 +189,7 @@ async fn a_resource_that_is_not_the_gateways_is_invalid_target_and_spends_nothin
     assert_eq!(query_param(&location, "error").as_deref(), Some("invalid_target"), "{location}");
     // A path of the gateway's host that is not one of its resources is another resource (RFC 8707 §2).
     let other_path = agent_query(&client_id, &format!("&resource={}", urlencode(&gateway.url("/other"))));
-    let answer =
-        send(http().get(gateway.url(&format!("/authorize?{other_path}"))).header("Accept", "application/json")).await;
+    let answer = authorize_json(&gateway, &other_path).await;
     assert_eq!(answer.body["error"], "invalid_target", "{}", answer.text);
 
     // At /token: a refresh naming another resource is refused before the rotation, so the token still works.
@@ -231,8 +234,7 @@ async fn a_read_only_agent_reads_and_is_refused_a_write_with_the_step_up_challen
 
     // Asking for the write scope is refused: the operator's policy does not give it to such clients.
     let query = agent_query(&server.url("/agent.json"), "&scope=ib:write");
-    let answer =
-        send(http().get(gateway.url(&format!("/authorize?{query}"))).header("Accept", "application/json")).await;
+    let answer = authorize_json(&gateway, &query).await;
     assert_eq!(answer.body["error"], "invalid_scope", "{}", answer.text);
 }
 
@@ -241,8 +243,7 @@ async fn a_document_that_breaks_a_rule_is_invalid_client_naming_the_rule_and_wri
     let server = documents().await;
     let gateway = start_gateway(&server, None);
     let query = agent_query(&server.url("/mismatch.json"), "");
-    let answer =
-        send(http().get(gateway.url(&format!("/authorize?{query}"))).header("Accept", "application/json")).await;
+    let answer = authorize_json(&gateway, &query).await;
     assert_eq!((answer.status, answer.body["error"].as_str()), (401, Some("invalid_client")), "{}", answer.text);
     let description = answer.body["error_description"].as_str().unwrap_or_default();
     assert!(description.contains("client_id"), "{description}");
@@ -250,8 +251,7 @@ async fn a_document_that_breaks_a_rule_is_invalid_client_naming_the_rule_and_wri
     assert_eq!(sample(&metrics, "ibgw_client_metadata_fetches_total{result=\"invalid_document\"}"), 1.0);
     // An unknown metadata URL on the same server: the fetch answers 404, and the client is refused.
     let missing = agent_query(&server.url("/missing.json"), "");
-    let answer =
-        send(http().get(gateway.url(&format!("/authorize?{missing}"))).header("Accept", "application/json")).await;
+    let answer = authorize_json(&gateway, &missing).await;
     assert_eq!(answer.body["error"], "invalid_client", "{}", answer.text);
 }
 

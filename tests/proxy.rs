@@ -434,7 +434,6 @@ async fn tls_upstream_is_verified_against_the_extra_ca() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_gibibyte_streams_both_ways_with_flat_gateway_memory() {
-    use futures_util::StreamExt;
     const GIB: u64 = 1 << 30;
     let (gateway, mock) = gateway_and_mock("").await;
     let tokens = tokens_for(&gateway, &mock, "").await;
@@ -447,23 +446,12 @@ async fn a_gibibyte_streams_both_ways_with_flat_gateway_memory() {
         .await
         .unwrap();
     assert_eq!(download.status(), 200);
-    let mut received = 0u64;
-    let mut stream = download.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.unwrap();
-        for (i, byte) in chunk.iter().enumerate().step_by(4099) {
-            assert_eq!(*byte, ib_oauth_gateway::mock::pattern_byte(received + i as u64));
-        }
-        received += chunk.len() as u64;
-    }
-    assert_eq!(received, GIB);
+    assert_eq!(read_mock_pattern(download).await, GIB);
 
-    let chunk = bytes::Bytes::from(vec![7u8; 1 << 20]);
-    let body = futures_util::stream::iter((0..1024).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
     let upload = http()
         .put(gateway.url("/api/v3/asset/1"))
         .bearer_auth(access(&tokens))
-        .body(reqwest::Body::wrap_stream(body))
+        .body(streamed_body(GIB >> 20))
         .send()
         .await
         .unwrap();

@@ -89,3 +89,27 @@ pub fn urlencode(text: &str) -> String {
 pub fn query_param(url: &str, name: &str) -> Option<String> {
     url::Url::parse(url).ok()?.query_pairs().find(|(n, _)| n == name).map(|(_, v)| v.into_owned())
 }
+
+/// Reads a streamed download of the mock's pattern (`mock_bytes=N`) to the end, checking a byte every 4099, and
+/// returns how many bytes came.
+pub async fn read_mock_pattern(response: reqwest::Response) -> u64 {
+    use futures_util::StreamExt;
+    let mut received = 0u64;
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.unwrap();
+        for (i, byte) in chunk.iter().enumerate().step_by(4099) {
+            assert_eq!(*byte, ib_oauth_gateway::mock::pattern_byte(received + i as u64));
+        }
+        received += chunk.len() as u64;
+    }
+    received
+}
+
+/// A request body of `mib` MiB, streamed in 1 MiB chunks (never held whole).
+pub fn streamed_body(mib: u64) -> reqwest::Body {
+    let chunk = bytes::Bytes::from(vec![7u8; 1 << 20]);
+    reqwest::Body::wrap_stream(futures_util::stream::iter(
+        (0..mib).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+    ))
+}
