@@ -330,6 +330,9 @@ fn validate_store(store: &StoreConfig, problems: &mut Problems) {
     if redis.command_timeout_ms == 0 {
         problems.add("store.redis.command_timeout_ms", "must be positive");
     }
+    if !(10..=60_000).contains(&redis.session_cache_heartbeat_ms) {
+        problems.add("store.redis.session_cache_heartbeat_ms", "must be between 10 and 60000");
+    }
 }
 
 fn validate_tokens(tokens: &TokenConfig, problems: &mut Problems) {

@@ -251,6 +251,9 @@ pub struct RedisConfig {
     pub session_cache_max_entries: usize,
     /// A cached session is read again from Redis after this long, whatever the invalidation channel says.
     pub session_cache_max_age_ms: u64,
+    /// How often the invalidation subscriber proves its channel delivers (a numbered heartbeat through every
+    /// master); a copy is served only until twice this after the newest heartbeat that came back.
+    pub session_cache_heartbeat_ms: u64,
 }
 
 impl Default for RedisConfig {
@@ -265,7 +268,8 @@ impl Default for RedisConfig {
             connect_timeout_ms: 2_000,
             command_timeout_ms: 1_000,
             session_cache_max_entries: 100_000,
-            session_cache_max_age_ms: 1_000,
+            session_cache_max_age_ms: 60_000,
+            session_cache_heartbeat_ms: 250,
         }
     }
 }

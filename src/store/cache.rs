@@ -3,14 +3,23 @@
 //!
 //! Every script that changes a session (ending it, revoking it, rotating its refresh token, detecting reuse)
 //! publishes the session's key on the invalidation channel in the same atomic step; every instance subscribes
-//! and drops that session. Three rules keep a copy from outliving a change:
+//! and drops that session. Four rules keep a copy from outliving a change:
 //! - A copy is kept only while the subscription is up. When it drops, the whole cache is flushed and every read
 //!   goes to Redis until the subscription is back (a change published meanwhile is never missed).
+//! - A copy is *served* only while the channel is proven to deliver: the subscriber publishes a numbered
+//!   heartbeat on every master and [`SessionCache::confirm`]s each one that comes back through the
+//!   subscription. On one connection Redis delivers messages in the order it published them, so a heartbeat
+//!   that came back proves every invalidation published before it arrived; a copy is served only until
+//!   `heartbeat_lasts` after the newest confirmed heartbeat was *sent*. A channel that falls silent without the
+//!   connection dropping (a stalled subscriber, a node that stopped publishing) thus stops the cache within that
+//!   bound, whatever the max age.
 //! - A read that raced a change is not kept: each invalidation (and each subscription change) moves an epoch,
 //!   and a read is stored only if the epoch did not move while it was in flight.
-//! - A copy is dropped `max_age` after its Redis read *began*, whatever happens, bounding the damage of an
-//!   invalidation that is lost without the connection noticing (a silent network partition). Counting from the
-//!   start of the read, not from when its answer was stored, keeps that bound at `max_age` however slow Redis is.
+//! - A copy is dropped `max_age` after its Redis read *began*, whatever happens: the last line of defence, and a
+//!   limit on how long a session nobody uses keeps its memory. Counting from the start of the read, not from
+//!   when its answer was stored, keeps that bound at `max_age` however slow Redis is. Nor is a copy served past
+//!   the moment its Redis record expires (a key's expiry publishes nothing): the store then answers "no such
+//!   session", as Redis would.
 //!
 //! The map is hand-written rather than a cache crate: `moka` in its place was measured slower on the
 //! hit (`benches/hot_paths.rs`, `session_cache_hit` 160 ns here, 337 ns with moka), see docs/operations.md.
@@ -32,12 +41,17 @@ pub struct ReadTicket {
 }
 
 pub struct SessionCache {
-    /// Each copy with the moment the Redis read that found it began.
+    /// Each copy with the moment it stops being served: `max_age` after the Redis read that found it began,
+    /// or when its record expires in Redis, whichever comes first.
     entries: RwLock<HashMap<SessionId, (Session, Instant)>>,
     max_entries: usize,
     max_age: Duration,
     epoch: AtomicU64,
     live: AtomicBool,
+    /// The clock `fresh_until` counts from.
+    base: Instant,
+    /// Nanoseconds after `base` until which copies may be served (0: not since the subscription came up).
+    fresh_until: AtomicU64,
 }
 
 impl SessionCache {
@@ -48,17 +62,41 @@ impl SessionCache {
             max_age,
             epoch: AtomicU64::new(0),
             live: AtomicBool::new(false),
+            base: Instant::now(),
+            fresh_until: AtomicU64::new(0),
         }
     }
 
-    /// A copy whose read began less than `max_age` ago, while the subscription is up.
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// A copy whose read began less than `max_age` ago, while the subscription is up and a heartbeat confirmed
+    /// it recently enough.
     pub fn get(&self, id: &SessionId) -> Option<Session> {
         if !self.live.load(Ordering::Acquire) {
             return None;
         }
+        let now = Instant::now();
+        if self.nanos(now) >= self.fresh_until.load(Ordering::Acquire) {
+            return None;
+        }
         let entries = self.entries.read();
-        let (session, read_began) = entries.get(id)?;
-        (read_began.elapsed() < self.max_age).then(|| session.clone())
+        let (session, until) = entries.get(id)?;
+        (now < *until).then(|| session.clone())
+    }
+
+    /// A heartbeat sent at `sent` came back through every subscription: every invalidation published before
+    /// it has been applied, so copies may be served until `sent + lasting`.
+    pub fn confirm(&self, sent: Instant, lasting: Duration) {
+        if self.live.load(Ordering::Acquire) {
+            self.fresh_until.fetch_max(self.nanos(sent + lasting), Ordering::AcqRel);
+        }
+    }
+
+    /// Is a copy served now (live, and a heartbeat confirmed recently enough)?
+    pub fn is_serving(&self) -> bool {
+        self.is_live() && self.nanos(Instant::now()) < self.fresh_until.load(Ordering::Acquire)
     }
 
     /// Call just before reading a session from Redis; pass the ticket to [`Self::keep`] with what the read
@@ -84,13 +122,14 @@ impl SessionCache {
         }
         if entries.len() >= self.max_entries && !entries.contains_key(&session.id) {
             let now = Instant::now();
-            entries.retain(|_, (_, read_began)| now.duration_since(*read_began) < self.max_age);
+            entries.retain(|_, (_, until)| now < *until);
             if entries.len() >= self.max_entries {
                 // Still full of fresh copies: start over rather than track recency on every hit.
                 entries.clear();
             }
         }
-        entries.insert(session.id.clone(), (session.clone(), ticket.began));
+        let record_lasts = Duration::from_secs(super::session_record_ttl(session, super::now_unix()));
+        entries.insert(session.id.clone(), (session.clone(), ticket.began + self.max_age.min(record_lasts)));
     }
 
     /// The session changed in Redis: drop its copy, and any read of anything still in flight.
@@ -119,6 +158,8 @@ impl SessionCache {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         let mut entries = self.entries.write();
         entries.clear();
+        // Nothing is served until a heartbeat of the new subscription comes back.
+        self.fresh_until.store(0, Ordering::Release);
         self.live.store(live, Ordering::Release);
     }
 
@@ -141,9 +182,14 @@ mod tests {
         Session::start(SessionId::generate(), crate::session::SessionGrant::example("c"), now, 1)
     }
 
+    /// Live, with a heartbeat confirmed for the next minute.
     fn live_cache() -> SessionCache {
-        let cache = SessionCache::new(3, Duration::from_secs(60));
+        live(SessionCache::new(3, Duration::from_secs(60)))
+    }
+
+    fn live(cache: SessionCache) -> SessionCache {
         cache.set_live(true);
+        cache.confirm(Instant::now(), Duration::from_secs(60));
         cache
     }
 
@@ -153,7 +199,9 @@ mod tests {
         let s = session();
         cache.keep(cache.begin_read(), &s);
         assert_eq!(cache.get(&s.id), None);
-        cache.set_live(true);
+        cache.confirm(Instant::now(), Duration::from_secs(60));
+        assert!(!cache.is_serving(), "a heartbeat without a subscription serves nothing");
+        let cache = live(cache);
         cache.keep(cache.begin_read(), &s);
         assert_eq!(cache.get(&s.id), Some(s.clone()));
         cache.set_live(false);
@@ -172,7 +220,7 @@ mod tests {
         assert_eq!(cache.get(&s.id), None, "any invalidation during the read: not kept");
         let ticket = cache.begin_read();
         cache.set_live(false);
-        cache.set_live(true);
+        let cache = live(cache);
         cache.keep(ticket, &s);
         assert_eq!(cache.get(&s.id), None, "a reconnection during the read: not kept");
         cache.keep(cache.begin_read(), &s);
@@ -194,8 +242,7 @@ mod tests {
 
     #[test]
     fn copies_expire_after_max_age_and_the_cache_stays_bounded() {
-        let cache = SessionCache::new(3, Duration::ZERO);
-        cache.set_live(true);
+        let cache = live(SessionCache::new(3, Duration::ZERO));
         let s = session();
         cache.keep(cache.begin_read(), &s);
         assert_eq!(cache.get(&s.id), None, "older than max_age");
@@ -210,8 +257,7 @@ mod tests {
     #[test]
     fn a_copy_ages_from_when_its_read_began_not_from_when_it_was_kept() {
         // A Redis read slower than max_age: what it found may already be older than max_age.
-        let cache = SessionCache::new(10, Duration::from_millis(30));
-        cache.set_live(true);
+        let cache = live(SessionCache::new(10, Duration::from_millis(30)));
         let s = session();
         let ticket = cache.begin_read();
         std::thread::sleep(Duration::from_millis(40));
@@ -223,5 +269,38 @@ mod tests {
         cache.keep(ticket, &s);
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(cache.get(&s.id), None, "max_age after the read began, although kept only 20 ms ago");
+    }
+
+    #[test]
+    fn copies_are_served_only_until_the_newest_heartbeat_lapses_and_stay_for_the_next_one() {
+        let cache = SessionCache::new(10, Duration::from_secs(60));
+        cache.set_live(true);
+        let s = session();
+        cache.keep(cache.begin_read(), &s);
+        assert_eq!(cache.get(&s.id), None, "kept, but no heartbeat has come back yet");
+        let sent = Instant::now();
+        cache.confirm(sent, Duration::from_millis(30));
+        assert_eq!(cache.get(&s.id), Some(s.clone()));
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(cache.get(&s.id), None, "the channel fell silent: nothing is served");
+        assert!(!cache.is_serving());
+        // A late heartbeat on the same connection proves nothing was lost: the copy is good again.
+        cache.confirm(Instant::now(), Duration::from_secs(60));
+        assert_eq!(cache.get(&s.id), Some(s.clone()));
+        cache.confirm(sent, Duration::from_millis(30));
+        assert_eq!(cache.get(&s.id), Some(s), "an older heartbeat never shortens the newest one's bound");
+    }
+
+    #[test]
+    fn a_copy_is_not_served_past_the_expiry_of_its_redis_record() {
+        let cache = live(SessionCache::new(10, Duration::from_secs(600)));
+        let now = crate::store::now_unix();
+        let mut s = session();
+        // The record's TTL: one second left of the expired session's tail.
+        s.sid_expiry = (now + 1).saturating_sub(crate::store::EXPIRED_SESSION_TAIL_SECONDS);
+        cache.keep(cache.begin_read(), &s);
+        assert_eq!(cache.get(&s.id), Some(s.clone()));
+        std::thread::sleep(Duration::from_millis(1_100));
+        assert_eq!(cache.get(&s.id), None, "Redis has dropped the record by now, and so has the cache");
     }
 }

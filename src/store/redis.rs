@@ -172,7 +172,7 @@ impl RedisStore {
         let connection = match config.mode {
             RedisMode::Standalone => {
                 let url = url_with_credentials(&config.urls[0], config, password)?;
-                subscribe_to = invalidation::Source::Urls(vec![url.clone()]);
+                subscribe_to = invalidation::Source::Standalone(url.clone());
                 let client = ::redis::Client::open(url).map_err(unavailable)?;
                 let manager = ConnectionManager::new_with_config(client, manager_config).await.map_err(unavailable)?;
                 Connection::Single(manager)
@@ -183,7 +183,7 @@ impl RedisStore {
                     .iter()
                     .map(|u| url_with_credentials(u, config, password))
                     .collect::<Result<Vec<_>, _>>()?;
-                subscribe_to = invalidation::Source::Urls(urls.clone());
+                subscribe_to = invalidation::Source::Cluster(urls.clone());
                 let client = ::redis::cluster::ClusterClient::builder(urls)
                     .connection_timeout(connect_timeout)
                     .response_timeout(response_timeout)
@@ -222,15 +222,12 @@ impl RedisStore {
         let cache = (config.session_cache_max_entries > 0).then(|| {
             let max_age = Duration::from_millis(config.session_cache_max_age_ms);
             let cache = Arc::new(SessionCache::new(config.session_cache_max_entries, max_age));
-            // A PING at least twice per max age: a silent partition is noticed before a copy could expire.
-            let ping_every = (max_age / 2).clamp(Duration::from_millis(50), Duration::from_secs(5));
-            tokio::spawn(invalidation::run(
-                subscribe_to,
-                channel.clone(),
-                Arc::downgrade(&cache),
-                response_timeout,
-                ping_every,
-            ));
+            let settings = invalidation::Settings {
+                channel: channel.clone(),
+                timeout: response_timeout,
+                heartbeat: Duration::from_millis(config.session_cache_heartbeat_ms),
+            };
+            tokio::spawn(invalidation::run(subscribe_to, settings, Arc::downgrade(&cache)));
             cache
         });
         let store = RedisStore { connection, prefix: config.key_prefix.clone(), channel, cache };
@@ -313,9 +310,10 @@ impl RedisStore {
         }
     }
 
-    /// Is the local session cache serving (on, and its subscription up)? For tests and the admin listener.
+    /// Is the local session cache serving (on, its subscription up, and its newest heartbeat recent enough)?
+    /// For tests and the admin listener.
     pub fn session_cache_live(&self) -> bool {
-        self.cache.as_ref().is_some_and(|cache| cache.is_live())
+        self.cache.as_ref().is_some_and(|cache| cache.is_serving())
     }
 
     fn connection(&self) -> Connection {

@@ -173,3 +173,48 @@ fn ping(port: u16) -> bool {
     };
     attempt().unwrap_or(false)
 }
+
+/// Three masters of a private Cluster (no replicas, every slot served), for tests that restart a node.
+pub struct ClusterSet {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl ClusterSet {
+    /// Returns once every node reports `cluster_state:ok`. A restarted node keeps its `nodes.conf` (in its
+    /// directory) and so comes back as the same master of the same slots, empty.
+    pub fn start() -> Self {
+        let args =
+            ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"];
+        let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_with(&args)).collect();
+        let addresses: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let output = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli --cluster create");
+        assert!(output.status.success(), "cluster create: {}", String::from_utf8_lossy(&output.stdout));
+        let set = ClusterSet { nodes };
+        set.wait_until_ok();
+        set
+    }
+
+    /// Waits (up to 30 s) until every node reports `cluster_state:ok`.
+    pub fn wait_until_ok(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.nodes.iter().all(|n| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok")) {
+            assert!(Instant::now() < deadline, "the private cluster is not ok after 30 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.url()).collect()
+    }
+
+    /// The index of the node that serves `key`'s slot (the others answer `MOVED`).
+    pub fn owner_of(&self, key: &str) -> usize {
+        self.nodes.iter().position(|n| !n.cli(&["TYPE", key]).contains("MOVED")).expect("a node serves the slot")
+    }
+}
