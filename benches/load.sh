@@ -490,7 +490,7 @@ if [[ $PROFILE == 1 ]]; then
     wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -H "${ROW_HEADER[a_memory]}" "${ROW_URL[a_memory]}" >/dev/null
     wait "$PERF_PID" || true
     PROFILE_ALL=$(perf report -i "$TMP/perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null |
-        grep -E '^ +[0-9]' | cut -c1-150 | sed 's/[[:space:]]*$//' || true)
+        grep -E '^ +[0-9.]+%' | cut -c1-150 | sed 's/[[:space:]]*$//' || true)
     PROFILE_TOP=$(head -n 25 <<<"$PROFILE_ALL")
     PROFILE_USER=$(grep -v 'kernel.kallsyms' <<<"$PROFILE_ALL" | head -n 15 || true)
 fi
