@@ -71,13 +71,15 @@ pub struct RateLimits {
 /// The window of the registration limit.
 const REGISTRATION_WINDOW: Duration = Duration::from_secs(3_600);
 
-/// One session's count in one window, as this instance knows it.
+/// One session's count in the current window, as this instance knows it.
 #[derive(Debug, Default, Clone, Copy)]
 struct Tally {
     /// The deployment's count as of this instance's last sync (its own requests included, up to then).
     synced: u64,
     /// This instance's requests since then, not yet added to the store.
     pending: u64,
+    /// In the queue of the next sync.
+    queued: bool,
 }
 
 /// Per-session counts of the approximate backend: exact for this instance's requests, and the other instances'
@@ -85,7 +87,8 @@ struct Tally {
 /// refused early); it is below it by what the others admitted since the last sync.
 ///
 /// Bounded by one window's sessions: the first count of a new window drops the tallies of earlier ones (their
-/// counters expire in the store), whether or not a sync has run since.
+/// counters expire in the store), whether or not a sync has run since. A sync costs what was counted since the
+/// last one, not the window's sessions: a session enters the sync queue with its first request after a sync.
 #[derive(Debug, Default)]
 pub struct SharedCounts {
     tallies: Mutex<Tallies>,
@@ -95,7 +98,9 @@ pub struct SharedCounts {
 struct Tallies {
     /// The newest window counted; tallies of earlier windows are gone.
     window: u64,
-    by_session: HashMap<(String, u64), Tally>,
+    by_session: HashMap<Arc<str>, Tally>,
+    /// Sessions with requests not yet sent, each once.
+    queued: Vec<Arc<str>>,
 }
 
 impl Tallies {
@@ -103,43 +108,87 @@ impl Tallies {
     fn advance(&mut self, window: u64) {
         if window > self.window {
             self.window = window;
-            self.by_session.retain(|(_, w), _| *w >= window);
+            self.by_session.clear();
+            self.queued.clear();
+        }
+    }
+
+    /// Puts a session with pending requests in the sync queue, unless it is there already.
+    fn queue(&mut self, session_id: &str) {
+        let Some((id, tally)) = self.by_session.get_key_value(session_id) else { return };
+        if !tally.queued && tally.pending > 0 {
+            let id = id.clone();
+            self.by_session.get_mut(session_id).expect("present").queued = true;
+            self.queued.push(id);
         }
     }
 }
 
-/// What a sync sends for one session and window: `(session id, window, requests to add)`.
-pub type PendingCount = (String, u64, u64);
-
 impl SharedCounts {
-    /// Counts one request of `session_id` in `window`; the count so far, this one included.
+    /// Counts one request of `session_id` in `window`; the count so far, this one included. A request whose
+    /// window is older than the newest one counted (its clock was read just before the minute turned) counts in
+    /// the newest.
     pub fn count(&self, session_id: &str, window: u64) -> u64 {
-        let mut tallies = self.tallies.lock();
+        let mut guard = self.tallies.lock();
+        let tallies = &mut *guard;
         tallies.advance(window);
-        let tally = tallies.by_session.entry((session_id.to_string(), window)).or_default();
-        tally.pending += 1;
-        tally.synced + tally.pending
+        if let Some(tally) = tallies.by_session.get_mut(session_id) {
+            tally.pending += 1;
+            let (count, queued) = (tally.synced + tally.pending, tally.queued);
+            if !queued {
+                tallies.queue(session_id);
+            }
+            return count;
+        }
+        let id: Arc<str> = Arc::from(session_id);
+        tallies.by_session.insert(id.clone(), Tally { synced: 0, pending: 1, queued: true });
+        tallies.queued.push(id);
+        1
     }
 
-    /// What to add to the store now: the tallies of `window` with requests since their last sync (a session
-    /// this instance does not serve costs no sync; it learns the others' counts with its next request's sync).
-    /// Tallies of earlier windows are dropped (their counters expire in the store).
-    pub fn to_sync(&self, window: u64) -> Vec<PendingCount> {
-        let mut tallies = self.tallies.lock();
+    /// What to add to the store now: the window, and the sessions of it with requests since their last sync
+    /// with how many (a session this instance does not serve costs no sync; it learns the others' counts with
+    /// its next request's sync). Tallies of earlier windows are dropped (their counters expire in the store).
+    pub fn to_sync(&self, window: u64) -> (u64, Vec<(Arc<str>, u64)>) {
+        let mut guard = self.tallies.lock();
+        let tallies = &mut *guard;
         tallies.advance(window);
-        tallies
-            .by_session
-            .iter()
-            .filter(|(_, tally)| tally.pending > 0)
-            .map(|((id, w), tally)| (id.clone(), *w, tally.pending))
-            .collect()
+        let queued = std::mem::take(&mut tallies.queued);
+        let mut pending = Vec::with_capacity(queued.len());
+        for id in queued {
+            if let Some(tally) = tallies.by_session.get_mut(&*id) {
+                tally.queued = false;
+                if tally.pending > 0 {
+                    pending.push((id, tally.pending));
+                }
+            }
+        }
+        (tallies.window, pending)
     }
 
-    /// A sync added `sent` of a tally's pending requests, and the store's counter is now `total`.
-    pub fn synced(&self, session_id: &str, window: u64, sent: u64, total: u64) {
-        if let Some(tally) = self.tallies.lock().by_session.get_mut(&(session_id.to_string(), window)) {
-            tally.pending = tally.pending.saturating_sub(sent);
-            tally.synced = tally.synced.max(total);
+    /// A sync added `sent` of each listed tally's pending requests, and the store's counter is now `total`.
+    /// Requests counted meanwhile stay pending (and queued). Nothing happens if the window has moved on.
+    pub fn synced<'a>(&self, window: u64, results: impl IntoIterator<Item = (&'a str, u64, u64)>) {
+        let mut tallies = self.tallies.lock();
+        if tallies.window != window {
+            return;
+        }
+        for (id, sent, total) in results {
+            if let Some(tally) = tallies.by_session.get_mut(id) {
+                tally.pending = tally.pending.saturating_sub(sent);
+                tally.synced = tally.synced.max(total);
+            }
+        }
+    }
+
+    /// A sync could not add these sessions' requests: they go back in the queue for the next one.
+    pub fn unsent<'a>(&self, window: u64, ids: impl IntoIterator<Item = &'a str>) {
+        let mut tallies = self.tallies.lock();
+        if tallies.window != window {
+            return;
+        }
+        for id in ids {
+            tallies.queue(id);
         }
     }
 }
@@ -310,22 +359,51 @@ mod tests {
         let shared = limits.shared_counts().expect("approximate");
         let now = 1_000_000_020;
         let (window, _) = window(now);
+        let sent = |(w, pending): (u64, Vec<(Arc<str>, u64)>)| {
+            assert_eq!(w, window);
+            pending.into_iter().map(|(id, n)| (id.to_string(), n)).collect::<Vec<_>>()
+        };
         assert_eq!(limits.session("s", None, now).unwrap().unwrap().remaining, 4);
         assert_eq!(limits.session("s", None, now).unwrap().unwrap().remaining, 3);
         // The sync sends the 2 pending; meanwhile a third request arrives; the store says 4 (others sent 2).
-        assert_eq!(shared.to_sync(window), vec![("s".to_string(), window, 2)]);
+        assert_eq!(sent(shared.to_sync(window)), [("s".to_string(), 2)]);
         assert_eq!(limits.session("s", None, now).unwrap().unwrap().remaining, 2, "local count before the sync");
-        shared.synced("s", window, 2, 4);
-        assert_eq!(shared.to_sync(window), vec![("s".to_string(), window, 1)], "the third is still pending");
+        shared.synced(window, [("s", 2, 4)]);
+        assert_eq!(sent(shared.to_sync(window)), [("s".to_string(), 1)], "the third is still pending");
         // 4 known + 1 pending + this one = 6 > 5.
         assert!(limits.session("s", None, now).is_err());
-        shared.synced("s", window, 2, 9);
-        assert!(shared.to_sync(window).is_empty(), "nothing pending: no sync");
+        shared.synced(window, [("s", 2, 9)]);
+        assert!(sent(shared.to_sync(window)).is_empty(), "nothing pending: no sync");
         // An old window's tally is dropped at the next sync.
-        assert!(shared.to_sync(window + 1).is_empty());
+        assert!(shared.to_sync(window + 1).1.is_empty());
         assert_eq!(limits.session("s", None, now + 60).unwrap().unwrap().remaining, 4, "a new window");
         // Local and exact backends have none.
         assert!(RateLimits::new(&RateLimitConfig::default()).shared_counts().is_none());
+    }
+
+    #[test]
+    fn a_sync_sends_only_the_sessions_counted_since_the_last_one_and_a_failed_send_is_sent_again() {
+        let shared = SharedCounts::default();
+        for session in ["a", "b", "c"] {
+            shared.count(session, 7);
+        }
+        let (_, first) = shared.to_sync(7);
+        assert_eq!(first.len(), 3);
+        shared.synced(7, first.iter().map(|(id, n)| (&**id, *n, *n)));
+        shared.count("b", 7);
+        shared.count("b", 7);
+        let (_, second) = shared.to_sync(7);
+        assert_eq!(second.iter().map(|(id, n)| (&**id, *n)).collect::<Vec<_>>(), [("b", 2)], "b once, with both");
+        shared.unsent(7, ["b"]);
+        shared.count("b", 7);
+        let (_, again) = shared.to_sync(7);
+        assert_eq!(again.iter().map(|(id, n)| (&**id, *n)).collect::<Vec<_>>(), [("b", 3)], "kept, not doubled");
+        assert_eq!(shared.count("b", 7), 5, "1 synced + 3 pending + this one");
+        // A request stamped with the window before the newest counts in the newest.
+        shared.count("d", 8);
+        assert_eq!(shared.count("d", 7), 2);
+        shared.synced(7, [("d", 2, 100)]);
+        assert_eq!(shared.count("d", 8), 3, "a sync of an older window changes nothing");
     }
 
     #[test]
@@ -336,8 +414,9 @@ mod tests {
         }
         shared.count("d", 8);
         let tallies = shared.tallies.lock();
-        let kept: Vec<&(String, u64)> = tallies.by_session.keys().collect();
-        assert_eq!(kept, [&("d".to_string(), 8)], "the first count of window 8 dropped window 7's tallies");
+        let kept: Vec<&str> = tallies.by_session.keys().map(|id| &**id).collect();
+        assert_eq!(kept, ["d"], "the first count of window 8 dropped window 7's tallies");
+        assert_eq!(tallies.queued.len(), 1);
     }
 
     #[test]

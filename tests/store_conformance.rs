@@ -512,6 +512,24 @@ mod suite {
         assert_eq!(store.get_session(&unknown).await.unwrap(), None);
     }
 
+    /// The approximate backend's sync adds many sessions' requests at once, to the counters the exact backend
+    /// counts in; each entry gets its own session's total.
+    pub async fn meters_added_in_one_call_are_the_counters_metered_gets_count(store: Arc<dyn TokenStore>) {
+        let now = now_unix();
+        let window = now / 60;
+        let mut sessions = Vec::new();
+        for _ in 0..3 {
+            sessions.push(start_session(store.as_ref(), now).await.0);
+        }
+        assert_eq!(store.get_session_metered(&sessions[1].id, window, 60).await.unwrap().1, 1);
+        let adds: Vec<(SessionId, u64)> = sessions.iter().zip([5, 0, 2]).map(|(s, n)| (s.id.clone(), n)).collect();
+        let totals: Vec<u64> = store.add_to_meters(window, &adds, 60).await.into_iter().map(Result::unwrap).collect();
+        assert_eq!(totals, [5, 1, 2], "0 only reads");
+        assert_eq!(store.get_session_metered(&sessions[0].id, window, 60).await.unwrap().1, 6);
+        assert_eq!(store.add_to_meter(&sessions[2].id, window + 1, 1, 60).await.unwrap(), 1, "per window");
+        assert!(store.add_to_meters(window, &[], 60).await.is_empty());
+    }
+
     pub async fn concurrent_metered_gets_count_every_request_once(store: Arc<dyn TokenStore>) {
         const TASKS: u64 = 20;
         let now = now_unix();
@@ -1107,6 +1125,7 @@ conformance! {
         end_session_upstream_rejected_is_reported_once_and_refuses_rotation,
         metered_get_counts_requests_per_session_and_window,
         concurrent_metered_gets_count_every_request_once,
+        meters_added_in_one_call_are_the_counters_metered_gets_count,
         revoke_by_refresh_ends_only_the_clients_own_session_once,
         find_by_refresh_finds_only_the_current_token_with_its_expiry,
         code_is_redeemed_once_then_replay_names_the_first_session,

@@ -20,26 +20,44 @@ pub struct LimitSync {
     pub every: Duration,
 }
 
+/// Sessions per script call (per batch; the batches run concurrently): a sync is a handful of round trips,
+/// whatever the number of sessions, without holding Redis for long in one script.
+const SYNC_BATCH: usize = 256;
+
 impl LimitSync {
-    /// One sync: every tally of the current window, concurrently (each counter is its own key and slot).
+    /// One sync: the sessions counted since the last one, in batches of [`SYNC_BATCH`].
     async fn sync(&self) {
         let state = self.live.load_full();
-        let (window, _) = limits::window(now_unix());
-        let pending = self.counts.to_sync(window);
-        let adds = pending.iter().filter_map(|(id, window, add)| {
-            let session = SessionId::parse(id)?;
+        let (window, pending) = self.counts.to_sync(limits::window(now_unix()).0);
+        if pending.is_empty() {
+            return;
+        }
+        // Ids come from requests that found their session, so all parse; one that did not would be dropped.
+        let adds: Vec<(SessionId, u64)> =
+            pending.iter().filter_map(|(id, add)| Some((SessionId::parse(id)?, *add))).collect();
+        let batches = adds.chunks(SYNC_BATCH).map(|batch| {
             let store = state.store.clone();
-            Some(async move {
-                let total = store.add_to_meter(&session, *window, *add, limits::WINDOW_SECONDS).await;
-                (id, *window, *add, total)
-            })
+            async move { (batch, store.add_to_meters(window, batch, limits::WINDOW_SECONDS).await) }
         });
-        for (id, window, sent, total) in futures_util::future::join_all(adds).await {
-            match total {
-                Ok(total) => self.counts.synced(id, window, sent, total),
-                // Kept pending: the next sync adds them.
-                Err(e) => log::warn!("rate-limit sync: {e}"),
+        let mut failure = None;
+        for (batch, totals) in futures_util::future::join_all(batches).await {
+            let mut synced = Vec::with_capacity(batch.len());
+            let mut unsent = Vec::new();
+            for ((id, sent), total) in batch.iter().zip(totals) {
+                match total {
+                    Ok(total) => synced.push((id.as_str(), *sent, total)),
+                    Err(e) => {
+                        unsent.push(id.as_str());
+                        failure.get_or_insert(e);
+                    }
+                }
             }
+            self.counts.synced(window, synced);
+            // Kept pending: the next sync adds them.
+            self.counts.unsent(window, unsent);
+        }
+        if let Some(e) = failure {
+            log::warn!("rate-limit sync: {e}");
         }
     }
 }

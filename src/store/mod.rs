@@ -53,7 +53,7 @@ pub const EXPIRED_SESSION_TAIL_SECONDS: u64 = 3_600;
 
 /// Why the store could not answer. None of these is the client's fault: the gateway answers
 /// 503 `temporarily_unavailable`, never 401.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -168,6 +168,21 @@ pub trait TokenStore: Send + Sync {
     /// backend's sync.
     async fn add_to_meter(&self, id: &SessionId, window: u64, add: u64, window_seconds: u64)
         -> Result<u64, StoreError>;
+
+    /// [`Self::add_to_meter`] for many sessions of one window, in as few round trips as the store can; one
+    /// result per entry, in order.
+    async fn add_to_meters(
+        &self,
+        window: u64,
+        adds: &[(SessionId, u64)],
+        window_seconds: u64,
+    ) -> Vec<Result<u64, StoreError>> {
+        let mut totals = Vec::with_capacity(adds.len());
+        for (id, add) in adds {
+            totals.push(self.add_to_meter(id, window, *add, window_seconds).await);
+        }
+        totals
+    }
 
     /// Rotates a refresh token atomically; see [`RotateOutcome`].
     async fn rotate_refresh(&self, request: &RotateRequest<'_>) -> Result<RotateOutcome, StoreError>;
@@ -356,6 +371,25 @@ impl TokenStore for SharedStore {
     ) -> Result<u64, StoreError> {
         self.timed("add_to_meter", async { self.get().await?.add_to_meter(id, window, add, window_seconds).await })
             .await
+    }
+
+    async fn add_to_meters(
+        &self,
+        window: u64,
+        adds: &[(SessionId, u64)],
+        window_seconds: u64,
+    ) -> Vec<Result<u64, StoreError>> {
+        // Timed as one operation, failed when no entry was added.
+        let totals = self
+            .timed("add_to_meters", async {
+                let totals = self.get().await?.add_to_meters(window, adds, window_seconds).await;
+                match totals.iter().find_map(|total| total.as_ref().err()) {
+                    Some(error) if totals.iter().all(Result::is_err) => Err(error.clone()),
+                    _ => Ok(totals),
+                }
+            })
+            .await;
+        totals.unwrap_or_else(|error| vec![Err(error); adds.len()])
     }
 
     async fn rotate_refresh(&self, request: &RotateRequest<'_>) -> Result<RotateOutcome, StoreError> {

@@ -294,6 +294,23 @@ impl RedisStore {
         Ok((session_from_fields(id, reply.get(1..).unwrap_or_default())?, count))
     }
 
+    /// `add_to_meter.lua` over the given sessions' counters of one window: their new counts, in order.
+    async fn add_to_meters_in_one_call<'a>(
+        &self,
+        window: u64,
+        adds: impl Iterator<Item = (&'a SessionId, u64)> + Clone,
+        window_seconds: u64,
+    ) -> Result<Vec<u64>, StoreError> {
+        let mut invocation = ADD_TO_METER.prepare_invoke();
+        for (id, _) in adds.clone() {
+            invocation.key(self.meter_key(id, window));
+        }
+        for (_, add) in adds {
+            invocation.arg(add);
+        }
+        invocation.arg(window_seconds).invoke_async(&mut self.connection()).await.map_err(unavailable)
+    }
+
     async fn read_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
         let fields: Vec<Vec<u8>> = ::redis::cmd("HMGET")
             .arg(self.session_key(id))
@@ -466,13 +483,31 @@ impl TokenStore for RedisStore {
         add: u64,
         window_seconds: u64,
     ) -> Result<u64, StoreError> {
-        ADD_TO_METER
-            .key(self.meter_key(id, window))
-            .arg(add)
-            .arg(window_seconds)
-            .invoke_async(&mut self.connection())
-            .await
-            .map_err(unavailable)
+        let counts = self.add_to_meters_in_one_call(window, std::iter::once((id, add)), window_seconds).await?;
+        counts.first().copied().ok_or_else(|| StoreError::Corrupt("meter count".into()))
+    }
+
+    /// One script call per session on Cluster (each counter is in its session's slot), concurrently; one call
+    /// for all of them elsewhere.
+    async fn add_to_meters(
+        &self,
+        window: u64,
+        adds: &[(SessionId, u64)],
+        window_seconds: u64,
+    ) -> Vec<Result<u64, StoreError>> {
+        if adds.is_empty() {
+            return Vec::new();
+        }
+        if matches!(self.connection, Connection::Cluster(_)) {
+            let each = adds.iter().map(|(id, add)| self.add_to_meter(id, window, *add, window_seconds));
+            return futures_util::future::join_all(each).await;
+        }
+        let all = adds.iter().map(|(id, add)| (id, *add));
+        match self.add_to_meters_in_one_call(window, all, window_seconds).await {
+            Ok(counts) if counts.len() == adds.len() => counts.into_iter().map(Ok).collect(),
+            Ok(_) => vec![Err(StoreError::Corrupt("meter counts".into())); adds.len()],
+            Err(error) => vec![Err(error); adds.len()],
+        }
     }
 
     async fn rotate_refresh(&self, request: &RotateRequest<'_>) -> Result<RotateOutcome, StoreError> {
