@@ -151,3 +151,115 @@ async fn h2c_is_accepted_on_plain_listeners_only_when_configured() {
     let answer = http().get(on.url("/.well-known/oauth-authorization-server")).send().await.unwrap();
     assert_eq!((answer.status().as_u16(), answer.version()), (200, reqwest::Version::HTTP_11));
 }
+
+// ---- HTTP/2 to IB (`upstream.http2`)
+
+/// A gateway with `upstream.http2.enabled`, trusting the test CA, in front of a TLS mock platform that offers h2
+/// by ALPN (`platform_h2`) or only HTTP/1.1, with a session logged in.
+async fn h2_to_ib(platform_h2: bool) -> (TestPki, GatewayProcess, ib_oauth_gateway::mock::MockHandle, Value) {
+    let pki = test_pki();
+    let gateway = GatewayProcess::start_full(
+        "upstream:\n  http2:\n    enabled: true\n",
+        None,
+        &format!("  extra_ca_file: {}\n", pki.ca.display()),
+        "",
+    );
+    let settings = ib_oauth_gateway::mock::MockSettings { http2: platform_h2, ..Default::default() };
+    let mock = common::pki::start_tls_mock_with(&pki, settings).await;
+    let tokens = tokens_for(&gateway, &mock, "").await;
+    (pki, gateway, mock, tokens)
+}
+
+/// The mock's (connections, h2 connections) accepted so far. Each reading opens a connection of its own (h2:
+/// the control client speaks it too), counted in the reading it makes.
+async fn connections(mock: &ib_oauth_gateway::mock::MockHandle) -> (u64, u64) {
+    let stats = mock_stats(mock).await;
+    (stats["connections_accepted"].as_u64().unwrap(), stats["h2_connections_accepted"].as_u64().unwrap())
+}
+
+/// Connections the gateway opened to the mock between two readings, and how many of them speak h2 (the later
+/// reading's own connection left out).
+fn opened_between(before: (u64, u64), after: (u64, u64)) -> (u64, u64) {
+    (after.0 - before.0 - 1, after.1 - before.1 - 1)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_h2_to_ib_concurrent_requests_share_a_connection_and_keep_every_proxy_rule() {
+    let (_pki, gateway, mock, tokens) = h2_to_ib(true).await;
+    let access = tokens["access_token"].as_str().unwrap().to_string();
+    // The first proxied request opens the h2 connection.
+    assert_eq!(get_resource_with(&gateway, &access).await.status(), 200);
+    let before = connections(&mock).await;
+
+    // Each answer waits 300 ms, so the 20 requests are in flight together (HTTP/1.1 would need 20 connections).
+    let requests = (0..20).map(|i| {
+        let (url, access) = (gateway.url(&format!("/api/v3/resource?n={i}&mock_delay_ms=300")), access.clone());
+        async move {
+            let answer = http()
+                .get(url)
+                .bearer_auth(access)
+                .header("Cookie", "session=should-not-pass")
+                .header("sid", "client-chosen-sid")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), 200);
+            answer.json::<Value>().await.unwrap()
+        }
+    });
+    for (i, echo) in futures_util::future::join_all(requests).await.into_iter().enumerate() {
+        assert_eq!(echo["path"], format!("/api/3.0.0/mockclient/resource?n={i}&mock_delay_ms=300"));
+        let headers = &echo["headers"];
+        assert_eq!(headers["sid"], tokens["sid"], "the session's sid, not the client's");
+        assert!(headers.get("authorization").is_none() && headers.get("cookie").is_none(), "{headers}");
+    }
+    let (opened, h2) = opened_between(before, connections(&mock).await);
+    assert!(opened <= 1, "20 concurrent requests opened {opened} connections: not multiplexed");
+    assert_eq!(opened, h2, "every connection to the platform speaks h2");
+
+    // IB's 401 over h2 still ends the session.
+    assert!(expire_session(&mock, tokens["sid"].as_str().unwrap()).await.is_success());
+    let rejected = get_resource_with(&gateway, &access).await;
+    assert_eq!(rejected.status(), 401);
+    let body: Value = rejected.json().await.unwrap();
+    assert_eq!(body["error_description"], "Session has expired");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_h2_to_ib_a_gibibyte_streams_both_ways_with_flat_gateway_memory() {
+    const GIB: u64 = 1 << 30;
+    let (_pki, gateway, mock, tokens) = h2_to_ib(true).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let before = connections(&mock).await;
+    let baseline = gateway.peak_rss_kib();
+
+    let download = http()
+        .get(gateway.url(&format!("/api/v3/asset/1?action=download&mock_bytes={GIB}")))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(download.status(), 200);
+    assert_eq!(read_mock_pattern(download).await, GIB);
+    let upload = http().put(gateway.url("/api/v3/asset/1")).bearer_auth(access).body(streamed_body(GIB >> 20));
+    let upload = upload.send().await.unwrap();
+    assert_eq!(upload.status(), 200);
+    let echo: Value = upload.json().await.unwrap();
+    assert_eq!(echo["body_length"].as_u64(), Some(GIB));
+
+    let peak = gateway.peak_rss_kib();
+    assert!(baseline > 0 && peak > 0);
+    assert!(peak - baseline < 64 * 1024, "gateway memory grew from {baseline} KiB to {peak} KiB streaming over h2");
+    let (opened, h2) = opened_between(before, connections(&mock).await);
+    assert!(opened >= 1 && opened == h2, "both bodies went over h2 ({opened} connections, {h2} h2)");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_platform_without_h2_is_spoken_to_over_http_1_1() {
+    let (_pki, gateway, mock, tokens) = h2_to_ib(false).await;
+    let answer = get_resource_with(&gateway, tokens["access_token"].as_str().unwrap()).await;
+    assert_eq!(answer.status(), 200);
+    let echo: Value = answer.json().await.unwrap();
+    assert_eq!(echo["headers"]["sid"], tokens["sid"]);
+    assert_eq!(connections(&mock).await.1, 0, "no h2 connection to a platform that offers only http/1.1");
+}

@@ -20,6 +20,7 @@ pub const LIVE_KEYS: &[&str] = &[
     "upstream.read_timeout_ms",
     "upstream.write_timeout_ms",
     "upstream.idle_timeout_seconds",
+    "upstream.http2",
     "logging.level",
     "admin",
 ];
@@ -50,6 +51,7 @@ pub fn reconfigure(running: &Config, new: &Config) -> Reconfiguration {
     config.upstream.read_timeout_ms = new.upstream.read_timeout_ms;
     config.upstream.write_timeout_ms = new.upstream.write_timeout_ms;
     config.upstream.idle_timeout_seconds = new.upstream.idle_timeout_seconds;
+    config.upstream.http2 = new.upstream.http2.clone();
     config.logging.level = new.logging.level.clone();
     config.admin = new.admin.clone();
     let (running_value, applied_value, new_value) = (as_value(running), as_value(&config), as_value(new));

@@ -420,6 +420,13 @@ fn validate_upstream(upstream: &UpstreamConfig, problems: &mut Problems) {
             problems.add(key, "must be positive");
         }
     }
+    let http2 = &upstream.http2;
+    if !(1..=1_000).contains(&http2.max_concurrent_streams) {
+        problems.add("upstream.http2.max_concurrent_streams", "must be 1 to 1000");
+    }
+    if http2.ping_interval_seconds > 3_600 {
+        problems.add("upstream.http2.ping_interval_seconds", "must be at most 3600 (0: no pings)");
+    }
 }
 
 fn validate_oauth(oauth: &OAuthConfig, problems: &mut Problems) {
@@ -556,6 +563,25 @@ mod tests {
         assert_eq!(config.rate_limits.per_session_per_minute, 600);
         assert_eq!(config.oauth.clients[0].client_id, "mcp-public-client");
         assert_eq!(config.session.near_expiry_margin_seconds, 300);
+    }
+
+    #[test]
+    fn upstream_http2_is_off_by_default_and_its_limits_are_checked() {
+        let http2 = load_str(MINIMAL).unwrap().upstream.http2;
+        assert!(!http2.enabled);
+        assert_eq!((http2.max_concurrent_streams, http2.ping_interval_seconds), (100, 30));
+        let with = |yaml: &str| load_str(&format!("{MINIMAL}upstream:\n  http2: {yaml}\n"));
+        let on = with("{enabled: true, max_concurrent_streams: 8, ping_interval_seconds: 0}").unwrap();
+        assert!(on.upstream.http2.enabled);
+        assert_eq!(on.upstream.http2.max_concurrent_streams, 8);
+        for (bad, key) in [
+            ("{max_concurrent_streams: 0}", "upstream.http2.max_concurrent_streams"),
+            ("{max_concurrent_streams: 1001}", "upstream.http2.max_concurrent_streams"),
+            ("{ping_interval_seconds: 3601}", "upstream.http2.ping_interval_seconds"),
+        ] {
+            assert_eq!(with(bad).unwrap_err().key, key, "{bad}");
+        }
+        assert!(with("{enable: true}").is_err(), "unknown keys are named");
     }
 
     #[test]

@@ -387,6 +387,26 @@ pub struct UpstreamConfig {
     /// Idle upstream connections kept per process.
     pub pool_size: usize,
     pub dns_cache_ttl_seconds: u64,
+    pub http2: UpstreamHttp2Config,
+}
+
+/// HTTP/2 to IB (`upstream.http2`): off by default. On, the gateway offers `h2` and `http/1.1` by ALPN to TLS
+/// platforms and speaks h2 where the platform picks it: requests to one host share a multiplexed connection
+/// instead of a pool of them. Plain-HTTP platforms (loopback tests) always get HTTP/1.1.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamHttp2Config {
+    pub enabled: bool,
+    /// Streams this gateway opens on one h2 connection before it opens another.
+    pub max_concurrent_streams: usize,
+    /// h2 PING on an idle connection every this many seconds (0: never), so a dead peer is noticed.
+    pub ping_interval_seconds: u64,
+}
+
+impl Default for UpstreamHttp2Config {
+    fn default() -> Self {
+        UpstreamHttp2Config { enabled: false, max_concurrent_streams: 100, ping_interval_seconds: 30 }
+    }
 }
 
 impl Default for UpstreamConfig {
@@ -398,6 +418,7 @@ impl Default for UpstreamConfig {
             idle_timeout_seconds: 60,
             pool_size: 256,
             dns_cache_ttl_seconds: 60,
+            http2: UpstreamHttp2Config::default(),
         }
     }
 }

@@ -71,6 +71,14 @@ pub fn peer(target: &Target, addr: SocketAddr, config: &UpstreamConfig) -> HttpP
     options.idle_timeout = Some(Duration::from_secs(config.idle_timeout_seconds));
     options.verify_cert = true;
     options.verify_hostname = true;
+    let http2 = &config.http2;
+    if http2.enabled && target.tls {
+        // ALPN `h2` then `http/1.1`: the platform picks; one multiplexed connection when it picks h2.
+        options.set_http_version(2, 1);
+        options.max_h2_streams = http2.max_concurrent_streams;
+        options.h2_ping_interval =
+            (http2.ping_interval_seconds > 0).then(|| Duration::from_secs(http2.ping_interval_seconds));
+    }
     peer
 }
 
@@ -197,6 +205,24 @@ pub fn propagate_trace(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn h2_is_offered_to_tls_platforms_only_when_configured() {
+        use pingora::protocols::ALPN;
+        let addr: SocketAddr = "192.0.2.1:443".parse().unwrap();
+        let mut config = UpstreamConfig::default();
+        assert_eq!(peer(&target(), addr, &config).options.alpn, ALPN::H1, "off by default");
+        config.http2.enabled = true;
+        config.http2.max_concurrent_streams = 7;
+        let on = peer(&target(), addr, &config);
+        assert_eq!(on.options.alpn, ALPN::H2H1, "h2 first, http/1.1 as the fallback");
+        assert_eq!(on.options.max_h2_streams, 7);
+        assert_eq!(on.options.h2_ping_interval, Some(Duration::from_secs(30)));
+        let plain = Target { tls: false, port: 80, ..target() };
+        assert_eq!(peer(&plain, addr, &config).options.alpn, ALPN::H1, "no h2c to plain-HTTP platforms");
+        config.http2.ping_interval_seconds = 0;
+        assert_eq!(peer(&target(), addr, &config).options.h2_ping_interval, None);
+    }
 
     fn target() -> Target {
         Target {

@@ -17,9 +17,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -43,6 +43,9 @@ pub struct MockSettings {
     /// While a login is pending, answer `200` with no `content.session.sid` instead of `404`
     /// (the other pending signal some IB clients check).
     pub pending_as_ok_without_session: bool,
+    /// Over TLS, offer `h2` as well as `http/1.1` by ALPN (as IB's CDN-fronted hosts do), and speak what the
+    /// client picks. Off: `http/1.1` only. Plain HTTP is always HTTP/1.1.
+    pub http2: bool,
 }
 
 impl Default for MockSettings {
@@ -53,6 +56,7 @@ impl Default for MockSettings {
             api_v3_url: None,
             client_id: "mockclient".into(),
             pending_as_ok_without_session: false,
+            http2: false,
         }
     }
 }
@@ -96,7 +100,7 @@ pub async fn serve(
 ) -> Result<MockHandle, String> {
     let addr = listener.local_addr().map_err(|e| format!("mock platform: no local address: {e}"))?;
     let acceptor = match &tls {
-        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        Some((cert, key)) => Some(tls_acceptor(cert, key, settings.http2)?),
         None => None,
     };
     let host = match addr.ip() {
@@ -153,7 +157,7 @@ async fn wait_for_signal() {
     }
 }
 
-fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
+fn tls_acceptor(cert: &Path, key: &Path, http2: bool) -> Result<TlsAcceptor, String> {
     crate::ib::install_crypto_provider();
     let open = |path: &Path| {
         std::fs::File::open(path)
@@ -173,7 +177,7 @@ fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
         .with_no_client_auth()
         .with_single_cert(chain, private_key)
         .map_err(|e| format!("mock platform: unusable certificate or key: {e}"))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = if http2 { vec![b"h2".to_vec(), b"http/1.1".to_vec()] } else { vec![b"http/1.1".to_vec()] };
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
@@ -209,15 +213,22 @@ async fn serve_connection(
     shutdown: watch::Receiver<bool>,
 ) {
     match acceptor {
-        None => serve_http(TokioIo::new(stream), state, shutdown).await,
+        None => serve_http(TokioIo::new(stream), false, state, shutdown).await,
         Some(acceptor) => match acceptor.accept(stream).await {
-            Ok(tls) => serve_http(TokioIo::new(tls), state, shutdown).await,
+            Ok(tls) => {
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                if h2 {
+                    state.count_h2_connection();
+                }
+                serve_http(TokioIo::new(tls), h2, state, shutdown).await
+            }
             Err(e) => log::debug!("mock platform: TLS handshake failed: {e}"),
         },
     }
 }
 
-async fn serve_http<I>(io: I, state: Arc<MockState>, mut shutdown: watch::Receiver<bool>)
+/// HTTP/1.1, or h2 when ALPN picked it.
+async fn serve_http<I>(io: I, h2: bool, state: Arc<MockState>, mut shutdown: watch::Receiver<bool>)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -225,7 +236,11 @@ where
         let state = state.clone();
         async move { Ok::<_, Infallible>(routes::handle(request, &state).await) }
     });
-    let connection = http1::Builder::new().timer(TokioTimer::new()).keep_alive(true).serve_connection(io, service);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let builder = if h2 { builder.http2_only() } else { builder.http1_only() };
+    let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
     tokio::select! {
         result = connection.as_mut() => {

@@ -77,6 +77,8 @@ pub(super) struct MockState {
     /// Endpoint → the `traceparent` and `tracestate` of its last request (`None`: the header was absent).
     trace_headers: Mutex<BTreeMap<&'static str, TraceHeaders>>,
     connections: AtomicU64,
+    /// Of them, connections that speak h2 (ALPN picked it).
+    h2_connections: AtomicU64,
 }
 
 /// `traceparent` and `tracestate` as received (every field of each, joined by `, `).
@@ -102,11 +104,16 @@ impl MockState {
             requests: Mutex::new(BTreeMap::new()),
             trace_headers: Mutex::new(BTreeMap::new()),
             connections: AtomicU64::new(0),
+            h2_connections: AtomicU64::new(0),
         }
     }
 
     pub fn count_connection(&self) {
         self.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_h2_connection(&self) {
+        self.h2_connections.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn count_request(&self, endpoint: &'static str) {
@@ -140,6 +147,7 @@ impl MockState {
         let total: u64 = requests.values().filter_map(Value::as_u64).sum();
         json!({
             "connections_accepted": self.connections.load(Ordering::Relaxed),
+            "h2_connections_accepted": self.h2_connections.load(Ordering::Relaxed),
             "requests_total": total,
             "requests": requests,
         })
