@@ -15,7 +15,9 @@
 #   (e) a 1 GiB body streamed down and up through the gateway, its RSS before and at peak;
 #   (f) Redis a network hop away: gateways whose Redis is behind examples/delay_relay.rs (250 µs each way, so
 #       0.5 ms more per round trip; no tc netem here), 1 session and N sessions, approximate and exact limits,
-#       against the same rows on loopback Redis.
+#       against the same rows on loopback Redis;
+#   (g) HTTP/2 from clients: the memory-store gateway's TLS listener under h2load (Debian's nghttp2-client),
+#       h2 with 8 streams on each of 4 connections against HTTP/1.1 on 32 connections, both over TLS.
 # Writes the Markdown table to benches/results/latest.md (and prints it).
 #
 # Usage: ./benches/load.sh [SECONDS_PER_ROUND] [CONNECTIONS]     (defaults: 5 s, 32 connections)
@@ -24,8 +26,9 @@
 #   (default 3), IBGW_BENCH_STEADY_SECONDS (each round of a (c)/(f) N-session row and its control; default 30),
 #   IBGW_BENCH_RELAY_US (scenario f's delay each way; default 250), IBGW_BENCH_CHAINS (scenario d; default 32),
 #   IBGW_BENCH_RESULTS (output file),
-#   IBGW_BENCH_PROFILE=1 (after the rounds, one more (a) run under `perf record -g` on the gateway, not counted;
-#   the profile's top entries go into the report; installs linux-perf).
+#   IBGW_BENCH_PROFILE=1 (after the rounds, one more (a) run and one more (c) run on Redis with approximate limits
+#   under `perf record -g` on the gateway, not counted; the profiles' top entries go into the report; installs
+#   linux-perf).
 # Needs: the Rust toolchain; installs cmake & co. (build), wrk, nginx and redis-server with apt-get when root,
 # else names the command to run. Everything listens on 127.0.0.1 only and stops when the script ends.
 set -euo pipefail
@@ -54,6 +57,8 @@ ensure_build_deps
 ensure_redis
 _ibgw_require "wrk" wrk
 _ibgw_require "nginx" nginx
+_ibgw_require "nghttp2-client" h2load
+_ibgw_require "openssl" openssl
 PROFILE=${IBGW_BENCH_PROFILE:-0}
 if [[ $PROFILE == 1 ]]; then _ibgw_require "linux-perf" perf; fi
 
@@ -154,7 +159,16 @@ PUBLIC_URL="http://127.0.0.1:$(free_port)"
 # The rate limits are on (production), but far above what the load reaches.
 HIGH=1000000000
 
-# gateway_config NAME PORT ADMIN STORE_YAML RATE_LIMIT_BACKEND -> writes $TMP/gw-NAME.yaml
+# (g): the memory-store gateway's TLS listener, with a throwaway self-signed certificate.
+TLS_PORT=$(free_port)
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=127.0.0.1 \
+    -keyout "$TMP/tls.key" -out "$TMP/tls.pem" 2>/dev/null
+TLS_SERVER="  tls:
+    listen: ['127.0.0.1:$TLS_PORT']
+    cert_file: $TMP/tls.pem
+    key_file: $TMP/tls.key"
+
+# gateway_config NAME PORT ADMIN STORE_YAML RATE_LIMIT_BACKEND [SERVER_YAML] -> writes $TMP/gw-NAME.yaml
 gateway_config() {
     cat >"$TMP/gw-$1.yaml" <<YAML
 server:
@@ -164,6 +178,7 @@ server:
   threads: $THREADS
   upgrade_sock: $TMP/gw-$1.sock
   pid_file: $TMP/gw-$1.pid
+${6:-}
 platforms:
   allow_insecure_loopback: true
 signing:
@@ -217,7 +232,8 @@ GW_LABEL[redis_far_approx]="Redis ${RELAY_US} µs away each way (0.5 ms RTT at t
 for name in "${GATEWAYS[@]}"; do
     GW_PORT[$name]=$(free_port)
     case $name in
-        memory | memory_glibc) gateway_config "$name" "${GW_PORT[$name]}" "$(free_port)" "" local ;;
+        memory) gateway_config "$name" "${GW_PORT[$name]}" "$(free_port)" "" local "$TLS_SERVER" ;;
+        memory_glibc) gateway_config "$name" "${GW_PORT[$name]}" "$(free_port)" "" local ;;
         redis_exact) gateway_config "$name" "${GW_PORT[$name]}" "$(free_port)" "$REDIS_STORE" redis ;;
         redis_approx) gateway_config "$name" "${GW_PORT[$name]}" "$(free_port)" "$REDIS_STORE" approximate ;;
         redis_local) gateway_config "$name" "${GW_PORT[$name]}" "$(free_port)" "$REDIS_STORE" local ;;
@@ -479,20 +495,61 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 
-# The profile of (a): the memory-store gateway under the same load, in a run of its own (perf slows what it
-# samples, so no measured round carries it). `perf report` of the release binary (its debug symbols are kept).
-PROFILE_TOP=""
-PROFILE_USER=""
-if [[ $PROFILE == 1 ]]; then
-    log "== profile: (a) under perf record -g (not counted)"
-    perf record -F 999 -g -o "$TMP/perf.data" -p "${GW_PID[memory]}" -- sleep "$DURATION" >/dev/null 2>&1 &
-    PERF_PID=$!
-    wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -H "${ROW_HEADER[a_memory]}" "${ROW_URL[a_memory]}" >/dev/null
-    wait "$PERF_PID" || true
-    PROFILE_ALL=$(perf report -i "$TMP/perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null |
+# (g) HTTP/2 from clients, on the memory-store gateway's TLS listener: h2load (nghttp2) drives both protocols,
+# so the client's cost is alike; 32 requests in flight either way (h1: 32 connections; h2: 4 × 8 streams).
+declare -A G_RPS G_MEAN G_FAILED G_PROTO
+G_URL="https://127.0.0.1:$TLS_PORT/api/v3/resource"
+h2load_round() { # ROW ARGS...: one h2load run; appends req/s and mean latency (ms) to the row's lists
+    local row=$1 out rps mean failed proto status
+    shift
+    out=$(h2load "$@" -t 2 -D "$DURATION" -H "Authorization: Bearer $(<"$TMP/memory.token")" "$G_URL" 2>&1 || true)
+    rps=$(awk '/^finished in/ {print $4}' <<<"$out")
+    mean=$(awk '/^time for request:/ {print $6}' <<<"$out")
+    failed=$(awk '/^requests:/ {print $10 + $12}' <<<"$out")
+    proto=$(awk '/^Application protocol:/ {print $3}' <<<"$out")
+    status=$(awk '/^status codes:/ {print $3}' <<<"$out")
+    printf '%-22s %10s req/s   mean %8s   failed %s   %s, %s 2xx\n' "$row" "${rps:-?}" "${mean:-?}" "${failed:-?}" \
+        "${proto:-?}" "${status:-?}" >&2
+    G_RPS[$row]+="${rps:-0} "
+    G_MEAN[$row]+="$(to_ms "${mean:-0}") "
+    G_FAILED[$row]=$((${G_FAILED[$row]:-0} + ${failed:-1}))
+    G_PROTO[$row]=${proto:-?}
+}
+log "== (g) h2load on the TLS listener of the memory-store gateway: $ROUNDS alternating rounds of ${DURATION}s"
+for round in $(seq 1 "$ROUNDS"); do
+    h2load_round g_h1 --h1 -c "$CONNECTIONS" -m 1
+    h2load_round g_h2 -c 4 -m 8
+done
+
+# The profiles: the memory-store gateway under (a)'s load, and the Redis gateway with approximate limits under
+# (c)'s, each in a run of its own (perf slows what it samples, so no measured round carries it). `perf report` of
+# the release binary (its debug symbols are kept).
+# profile ROW PID -> PROFILE_TOP[ROW], PROFILE_USER[ROW]
+declare -A PROFILE_TOP PROFILE_USER
+profile() {
+    local row=$1 pid=$2 all perf_pid
+    local -a load=(-H "${ROW_HEADER[$row]}" "${ROW_URL[$row]}")
+    if [[ ${ROW_HEADER[$row]} == lua:* ]]; then
+        load=(-s benches/random_token.lua "${ROW_URL[$row]}" -- "${ROW_HEADER[$row]#lua:}")
+    fi
+    log "== profile: $row under perf record -g (not counted)"
+    perf record -F 999 -g -o "$TMP/perf-$row.data" -p "$pid" -- sleep "$DURATION" >/dev/null 2>&1 &
+    perf_pid=$!
+    wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" "${load[@]}" >/dev/null
+    wait "$perf_pid" || true
+    all=$(perf report -i "$TMP/perf-$row.data" --no-children --sort dso,symbol --stdio 2>/dev/null |
         grep -E '^ +[0-9.]+%' | cut -c1-150 | sed 's/[[:space:]]*$//' || true)
-    PROFILE_TOP=$(head -n 25 <<<"$PROFILE_ALL")
-    PROFILE_USER=$(grep -v 'kernel.kallsyms' <<<"$PROFILE_ALL" | head -n 15 || true)
+    PROFILE_TOP[$row]=$(head -n 25 <<<"$all")
+    PROFILE_USER[$row]=$(grep -v 'kernel.kallsyms' <<<"$all" | head -n 15 || true)
+}
+PROFILED=()
+if [[ $PROFILE == 1 ]]; then
+    profile a_memory "${GW_PID[memory]}"
+    PROFILED+=(a_memory)
+    if ((GW_BUILT[redis_approx])); then
+        profile c_redis_approx "${GW_PID[redis_approx]}"
+        PROFILED+=(c_redis_approx)
+    fi
 fi
 
 declare -A RSS_AFTER_C
@@ -617,23 +674,39 @@ report() {
     echo "Gateway RSS: idle after start $(mib "$IDLE_RSS") MiB; before streaming (after the load rounds)"
     echo "$(mib "$STREAM_BEFORE") MiB; peak while streaming $(mib "$STREAM_PEAK") MiB (sampled every 20 ms); after $(mib "$STREAM_AFTER") MiB."
     echo
-    if [[ -n $PROFILE_TOP ]]; then
-        echo "## Profile of (a)"
+    local row
+    for row in ${PROFILED[@]+"${PROFILED[@]}"}; do
+        echo "## Profile of ${ROW_LABEL[$row]%%,*}: ${ROW_LABEL[$row]#*, }"
         echo
-        echo "\`perf record -F 999 -g -p <gateway>\` during one more (a) run of ${DURATION} s (not counted);"
+        echo "\`perf record -F 999 -g -p <gateway>\` during one more run of ${DURATION} s of this row's load (not counted);"
         echo "\`perf report --no-children --sort dso,symbol\`, top entries:"
         echo
         echo '```'
-        echo "$PROFILE_TOP"
+        echo "${PROFILE_TOP[$row]}"
         echo '```'
         echo
         echo "The top 15 user-space entries (the kernel's left out):"
         echo
         echo '```'
-        echo "$PROFILE_USER"
+        echo "${PROFILE_USER[$row]}"
         echo '```'
         echo
-    fi
+    done
+    echo "(g) HTTP/2 from clients: h2load (nghttp2 $(h2load --version 2>/dev/null | awk '{print $2; exit}')) on the memory-store gateway's TLS listener"
+    echo "(self-signed P-256 certificate), \`-t 2 -D $DURATION\`, $ROUNDS alternating rounds; 32 requests in flight either way."
+    echo
+    echo "| row | protocol | req/s (mean) | mean latency ms | × HTTP/1.1 | failed |"
+    echo "|---|---|---|---|---|---|"
+    local g
+    for g in g_h1 g_h2; do
+        local what="HTTP/1.1, $CONNECTIONS connections × 1 request"
+        [[ $g == g_h2 ]] && what="h2, 4 connections × 8 streams"
+        echo "| (g) $what | ${G_PROTO[$g]:-?} | $(thousands "$(mean "${G_RPS[$g]:-}")") | $(mean "${G_MEAN[$g]:-}") |" \
+            "$(ratio "$(mean "${G_RPS[$g]:-}")" "$(mean "${G_RPS[g_h1]:-}")") | ${G_FAILED[$g]:-?} |"
+    done
+    echo
+    echo "Per round (req/s): g_h1: ${G_RPS[g_h1]% }; g_h2: ${G_RPS[g_h2]% }"
+    echo
     echo "(f) Redis a hop away: \`examples/delay_relay.rs\` holds every chunk ${RELAY_US} µs each way between the"
     echo "gateway and the same redis-server; PING round trip (redis-benchmark, one connection, p50): loopback"
     echo "${RTT_LOOPBACK:-?} ms, through the relay ${RTT_RELAY:-?} ms."

@@ -7,8 +7,9 @@
 //! `relay listening on ADDR` once ready; runs until killed.
 //!
 //! Each connection gets two OS threads per direction (a reader that stamps each chunk with its due time and a
-//! writer that sleeps until then): `std::thread::sleep` keeps the delay within tens of microseconds, where
-//! tokio's timer wheel rounds every sleep up to whole milliseconds. A gateway opens a handful of Redis
+//! writer that sleeps until then): `std::thread::sleep`, ended early by how late this machine's sleeps wake,
+//! keeps the delay within tens of microseconds, where tokio's timer wheel rounds every sleep up to whole
+//! milliseconds. A gateway opens a handful of Redis
 //! connections, so four threads each are cheap.
 
 use std::io::{Read, Write};
@@ -72,10 +73,17 @@ fn direction(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
         let _ = from.shutdown(Shutdown::Read);
     });
     thread::spawn(move || {
+        // How late a sleep wakes on this machine (an average of the last few): each sleep ends that much early,
+        // so chunks leave near their due time rather than a scheduler's wake-up later (measured without it:
+        // 0.90 ms round trips for a 0.5 ms setting on the busy 2-core bench machine).
+        let mut late = Duration::ZERO;
         for (at, chunk) in due {
+            let aim = at.checked_sub(late).unwrap_or(at);
             let now = Instant::now();
-            if at > now {
-                thread::sleep(at - now);
+            if aim > now {
+                thread::sleep(aim - now);
+                let woke = Instant::now().saturating_duration_since(aim);
+                late = (late * 7 + woke) / 8;
             }
             if to.write_all(&chunk).is_err() {
                 break;
