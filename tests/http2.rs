@@ -48,6 +48,11 @@ impl OverTls {
     }
 }
 
+/// What a client may send that must not reach IB: a cookie of its own and a `sid` of its choosing.
+fn with_client_credentials(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    request.header("Cookie", "session=should-not-pass").header("sid", "client-chosen-sid")
+}
+
 /// A client that trusts the test CA and speaks h2 when the server offers it by ALPN.
 fn tls_client(pki: &TestPki) -> reqwest::ClientBuilder {
     let ca = reqwest::Certificate::from_pem(&std::fs::read(&pki.ca).unwrap()).unwrap();
@@ -67,14 +72,8 @@ async fn over_h2_the_proxy_checks_the_bearer_injects_the_sid_strips_credentials_
     let challenge = anonymous.headers()["www-authenticate"].to_str().unwrap().to_string();
     assert!(challenge.starts_with("Bearer resource_metadata="), "{challenge}");
 
-    let proxied = h2
-        .get(format!("{tls}/api/v3/resource?x=1"))
-        .bearer_auth(access)
-        .header("Cookie", "session=should-not-pass")
-        .header("sid", "client-chosen-sid")
-        .send()
-        .await
-        .unwrap();
+    let proxied = with_client_credentials(h2.get(format!("{tls}/api/v3/resource?x=1")).bearer_auth(access));
+    let proxied = proxied.send().await.unwrap();
     assert_eq!((proxied.status().as_u16(), proxied.version()), (200, reqwest::Version::HTTP_2));
     assert_eq!(proxied.headers()["x-content-type-options"], "nosniff");
     let echo: Value = proxied.json().await.unwrap();
@@ -195,14 +194,7 @@ async fn over_h2_to_ib_concurrent_requests_share_a_connection_and_keep_every_pro
     let requests = (0..20).map(|i| {
         let (url, access) = (gateway.url(&format!("/api/v3/resource?n={i}&mock_delay_ms=300")), access.clone());
         async move {
-            let answer = http()
-                .get(url)
-                .bearer_auth(access)
-                .header("Cookie", "session=should-not-pass")
-                .header("sid", "client-chosen-sid")
-                .send()
-                .await
-                .unwrap();
+            let answer = with_client_credentials(http().get(url).bearer_auth(access)).send().await.unwrap();
             assert_eq!(answer.status(), 200);
             answer.json::<Value>().await.unwrap()
         }
