@@ -29,7 +29,8 @@
 #   IBGW_BENCH_PROFILE=1 (after the rounds, one more (a) run and one more (c) run on Redis with approximate limits
 #   under `perf record -g` on the gateway, not counted; the profiles' top entries go into the report; installs
 #   linux-perf).
-# Needs: the Rust toolchain; installs cmake & co. (build), wrk, nginx and redis-server with apt-get when root,
+# Needs: the Rust toolchain; installs cmake & co. (build), wrk, nginx, nghttp2-client (h2load), openssl and
+# redis-server with apt-get when root,
 # else names the command to run. Everything listens on 127.0.0.1 only and stops when the script ends.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
