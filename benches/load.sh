@@ -441,15 +441,20 @@ to_ms() {
     }'
 }
 
+# wrk_target ROW -> WRK_TARGET: what wrk requests for the row (one request with the row's header, or
+# benches/random_token.lua spreading requests over the row's token file).
+wrk_target() {
+    if [[ ${ROW_HEADER[$1]} == lua:* ]]; then
+        WRK_TARGET=(-s benches/random_token.lua "${ROW_URL[$1]}" -- "${ROW_HEADER[$1]#lua:}")
+    else
+        WRK_TARGET=(-H "${ROW_HEADER[$1]}" "${ROW_URL[$1]}")
+    fi
+}
+
 run() { # ROW: one wrk round; appends req/s, p99 (ms) and failed responses to the row's lists
     local row=$1 out rps p50 p99 bad
-    local -a args=(-t2 -c"$CONNECTIONS" -d"$(row_seconds "$row")s" --latency)
-    if [[ ${ROW_HEADER[$row]} == lua:* ]]; then
-        args+=(-s benches/random_token.lua "${ROW_URL[$row]}" -- "${ROW_HEADER[$row]#lua:}")
-    else
-        args+=(-H "${ROW_HEADER[$row]}" "${ROW_URL[$row]}")
-    fi
-    out=$(wrk "${args[@]}")
+    wrk_target "$row"
+    out=$(wrk -t2 -c"$CONNECTIONS" -d"$(row_seconds "$row")s" --latency "${WRK_TARGET[@]}")
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
     p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
@@ -529,14 +534,11 @@ done
 declare -A PROFILE_TOP PROFILE_USER
 profile() {
     local row=$1 pid=$2 all perf_pid
-    local -a load=(-H "${ROW_HEADER[$row]}" "${ROW_URL[$row]}")
-    if [[ ${ROW_HEADER[$row]} == lua:* ]]; then
-        load=(-s benches/random_token.lua "${ROW_URL[$row]}" -- "${ROW_HEADER[$row]#lua:}")
-    fi
+    wrk_target "$row"
     log "== profile: $row under perf record -g (not counted)"
     perf record -F 999 -g -o "$TMP/perf-$row.data" -p "$pid" -- sleep "$DURATION" >/dev/null 2>&1 &
     perf_pid=$!
-    wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" "${load[@]}" >/dev/null
+    wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" "${WRK_TARGET[@]}" >/dev/null
     wait "$perf_pid" || true
     all=$(perf report -i "$TMP/perf-$row.data" --no-children --sort dso,symbol --stdio 2>/dev/null |
         grep -E '^ +[0-9.]+%' | cut -c1-150 | sed 's/[[:space:]]*$//' || true)
