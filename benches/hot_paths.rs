@@ -120,6 +120,17 @@ fn benches(c: &mut Criterion) {
             cache.keep(cache.begin_read(), black_box(&sessions[next]))
         })
     });
+    // A full cache keeping sessions it does not hold (more sessions than `session_cache_max_entries`): each keep
+    // makes room, a shard at a time.
+    let full = SessionCache::new(CACHED_SESSIONS / 4, Duration::from_secs(60));
+    full.set_live(true);
+    full.confirm(std::time::Instant::now(), Duration::from_secs(3_600));
+    c.bench_function("session_cache_keep_when_full", |b| {
+        b.iter(|| {
+            next = (next + 1) % sessions.len();
+            full.keep(full.begin_read(), black_box(&sessions[next]))
+        })
+    });
 }
 
 criterion_group!(hot_paths, benches);

@@ -18,25 +18,34 @@ pub const LOGIN_TIMEOUT_HOURS: std::ops::RangeInclusive<u32> = 1..=120;
 
 /// Our identifier of a session: 128 random bits, base64url. It names Redis keys (as a hash tag) and is
 /// embedded in refresh tokens and in the `sid`-free access token; alone it grants nothing.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct SessionId(String);
+///
+/// Held inline (22 ASCII bytes, no heap): a session id is copied with every session copy a request takes.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId([u8; SESSION_ID_LEN]);
+
+/// The length of a session id: 16 bytes in base64url without padding.
+const SESSION_ID_LEN: usize = 22;
 
 impl SessionId {
     pub fn generate() -> Self {
         let mut bytes = [0u8; 16];
         rand::rng().fill_bytes(&mut bytes);
-        SessionId(base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes))
+        let mut id = [0u8; SESSION_ID_LEN];
+        let engine = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let written = base64::Engine::encode_slice(engine, bytes, &mut id);
+        debug_assert_eq!(written, Ok(SESSION_ID_LEN));
+        SessionId(id)
     }
 
     /// Accepts only the shape [`SessionId::generate`] makes, so a client-supplied id can name no other key.
     pub fn parse(text: &str) -> Option<Self> {
-        let well_formed = text.len() == 22 && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        well_formed.then(|| SessionId(text.to_string()))
+        let id: [u8; SESSION_ID_LEN] = text.as_bytes().try_into().ok()?;
+        id.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_').then_some(SessionId(id))
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Every byte is ASCII (`generate` and `parse` make no other), so this never fails.
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 
     /// What logs show instead of the id: 12 characters of its SHA-256, the same in every log line, so lines
@@ -44,7 +53,7 @@ impl SessionId {
     pub fn log_tag(&self) -> String {
         // The same digest and alphabet as `tokens::TokenHash` (tokens sit above sessions, so not shared).
         // 9 bytes are exactly 12 base64 characters: the first 12 of the whole digest's encoding.
-        let digest = <sha2::Sha256 as sha2::Digest>::digest(self.0.as_bytes());
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(self.0);
         let mut tag = [0u8; 12];
         let engine = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
         match base64::Engine::encode_slice(engine, &digest[..9], &mut tag) {
@@ -54,15 +63,37 @@ impl SessionId {
     }
 }
 
+impl Serialize for SessionId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for SessionId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = SessionId;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a session id")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<SessionId, E> {
+                SessionId::parse(text).ok_or_else(|| E::invalid_value(serde::de::Unexpected::Str(text), &self))
+            }
+        }
+        deserializer.deserialize_str(Text)
+    }
+}
+
 impl std::fmt::Debug for SessionId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SessionId({})", self.0)
+        write!(f, "SessionId({})", self.as_str())
     }
 }
 
 impl std::fmt::Display for SessionId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 

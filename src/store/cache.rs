@@ -23,12 +23,19 @@
 //!
 //! The map is hand-written rather than a cache crate: `moka` in its place was measured slower on the
 //! hit (`benches/hot_paths.rs`, `session_cache_hit` 160 ns here, 337 ns with moka), see docs/operations.md.
+//! It is split into shards, each under its own lock, so that making room never holds up the whole cache: when
+//! the cache is full, the shard a new copy goes to drops its expired copies and, if none are, the 1/32 of its
+//! copies that would expire first (the oldest reads, which would have to be read again soonest anyway), in one
+//! pass over that shard alone. The bound is on the whole cache, not on each shard, so shards that happen to
+//! serve more sessions hold more. (One map made room by walking all 100,000 copies under the
+//! only write lock, then dropping them all: every request waited for it.)
 //!
 //! Only sessions are cached, never their absence, and nothing here changes what Redis holds.
 
 use parking_lot::RwLock;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::session::{Session, SessionId};
@@ -40,11 +47,25 @@ pub struct ReadTicket {
     began: Instant,
 }
 
+/// At most this many shards (fewer when `max_entries` is smaller).
+const SHARDS: usize = 64;
+
+/// A full shard without expired copies drops this share of them (1/32): few enough that a working set just over
+/// the capacity still mostly hits, many enough that one pass over the shard makes room for many reads.
+const EVICTED_SHARE: usize = 32;
+
+/// Each copy with the moment it stops being served.
+type Copies = HashMap<SessionId, (Session, Instant)>;
+
 pub struct SessionCache {
     /// Each copy with the moment it stops being served: `max_age` after the Redis read that found it began,
-    /// or when its record expires in Redis, whichever comes first.
-    entries: RwLock<HashMap<SessionId, (Session, Instant)>>,
+    /// or when its record expires in Redis, whichever comes first. A session's shard is chosen by `hasher`.
+    shards: Box<[RwLock<Copies>]>,
+    hasher: RandomState,
     max_entries: usize,
+    /// Copies in all shards. Changed under the lock of the shard that gained or lost them: two shards filling
+    /// at once may each pass the bound by one copy, which the next copy kept in them gives back.
+    len: AtomicUsize,
     max_age: Duration,
     epoch: AtomicU64,
     live: AtomicBool,
@@ -55,16 +76,25 @@ pub struct SessionCache {
 }
 
 impl SessionCache {
+    /// A cache of at most `max_entries` copies (at least 1), give or take one per concurrent `keep`.
     pub fn new(max_entries: usize, max_age: Duration) -> Self {
+        let shards = max_entries.clamp(1, SHARDS);
         SessionCache {
-            entries: RwLock::new(HashMap::new()),
+            shards: (0..shards).map(|_| RwLock::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
             max_entries,
+            len: AtomicUsize::new(0),
             max_age,
             epoch: AtomicU64::new(0),
             live: AtomicBool::new(false),
             base: Instant::now(),
             fresh_until: AtomicU64::new(0),
         }
+    }
+
+    fn shard(&self, id: &SessionId) -> &RwLock<Copies> {
+        let index = self.hasher.hash_one(id) % self.shards.len() as u64;
+        &self.shards[index as usize]
     }
 
     fn nanos(&self, at: Instant) -> u64 {
@@ -81,8 +111,8 @@ impl SessionCache {
         if self.nanos(now) >= self.fresh_until.load(Ordering::Acquire) {
             return None;
         }
-        let entries = self.entries.read();
-        let (session, until) = entries.get(id)?;
+        let copies = self.shard(id).read();
+        let (session, until) = copies.get(id)?;
         (now < *until).then(|| session.clone())
     }
 
@@ -115,27 +145,33 @@ impl SessionCache {
         if ticket.began.elapsed() >= self.max_age {
             return;
         }
-        let mut entries = self.entries.write();
-        // Checked under the write lock: an invalidation moves the epoch before it takes this lock.
+        let record_lasts = Duration::from_secs(super::session_record_ttl(session, super::now_unix()));
+        let until = ticket.began + self.max_age.min(record_lasts);
+        let mut copies = self.shard(&session.id).write();
+        // Checked under the write lock: an invalidation moves the epoch before it takes this lock, and a flush
+        // holds every shard's.
         if self.epoch.load(Ordering::Acquire) != epoch || !self.live.load(Ordering::Acquire) {
             return;
         }
-        if entries.len() >= self.max_entries && !entries.contains_key(&session.id) {
-            let now = Instant::now();
-            entries.retain(|_, (_, until)| now < *until);
-            if entries.len() >= self.max_entries {
-                // Still full of fresh copies: start over rather than track recency on every hit.
-                entries.clear();
+        if self.len.load(Ordering::Acquire) >= self.max_entries && !copies.contains_key(&session.id) {
+            let dropped = make_room(&mut copies, Instant::now());
+            self.len.fetch_sub(dropped, Ordering::AcqRel);
+            if dropped == 0 {
+                // This shard holds nothing to give up for it: the copy is not kept.
+                return;
             }
         }
-        let record_lasts = Duration::from_secs(super::session_record_ttl(session, super::now_unix()));
-        entries.insert(session.id.clone(), (session.clone(), ticket.began + self.max_age.min(record_lasts)));
+        if copies.insert(session.id.clone(), (session.clone(), until)).is_none() {
+            self.len.fetch_add(1, Ordering::AcqRel);
+        }
     }
 
     /// The session changed in Redis: drop its copy, and any read of anything still in flight.
     pub fn invalidate(&self, id: &SessionId) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.entries.write().remove(id);
+        if self.shard(id).write().remove(id).is_some() {
+            self.len.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
     /// An invalidation message: the session key as the scripts publish it (`P:s:{<id>}`).
@@ -156,11 +192,16 @@ impl SessionCache {
     /// is forgotten: nothing read before the subscription was up is known to be current.
     pub fn set_live(&self, live: bool) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        let mut entries = self.entries.write();
-        entries.clear();
+        // Every shard's lock at once, so no `keep` lands between the shards' flushes and this change of state;
+        // the copies are dropped after the locks are released.
+        let mut shards: Vec<_> = self.shards.iter().map(|shard| shard.write()).collect();
+        let flushed: Vec<Copies> = shards.iter_mut().map(|copies| std::mem::take(&mut **copies)).collect();
+        self.len.store(0, Ordering::Release);
         // Nothing is served until a heartbeat of the new subscription comes back.
         self.fresh_until.store(0, Ordering::Release);
         self.live.store(live, Ordering::Release);
+        drop(shards);
+        drop(flushed);
     }
 
     pub fn is_live(&self) -> bool {
@@ -169,8 +210,24 @@ impl SessionCache {
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.entries.read().len()
+        let len = self.shards.iter().map(|shard| shard.read().len()).sum();
+        assert_eq!(len, self.len.load(Ordering::Acquire), "the count is the copies'");
+        len
     }
+}
+
+/// Makes room in a shard of a full cache: drops its expired copies, or if none are, the [`EVICTED_SHARE`] (at
+/// least one) that would expire first. Returns how many it dropped (0 only when the shard is empty).
+fn make_room(copies: &mut Copies, now: Instant) -> usize {
+    let before = copies.len();
+    copies.retain(|_, (_, until)| now < *until);
+    if copies.len() == before && before > 0 {
+        let mut untils: Vec<Instant> = copies.values().map(|(_, until)| *until).collect();
+        let nth = (before / EVICTED_SHARE).saturating_sub(1);
+        let (_, &mut cutoff, _) = untils.select_nth_unstable(nth);
+        copies.retain(|_, (_, until)| *until > cutoff);
+    }
+    before - copies.len()
 }
 
 #[cfg(test)]
@@ -252,6 +309,66 @@ mod tests {
             cache.keep(cache.begin_read(), &session());
             assert!(cache.len() <= 3);
         }
+    }
+
+    #[test]
+    fn a_full_cache_makes_room_by_dropping_its_oldest_copies_not_every_copy() {
+        let capacity = SHARDS * 16;
+        let cache = live(SessionCache::new(capacity, Duration::from_secs(60)));
+        let sessions: Vec<Session> = (0..capacity * 3).map(|_| session()).collect();
+        for s in &sessions {
+            cache.keep(cache.begin_read(), s);
+            assert!(cache.len() <= capacity);
+        }
+        assert!(cache.len() > capacity / 2, "room is made a little at a time: {}", cache.len());
+        // A copy leaves only once 15 later ones have landed in its shard: the newest 16 of 3,072 are all there.
+        for s in &sessions[sessions.len() - 16..] {
+            assert_eq!(cache.get(&s.id), Some(s.clone()));
+        }
+    }
+
+    #[test]
+    fn a_working_set_just_over_the_bound_still_mostly_hits() {
+        let capacity = SHARDS * 100;
+        let cache = live(SessionCache::new(capacity, Duration::from_secs(60)));
+        let sessions: Vec<Session> = (0..capacity + capacity / 100).map(|_| session()).collect();
+        let (mut hits, mut reads, mut next) = (0, 0, 12_345_u64);
+        for round in 0..40 * sessions.len() {
+            // Uniformly at random (a fixed linear congruential sequence), like the bench's 100,000 sessions.
+            next = next.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let s = &sessions[(next >> 33) as usize % sessions.len()];
+            let hit = cache.get(&s.id).is_some();
+            if !hit {
+                cache.keep(cache.begin_read(), s);
+            }
+            // Counted once the cache has filled.
+            if round >= 20 * sessions.len() {
+                reads += 1;
+                hits += usize::from(hit);
+            }
+        }
+        let rate = hits as f64 / reads as f64;
+        println!("hit rate {rate:.4}");
+        assert!(rate > 0.95, "{rate}");
+    }
+
+    #[test]
+    fn making_room_drops_the_expired_copies_first_else_those_that_expire_soonest() {
+        let now = Instant::now();
+        let at = |ms: u64| now + Duration::from_millis(ms);
+        let full = |untils: &[Instant]| -> Copies {
+            untils.iter().map(|&until| (SessionId::generate(), (session(), until))).collect()
+        };
+        let expired = [now - Duration::from_millis(1), now - Duration::from_millis(2)];
+        let mut copies = full(&[expired[0], at(5), expired[1], at(1), at(9), at(7), at(3), at(8)]);
+        assert_eq!(make_room(&mut copies, now), 2);
+        assert_eq!(copies.len(), 6, "the two expired copies, nothing else");
+
+        let mut copies = full(&(1..=64).map(at).collect::<Vec<_>>());
+        assert_eq!(make_room(&mut copies, now), 2);
+        let mut left: Vec<Instant> = copies.values().map(|(_, until)| *until).collect();
+        left.sort();
+        assert_eq!(left, (3..=64).map(at).collect::<Vec<_>>(), "1/32: the 2 that expire first");
     }
 
     #[test]
