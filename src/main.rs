@@ -92,6 +92,9 @@ enum Command {
         /// The `apiV3url` the mock reports (default: its own origin).
         #[arg(long)]
         api_v3_url: Option<String>,
+        /// Offer HTTP/2 by ALPN as well as HTTP/1.1 (needs `--tls`): try `upstream.http2` against it.
+        #[arg(long, requires = "tls")]
+        http2: bool,
     },
     /// Start the mock platform and a development gateway (conf/dev.yaml) together, and print the URL to open.
     #[cfg(feature = "mock")]
@@ -186,10 +189,11 @@ fn main() -> ExitCode {
             }
         }
         #[cfg(feature = "mock")]
-        Some(Command::MockPlatform { listen, tls, login_timeout_hours, api_v3_url }) => {
+        Some(Command::MockPlatform { listen, tls, login_timeout_hours, api_v3_url, http2 }) => {
             let settings = MockSettings {
                 login_timeout_hours: (login_timeout_hours > 0).then_some(login_timeout_hours),
                 api_v3_url,
+                http2,
                 ..MockSettings::default()
             };
             let tls = tls.map(|paths| (paths[0].clone(), paths[1].clone()));

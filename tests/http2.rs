@@ -255,3 +255,34 @@ async fn a_platform_without_h2_is_spoken_to_over_http_1_1() {
     assert_eq!(echo["headers"]["sid"], tokens["sid"]);
     assert_eq!(connections(&mock).await.1, 0, "no h2 connection to a platform that offers only http/1.1");
 }
+
+/// The `mock-platform` command (what the bench and operators run) offers h2 by ALPN only with `--http2`, and
+/// refuses `--http2` without `--tls` (there is no ALPN without TLS).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_mock_platform_command_offers_h2_only_with_its_flag() {
+    let pki = test_pki();
+    let client = tls_client(&pki).build().unwrap();
+    for (flag, expected) in [(true, reqwest::Version::HTTP_2), (false, reqwest::Version::HTTP_11)] {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let mut command = std::process::Command::new(BIN);
+        command.args(["mock-platform", "--listen", &listen, "--tls"]).arg(&pki.cert).arg(&pki.key);
+        if flag {
+            command.arg("--http2");
+        }
+        let mut mock = command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let mut answer = None;
+        for _ in 0..200 {
+            if let Ok(response) = client.get(format!("https://{listen}/_mock/stats")).send().await {
+                answer = Some((response.status().as_u16(), response.version()));
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        mock.kill().unwrap();
+        mock.wait().unwrap();
+        assert_eq!(answer, Some((200, expected)), "--http2: {flag}");
+    }
+    let refused = std::process::Command::new(BIN).args(["mock-platform", "--http2"]).output().unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--tls"), "{}", String::from_utf8_lossy(&refused.stderr));
+}
