@@ -24,9 +24,9 @@
 //! The map is hand-written rather than a cache crate: `moka` in its place was measured slower on the
 //! hit (`benches/hot_paths.rs`, `session_cache_hit` 160 ns here, 337 ns with moka), see docs/operations.md.
 //! It is split into shards, each under its own lock, so that making room never holds up the whole cache: when
-//! the cache is full, the shard a new copy goes to drops its expired copies and, if none are, the 1/32 of its
-//! copies that would expire first (the oldest reads, which would have to be read again soonest anyway), in one
-//! pass over that shard alone. The bound is on the whole cache, not on each shard, so shards that happen to
+//! the cache is full, the shard a new copy goes to drops its expired copies and, if they are fewer than 1/32 of
+//! it, the copies that would expire first up to that share (the oldest reads, which would have to be read again
+//! soonest anyway), in one pass over that shard alone. The bound is on the whole cache, not on each shard, so shards that happen to
 //! serve more sessions hold more. (One map made room by walking all 100,000 copies under the
 //! only write lock, then dropping them all: every request waited for it.)
 //!
@@ -50,7 +50,7 @@ pub struct ReadTicket {
 /// At most this many shards (fewer when `max_entries` is smaller).
 const SHARDS: usize = 64;
 
-/// A full shard without expired copies drops this share of them (1/32): few enough that a working set just over
+/// A full shard drops at least this share of its copies (1/32), the expired ones first: few enough that a working set just over
 /// the capacity still mostly hits, many enough that one pass over the shard makes room for many reads.
 const EVICTED_SHARE: usize = 32;
 
@@ -216,14 +216,17 @@ impl SessionCache {
     }
 }
 
-/// Makes room in a shard of a full cache: drops its expired copies, or if none are, the [`EVICTED_SHARE`] (at
-/// least one) that would expire first. Returns how many it dropped (0 only when the shard is empty).
+/// Makes room in a shard of a full cache: drops its expired copies and, when they are fewer than the
+/// [`EVICTED_SHARE`] of the shard (at least one), the copies that expire first up to that share, so that one pass
+/// over the shard makes room for many reads. Returns how many it dropped (0 only when the shard is empty).
 fn make_room(copies: &mut Copies, now: Instant) -> usize {
     let before = copies.len();
     copies.retain(|_, (_, until)| now < *until);
-    if copies.len() == before && before > 0 {
+    let share = (before / EVICTED_SHARE).max(1);
+    let missing = share.saturating_sub(before - copies.len());
+    if missing > 0 && !copies.is_empty() {
         let mut untils: Vec<Instant> = copies.values().map(|(_, until)| *until).collect();
-        let nth = (before / EVICTED_SHARE).saturating_sub(1);
+        let nth = (missing - 1).min(untils.len() - 1);
         let (_, &mut cutoff, _) = untils.select_nth_unstable(nth);
         copies.retain(|_, (_, until)| *until > cutoff);
     }
@@ -369,6 +372,12 @@ mod tests {
         let mut left: Vec<Instant> = copies.values().map(|(_, until)| *until).collect();
         left.sort();
         assert_eq!(left, (3..=64).map(at).collect::<Vec<_>>(), "1/32: the 2 that expire first");
+
+        let mut untils: Vec<Instant> = (2..=64).map(at).collect();
+        untils.push(expired[0]);
+        let mut copies = full(&untils);
+        assert_eq!(make_room(&mut copies, now), 2, "one expired is short of 1/32: the one that expires first too");
+        assert!(copies.values().all(|(_, until)| *until > at(2)));
     }
 
     #[test]
