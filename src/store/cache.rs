@@ -26,9 +26,9 @@
 //! It is split into shards, each under its own lock, so that making room never holds up the whole cache: when
 //! the cache is full, the shard a new copy goes to drops its expired copies and, if they are fewer than 1/32 of
 //! it, the copies that would expire first up to that share (the oldest reads, which would have to be read again
-//! soonest anyway), in one pass over that shard alone. The bound is on the whole cache, not on each shard, so shards that happen to
-//! serve more sessions hold more. (One map made room by walking all 100,000 copies under the
-//! only write lock, then dropping them all: every request waited for it.)
+//! soonest anyway), in one pass over that shard alone. The bound is on the whole cache, not on each shard, so
+//! shards that happen to serve more sessions hold more. (One map made room by walking all 100,000 copies under
+//! the only write lock, then dropping them all: every request waited for it.)
 //!
 //! Only sessions are cached, never their absence, and nothing here changes what Redis holds.
 
@@ -50,8 +50,8 @@ pub struct ReadTicket {
 /// At most this many shards (fewer when `max_entries` is smaller).
 const SHARDS: usize = 64;
 
-/// A full shard drops at least this share of its copies (1/32), the expired ones first: few enough that a working set just over
-/// the capacity still mostly hits, many enough that one pass over the shard makes room for many reads.
+/// A full shard drops at least this share of its copies (1/32), the expired ones first: few enough that a
+/// working set just over the capacity still mostly hits, many enough that one pass makes room for many reads.
 const EVICTED_SHARE: usize = 32;
 
 /// Each copy with the moment it stops being served.
